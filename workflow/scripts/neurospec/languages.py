@@ -1,0 +1,143 @@
+"""The 40 EC40 languages and English: names, families, scripts and resource tiers.
+
+The tiers are EC40's training-data sizes (Tan & Monz, 2023): high 5M sentence pairs with English,
+medium 1M, low 100k, extremely low 50k.  EC40 groups its languages into five families of eight,
+two per tier; we keep those groups (``family``) and add the linguistic subgroup where EC40's group
+is broader than one genus (Kannada is Dravidian, Hausa Chadic, Somali Cushitic, Kabyle Berber...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .errors import NeurospecError
+
+TIERS = ("high", "medium", "low", "extremely-low")
+TIER_SIZES = {"high": 5_000_000, "medium": 1_000_000, "low": 100_000, "extremely-low": 50_000}
+FAMILIES = ("Germanic", "Romance", "Slavic", "Indo-Aryan", "Afro-Asiatic")
+
+
+@dataclass(frozen=True)
+class Language:
+    code: str  # EC40 code (ISO 639-1 where one exists)
+    name: str  # English name, as used in prompts
+    family: str  # EC40 family group ("English" is Germanic)
+    subgroup: str  # linguistic subgroup
+    script: str  # ISO 15924 script name
+    tier: str  # EC40 resource tier; "pivot" for English
+
+
+_L = Language
+LANGUAGES: dict[str, Language] = {
+    lang.code: lang
+    for lang in [
+        _L("en", "English", "Germanic", "West Germanic", "Latin", "pivot"),
+        # Germanic
+        _L("de", "German", "Germanic", "West Germanic", "Latin", "high"),
+        _L("nl", "Dutch", "Germanic", "West Germanic", "Latin", "high"),
+        _L("sv", "Swedish", "Germanic", "North Germanic", "Latin", "medium"),
+        _L("da", "Danish", "Germanic", "North Germanic", "Latin", "medium"),
+        _L("is", "Icelandic", "Germanic", "North Germanic", "Latin", "low"),
+        _L("af", "Afrikaans", "Germanic", "West Germanic", "Latin", "low"),
+        _L("lb", "Luxembourgish", "Germanic", "West Germanic", "Latin", "extremely-low"),
+        _L("no", "Norwegian", "Germanic", "North Germanic", "Latin", "extremely-low"),
+        # Romance
+        _L("fr", "French", "Romance", "Gallo-Romance", "Latin", "high"),
+        _L("es", "Spanish", "Romance", "Ibero-Romance", "Latin", "high"),
+        _L("it", "Italian", "Romance", "Italo-Romance", "Latin", "medium"),
+        _L("pt", "Portuguese", "Romance", "Ibero-Romance", "Latin", "medium"),
+        _L("ro", "Romanian", "Romance", "Eastern Romance", "Latin", "low"),
+        _L("oc", "Occitan", "Romance", "Occitano-Romance", "Latin", "low"),
+        _L("ast", "Asturian", "Romance", "Ibero-Romance", "Latin", "extremely-low"),
+        _L("ca", "Catalan", "Romance", "Occitano-Romance", "Latin", "extremely-low"),
+        # Slavic
+        _L("ru", "Russian", "Slavic", "East Slavic", "Cyrillic", "high"),
+        _L("cs", "Czech", "Slavic", "West Slavic", "Latin", "high"),
+        _L("pl", "Polish", "Slavic", "West Slavic", "Latin", "medium"),
+        _L("bg", "Bulgarian", "Slavic", "South Slavic", "Cyrillic", "medium"),
+        _L("uk", "Ukrainian", "Slavic", "East Slavic", "Cyrillic", "low"),
+        _L("sr", "Serbian", "Slavic", "South Slavic", "Latin", "low"),
+        _L("be", "Belarusian", "Slavic", "East Slavic", "Cyrillic", "extremely-low"),
+        _L("bs", "Bosnian", "Slavic", "South Slavic", "Latin", "extremely-low"),
+        # Indo-Aryan (EC40's group; Kannada is Dravidian)
+        _L("hi", "Hindi", "Indo-Aryan", "Central Indo-Aryan", "Devanagari", "high"),
+        _L("bn", "Bengali", "Indo-Aryan", "Eastern Indo-Aryan", "Bengali", "high"),
+        _L("kn", "Kannada", "Indo-Aryan", "Dravidian", "Kannada", "medium"),
+        _L("mr", "Marathi", "Indo-Aryan", "Southern Indo-Aryan", "Devanagari", "medium"),
+        _L("sd", "Sindhi", "Indo-Aryan", "Northwestern Indo-Aryan", "Arabic", "low"),
+        _L("gu", "Gujarati", "Indo-Aryan", "Western Indo-Aryan", "Gujarati", "low"),
+        _L("ne", "Nepali", "Indo-Aryan", "Northern Indo-Aryan", "Devanagari", "extremely-low"),
+        _L("ur", "Urdu", "Indo-Aryan", "Central Indo-Aryan", "Arabic", "extremely-low"),
+        # Afro-Asiatic
+        _L("ar", "Arabic", "Afro-Asiatic", "Semitic", "Arabic", "high"),
+        _L("he", "Hebrew", "Afro-Asiatic", "Semitic", "Hebrew", "high"),
+        _L("ha", "Hausa", "Afro-Asiatic", "Chadic", "Latin", "medium"),
+        _L("mt", "Maltese", "Afro-Asiatic", "Semitic", "Latin", "medium"),
+        _L("ti", "Tigrinya", "Afro-Asiatic", "Semitic", "Ethiopic", "low"),
+        _L("am", "Amharic", "Afro-Asiatic", "Semitic", "Ethiopic", "low"),
+        _L("so", "Somali", "Afro-Asiatic", "Cushitic", "Latin", "extremely-low"),
+        _L("kab", "Kabyle", "Afro-Asiatic", "Berber", "Latin", "extremely-low"),
+    ]
+}
+EC40_LANGUAGES: tuple[str, ...] = tuple(c for c in LANGUAGES if c != "en")
+PIVOT = "en"
+
+
+def language(code: str) -> Language:
+    try:
+        return LANGUAGES[code]
+    except KeyError:
+        raise NeurospecError(
+            f"unknown language code {code!r}; known: {', '.join(sorted(LANGUAGES))}"
+        ) from None
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    """``"en-de"`` -> ``("en", "de")``; exactly one side must be English (EC40 is English-centric)."""
+    parts = pair.split("-") if isinstance(pair, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise NeurospecError(f"malformed pair {pair!r} in 'pairs': expected 'src-tgt', e.g. 'en-de'")
+    src, tgt = parts
+    for code in (src, tgt):
+        if code not in LANGUAGES:
+            raise NeurospecError(
+                f"unknown language code {code!r} in pair {pair!r} (key 'pairs'); "
+                f"known: {', '.join(sorted(LANGUAGES))}"
+            )
+    if (src == PIVOT) == (tgt == PIVOT):
+        raise NeurospecError(
+            f"pair {pair!r} in 'pairs' must have English on exactly one side (EC40 is English-centric)"
+        )
+    return src, tgt
+
+
+def non_english(pair: str) -> str:
+    src, tgt = parse_pair(pair)
+    return tgt if src == PIVOT else src
+
+
+def direction(pair: str) -> str:
+    """``"en-xx"`` (out of English) or ``"xx-en"`` (into English)."""
+    return "en-xx" if parse_pair(pair)[0] == PIVOT else "xx-en"
+
+
+def language_table() -> pd.DataFrame:
+    """One row per language: code, name, family, subgroup, script, tier, tier_size."""
+    df = pd.DataFrame([vars(lang) for lang in LANGUAGES.values()])
+    df["tier_size"] = df["tier"].map(TIER_SIZES).astype("Int64")
+    return df
+
+
+def sort_key(code: str) -> tuple[int, int, str]:
+    """Order languages by family, then tier (high first), then code: the order figures use."""
+    lang = language(code)
+    fam = FAMILIES.index(lang.family) if code != PIVOT else -1
+    tier = TIERS.index(lang.tier) if lang.tier in TIERS else -1
+    return (fam, tier, code)
+
+
+def sort_pairs(pairs: list[str]) -> list[str]:
+    """en->xx pairs first then xx->en, each by family and tier of the non-English side."""
+    return sorted(pairs, key=lambda p: (direction(p) != "en-xx", sort_key(non_english(p))))
