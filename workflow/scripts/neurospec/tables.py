@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -138,3 +138,34 @@ def read_counts(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     if "n_tokens" not in meta:
         raise NeurospecError(f"count table {path} lacks the 'n_tokens' metadata key")
     return df, meta
+
+
+SUMMED_KEYS = ("n_tokens", "n_sentences", "n_truncated", "n_skipped", "n_prompt_tokens")
+
+
+def sum_count_tables(tables: Sequence[tuple[pd.DataFrame, dict[str, Any]]]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Counts are additive: the pair's table is the sum of its shards' tables."""
+    if not tables:
+        raise NeurospecError("no shard tables to sum")
+    first_df, first_meta = tables[0]
+    total = first_df.copy()
+    meta = dict(first_meta)
+    for df, m in tables[1:]:
+        if len(df) != len(first_df) or not (df["layer"].to_numpy() == first_df["layer"].to_numpy()).all() \
+                or not (df["neuron"].to_numpy() == first_df["neuron"].to_numpy()).all():
+            raise NeurospecError("shard tables disagree on their layer x neuron rows")
+        for key in ("model", "model_revision", "prompt_template", "token_scope", "dtype", "pair"):
+            if m.get(key) != first_meta.get(key):
+                raise NeurospecError(f"shard tables disagree on {key!r}: {first_meta.get(key)!r} vs {m.get(key)!r}")
+        for col in ("active", "nonzero", "gate_active", "act_sum"):
+            total[col] = total[col] + df[col]
+        for key in SUMMED_KEYS:
+            meta[key] = meta.get(key, 0) + m.get(key, 0)
+    meta["shard"] = f"sum of {len(tables)}"
+    return total, meta
+
+
+def merge_shard_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> None:
+    """Sum shard count tables into the pair's table (written atomically)."""
+    df, meta = sum_count_tables([read_counts(p) for p in paths])
+    write_table(df, out_path, COUNT_SCHEMA, metadata=meta)

@@ -1,0 +1,32 @@
+"""neurospec: which MLP neurons of a multilingual LLM specialize in which language or direction.
+
+dataset -> pair tables -> per-pair activation counts (GPU) -> specialization scores -> figures.
+Run the demo with `snakemake --cores 1 --resources gpu=1`; see README.md.
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/collect.smk"
+include: "workflow/rules/scoring.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    """Every pair's activation table, every method's scores, and every figure."""
+    input:
+        activation_tables(),
+        scoring_targets(),
+        figure_targets(),
+    default_target: True

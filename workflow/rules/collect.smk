@@ -1,0 +1,72 @@
+def collect_params():
+    """Everything collection reads from config, so that a change of any of it reruns collection."""
+    return {
+        "model_id": model_path(),
+        "revision": config["model"]["revision"],
+        "dtype": config["model"]["dtype"],
+        "device": config["model"]["device"],
+        **config["collect"],
+    }
+
+
+if SHARDS == 1:
+
+    rule collect_activations:
+        """Per-pair activation counts (the GPU rule): one row per layer x neuron."""
+        input:
+            pairs=pair_table("{pair}"),
+            model=model_inputs,
+        output:
+            f"{RESULTS}/activations/{{pair}}.parquet",
+        params:
+            collect=collect_params(),
+            shard=0,
+        resources:
+            gpu=1,
+        log:
+            f"{LOGS}/activations/{{pair}}.log",
+        benchmark:
+            f"{LOGS}/activations/{{pair}}.benchmark.tsv"
+        conda:
+            "../../envs/torch.yaml"
+        script:
+            "../scripts/collect_activations.py"
+
+else:
+
+    rule collect_activations:
+        """One shard of a pair's sentences (the GPU rule); shards are summed by merge_shards."""
+        input:
+            pairs=pair_table("{pair}"),
+            model=model_inputs,
+        output:
+            temp(f"{RESULTS}/activations/shards/{{pair}}.{{shard}}-of-{SHARDS}.parquet"),
+        params:
+            collect=collect_params(),
+            shard=lambda wildcards: int(wildcards.shard),
+        resources:
+            gpu=1,
+        log:
+            f"{LOGS}/activations/{{pair}}.{{shard}}-of-{SHARDS}.log",
+        benchmark:
+            f"{LOGS}/activations/{{pair}}.{{shard}}-of-{SHARDS}.benchmark.tsv"
+        conda:
+            "../../envs/torch.yaml"
+        script:
+            "../scripts/collect_activations.py"
+
+    rule merge_shards:
+        """Counts are additive: a pair's table is the sum of its shards."""
+        input:
+            expand(
+                f"{RESULTS}/activations/shards/{{{{pair}}}}.{{shard}}-of-{SHARDS}.parquet",
+                shard=range(SHARDS),
+            ),
+        output:
+            f"{RESULTS}/activations/{{pair}}.parquet",
+        log:
+            f"{LOGS}/activations/{{pair}}.merge.log",
+        conda:
+            "../../envs/data.yaml"
+        script:
+            "../scripts/merge_shards.py"

@@ -1,0 +1,139 @@
+"""EC40 (ShaomuTan/EC40 on the hub) -> pair tables.
+
+Layout of the dataset repository (and of a local copy given as ``dataset.local_dir``):
+
+- validation: ``Ntrex-eval-set/test.en-{xx}.{en,xx}`` (NTREX-128: 1997 lines; ast 109, kab 792, oc 842)
+- test: ``Flores200-test-set/en-test-set/test.en-{xx}.{en,xx}`` (FLORES-200: 2009 lines)
+- train: ``EC40-train-set/en-{xx}.{en,xx}`` (up to 5M lines: streamed, never loaded whole)
+
+The text is Moses-tokenized (``@-@``, spaced punctuation); it is detokenized with sacremoses before
+the model sees it unless ``detokenize`` is off.  ``xx-en`` reads the same files with the sides swapped.
+"""
+
+from __future__ import annotations
+
+import os
+from itertools import zip_longest
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from .errors import NeurospecError
+from .languages import EC40_LANGUAGES, PIVOT, parse_pair
+
+REPO_ID = "ShaomuTan/EC40"
+REVISION = "93f0ec4fbc6ac1198668871b3e7a411c57c1c260"
+SPLITS = {
+    "validation": "Ntrex-eval-set/test.en-{xx}.{side}",
+    "test": "Flores200-test-set/en-test-set/test.en-{xx}.{side}",
+    "train": "EC40-train-set/en-{xx}.{side}",
+}
+
+
+def remote_path(split: str, xx: str, side: str) -> str:
+    if split not in SPLITS:
+        raise NeurospecError(
+            f"dataset.split {split!r}: EC40 has no such split; choose one of {', '.join(SPLITS)}"
+        )
+    if xx not in EC40_LANGUAGES:
+        raise NeurospecError(f"language {xx!r} is not one of the 40 EC40 languages")
+    return SPLITS[split].format(xx=xx, side=side)
+
+
+def fetch_files(split: str, lang: str, *, local_dir: str | os.PathLike | None = None,
+                repo_id: str = REPO_ID, revision: str = REVISION,
+                cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """The English and ``lang`` files of one EC40 language: from ``local_dir``, else the hub."""
+    names = [remote_path(split, lang, side) for side in (PIVOT, lang)]
+    if local_dir is not None:
+        paths = [Path(local_dir) / name for name in names]
+        for p in paths:
+            if not p.is_file():
+                raise NeurospecError(f"dataset file {p} is missing (dataset.local_dir={local_dir})")
+        return paths[0], paths[1]
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    out = []
+    for name in names:
+        try:
+            out.append(Path(hf_hub_download(repo_id, name, repo_type="dataset", revision=revision,
+                                            cache_dir=cache_dir, token=os.environ.get("HF_TOKEN"))))
+        except EntryNotFoundError:
+            raise NeurospecError(f"dataset file {name} is missing from {repo_id}@{revision}") from None
+        except RevisionNotFoundError:
+            raise NeurospecError(f"dataset.revision {revision!r} does not exist in {repo_id}") from None
+        except RepositoryNotFoundError:
+            raise NeurospecError(f"dataset.repo_id {repo_id!r}: no such dataset on the hub") from None
+        except (HfHubHTTPError, OSError) as exc:
+            raise NeurospecError(f"cannot download {name} from {repo_id}@{revision}: {exc}".splitlines()[0]) from None
+    return out[0], out[1]
+
+
+def read_parallel(src_path: Path, tgt_path: Path, max_samples: int | None = None
+                  ) -> Iterator[tuple[int, str, str]]:
+    """Stream aligned lines ``(line_index, src, tgt)``; unequal lengths are an error naming both files."""
+    with open(src_path, encoding="utf-8") as fs, open(tgt_path, encoding="utf-8") as ft:
+        for i, (s, t) in enumerate(zip_longest(fs, ft)):
+            if s is None or t is None:
+                short = src_path if s is None else tgt_path
+                raise NeurospecError(
+                    f"dataset files {src_path} and {tgt_path} have unequal lengths: {short} ends at line {i}"
+                )
+            yield i, s.rstrip("\n"), t.rstrip("\n")
+
+
+class Detokenizer:
+    """Moses detokenization per language (sacremoses), cached."""
+
+    def __init__(self) -> None:
+        self._by_lang: dict = {}
+
+    def __call__(self, text: str, lang: str) -> str:
+        from sacremoses import MosesDetokenizer
+
+        if lang not in self._by_lang:
+            self._by_lang[lang] = MosesDetokenizer(lang=lang)
+        return self._by_lang[lang].detokenize(text.split())
+
+
+def build_pair_table(pair: str, split: str, *, local_dir=None, repo_id: str = REPO_ID,
+                     revision: str = REVISION, max_samples: int | None = None,
+                     detokenize: bool = True, cache_dir=None) -> tuple[pd.DataFrame, dict]:
+    """The pair table of one direction and its stats.
+
+    Pairs where either side is empty or whitespace-only are dropped and counted; ``max_samples``
+    keeps the first N remaining pairs in file order (deterministic). ``id`` is the line index.
+    """
+    src_lang, tgt_lang = parse_pair(pair)
+    xx = tgt_lang if src_lang == PIVOT else src_lang
+    en_path, xx_path = fetch_files(split, xx, local_dir=local_dir, repo_id=repo_id,
+                                   revision=revision, cache_dir=cache_dir)
+    src_path, tgt_path = (en_path, xx_path) if src_lang == PIVOT else (xx_path, en_path)
+    detok = Detokenizer()
+    rows, n_empty, n_lines = [], 0, 0
+    for i, s, t in read_parallel(src_path, tgt_path):
+        n_lines += 1
+        if not s.strip() or not t.strip():
+            n_empty += 1
+            continue
+        if detokenize:
+            s, t = detok(s, src_lang), detok(t, tgt_lang)
+        rows.append((i, src_lang, tgt_lang, s, t))
+        if max_samples is not None and len(rows) >= max_samples:
+            break
+    if not rows:
+        raise NeurospecError(f"dataset files {src_path} and {tgt_path} hold no non-empty sentence pair")
+    df = pd.DataFrame(rows, columns=["id", "src_lang", "tgt_lang", "src", "tgt"])
+    stats = {
+        "dataset": "ec40",
+        "split": split,
+        "source": str(local_dir) if local_dir is not None else f"{repo_id}@{revision}",
+        "dataset_revision": "local" if local_dir is not None else revision,
+        "detokenize": detokenize,
+        "n_lines_read": n_lines,
+        "n_empty_dropped": n_empty,
+        "max_samples": max_samples,
+    }
+    return df, stats

@@ -1,0 +1,179 @@
+"""Loading models (hub id or local directory) and building the demo model.
+
+The base model is loaded (``AutoModel``), never the LM head: collection only needs the MLPs.
+The demo model is a tiny Cohere-architecture model (the class Aya-23 uses): random init with a
+fixed seed, a byte-level BPE tokenizer trained on the demo corpus with ``tokenizers``, saved with
+``save_pretrained`` and loaded back through the same ``from_pretrained`` path as a hub model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .errors import NeurospecError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "float64": torch.float64}
+BOS, EOS, PAD = "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>", "<PAD>"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise NeurospecError(f"model.device {device!r}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise NeurospecError(f"model.dtype {dtype!r}: choose auto or one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module  # the base model (no LM head), in eval mode, on ``device``
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    info: dict[str, Any] = field(default_factory=dict)  # provenance for table metadata
+
+
+def _load_error(model_id: str, revision: str, exc: Exception) -> NeurospecError:
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    chain = [exc]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    text = " ".join(str(e) for e in chain).lower()
+    if any(isinstance(e, GatedRepoError) for e in chain) or "gated repo" in text:
+        return NeurospecError(
+            f"model {model_id!r} is gated on the hub: accept its licence on its hub page and set "
+            f"HF_TOKEN to a token of an account with access"
+            + (" (HF_TOKEN is not set)" if not os.environ.get("HF_TOKEN") else " (HF_TOKEN has no access)")
+        )
+    if any(isinstance(e, RevisionNotFoundError) for e in chain):
+        return NeurospecError(f"model.revision {revision!r} does not exist for model {model_id!r}")
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain) or "not a valid model identifier" in text:
+        return NeurospecError(f"model.id {model_id!r} is neither a local directory nor a model on the hub")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return NeurospecError(f"cannot load model {model_id!r}: {first}")
+
+
+def fingerprint(directory: str | os.PathLike) -> str:
+    """A content hash of a local model directory (configs whole, weights by size and head/tail bytes)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(directory).rglob("*")):
+        if not p.is_file():
+            continue
+        h.update(p.relative_to(directory).as_posix().encode())
+        size = p.stat().st_size
+        h.update(str(size).encode())
+        with open(p, "rb") as fh:
+            if size <= 4 << 20:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(1 << 20))
+                fh.seek(size - (1 << 20))
+                h.update(fh.read())
+    return "local-sha256:" + h.hexdigest()[:16]
+
+
+def load_model(model_id: str, revision: str = "main", dtype: str = "auto", device: str = "auto",
+               attn_implementation: str | None = "sdpa") -> LoadedModel:
+    """Load the base model and its (fast) tokenizer from a local directory or a hub id."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    local = Path(model_id).is_dir()
+    kwargs: dict[str, Any] = {} if local else {"revision": revision, "token": os.environ.get("HF_TOKEN")}
+    try:
+        config = AutoConfig.from_pretrained(model_id, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
+        model = AutoModel.from_pretrained(model_id, config=config, dtype=torch_dtype,
+                                          attn_implementation=attn_implementation, **kwargs)
+    except NeurospecError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise _load_error(model_id, revision, exc) from None
+    model.to(dev).eval()
+    model.requires_grad_(False)
+    resolved = getattr(config, "_commit_hash", None)
+    info = {
+        "model": model_id,
+        "model_class": type(model).__name__,
+        "model_revision": fingerprint(model_id) if local else (resolved or revision),
+        "model_requested_revision": None if local else revision,
+        "dtype": str(torch_dtype).removeprefix("torch."),
+        "device": str(dev),
+    }
+    return LoadedModel(model, tokenizer, dev, torch_dtype, info)
+
+
+def build_demo_model(out_dir: str | os.PathLike, texts: Sequence[str], *, seed: int = 0,
+                     vocab_size: int = 2000, hidden_size: int = 64, intermediate_size: int = 256,
+                     num_hidden_layers: int = 4, num_attention_heads: int = 4,
+                     num_key_value_heads: int = 2, max_position_embeddings: int = 1024) -> None:
+    """Train the demo tokenizer on ``texts`` and save a seeded random Cohere model to ``out_dir``.
+
+    Deterministic: the same inputs give byte-identical files (single-threaded BPE training,
+    ``torch.manual_seed``, safetensors without timestamps).
+    """
+    os.environ["RAYON_NUM_THREADS"] = "1"  # BPE merges are deterministic single-threaded
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import CohereConfig, CohereForCausalLM, PreTrainedTokenizerFast
+
+    if hidden_size % num_attention_heads or num_attention_heads % num_key_value_heads:
+        raise NeurospecError(
+            "demo_model: hidden_size must divide by num_attention_heads, and num_attention_heads "
+            "by num_key_value_heads"
+        )
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, tok.token_to_id(BOS))]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+    config = CohereConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads, max_position_embeddings=max_position_embeddings,
+        pad_token_id=tok.token_to_id(PAD), bos_token_id=tok.token_to_id(BOS),
+        eos_token_id=tok.token_to_id(EOS), tie_word_embeddings=True, hidden_act="silu",
+    )
+    torch.manual_seed(seed)
+    model = CohereForCausalLM(config)
+    # transformers' default init (std 0.02) leaves a tiny model's activations near zero; a larger
+    # init gives the demo varied, input-dependent activation patterns.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 1.0 / p.shape[1] ** 0.5 if "embed" not in name else 1.0)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    (out / "neurospec_demo.json").write_text(json.dumps({
+        "seed": seed, "n_texts": len(texts), "built_by": "neurospec.models.build_demo_model"
+    }, indent=1, sort_keys=True) + "\n")
+
+
+def is_demo_model(model_id: str) -> bool:
+    return (Path(model_id) / "neurospec_demo.json").is_file()
