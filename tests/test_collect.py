@@ -1,0 +1,147 @@
+"""Collection: counts equal an independent one-sentence-at-a-time recomputation from the weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neurospec import collect, demo, ec40
+from neurospec.errors import NeurospecError
+from neurospec.models import load_model
+from neurospec.prompts import render
+
+TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
+
+
+def reference_counts(loaded, pairs: pd.DataFrame, template: str, token_scope: str, max_length: int = 512):
+    """One prompt at a time, no padding, no hooks: the MLP's neurons recomputed from its weights."""
+    model, tok = loaded.model, loaded.tokenizer
+    n_layers = model.config.num_hidden_layers
+    n = model.config.intermediate_size
+    counts = np.zeros((3, n_layers, n), dtype=np.int64)
+    sums = np.zeros((n_layers, n), dtype=np.float64)
+    n_tokens = 0
+    for row in pairs.itertuples():
+        text, (start, end) = render(template, row.src, row.src_lang, row.tgt_lang)
+        enc = tok(text, return_offsets_mapping=True)
+        ids = enc["input_ids"][:max_length]
+        offs = enc["offset_mapping"][:max_length]
+        if token_scope == "source":
+            keep = torch.tensor([s < end and e > start for s, e in offs])
+        else:
+            keep = torch.ones(len(ids), dtype=torch.bool)
+        n_tokens += int(keep.sum())
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False)
+        for i, layer in enumerate(model.layers):
+            x = layer.input_layernorm(out.hidden_states[i][0])  # Cohere: parallel attention + MLP block
+            gate = F.silu(x @ layer.mlp.gate_proj.weight.T)
+            h = gate * (x @ layer.mlp.up_proj.weight.T)
+            h, gate = h[keep], gate[keep]
+            counts[0, i] += (h > 0).sum(0).numpy()
+            counts[1, i] += (h != 0).sum(0).numpy()
+            counts[2, i] += (gate > 0).sum(0).numpy()
+            sums[i] += h.double().sum(0).numpy()
+    return counts, sums, n_tokens
+
+
+def _table_arrays(df: pd.DataFrame, n_layers: int):
+    counts = np.stack([df[c].to_numpy().reshape(n_layers, -1) for c in ("active", "nonzero", "gate_active")])
+    return counts, df["act_sum"].to_numpy().reshape(n_layers, -1)
+
+
+@pytest.fixture(scope="module")
+def loaded64(small_model_dir):
+    return load_model(str(small_model_dir), dtype="float64", device="cpu")
+
+
+def _demo_pairs(pair: str, n: int) -> pd.DataFrame:
+    df, _ = demo.build_pair_table(pair, "validation", max_samples=n)
+    return df
+
+
+@pytest.mark.parametrize("token_scope", ["source", "all"])
+def test_counts_equal_independent_recomputation(loaded64, token_scope):
+    pairs = pd.concat([_demo_pairs("en-de", 12), _demo_pairs("hi-en", 12)], ignore_index=True)
+    pairs["id"] = range(len(pairs))
+    df, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope=token_scope,
+                                    token_budget=256)
+    n_layers = loaded64.model.config.num_hidden_layers
+    counts, sums = _table_arrays(df, n_layers)
+    ref_counts, ref_sums, ref_tokens = reference_counts(loaded64, pairs, TEMPLATE, token_scope)
+    assert meta["n_tokens"] == ref_tokens > 0
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_allclose(sums, ref_sums, rtol=1e-9, atol=1e-9)
+    # the table is non-trivial: neither all-zero nor all-maximal
+    assert 0 < counts[0].mean() < ref_tokens
+    if token_scope == "all":
+        assert meta["n_tokens"] == meta["n_prompt_tokens"]
+    else:
+        assert meta["n_tokens"] < meta["n_prompt_tokens"]
+
+
+def test_counts_on_real_ec40_sentences(loaded64, ec40_dir):
+    pairs, _ = ec40.build_pair_table("en-ru", "validation", local_dir=ec40_dir, max_samples=6)
+    df, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_budget=512)
+    counts, sums = _table_arrays(df, loaded64.model.config.num_hidden_layers)
+    ref_counts, ref_sums, ref_tokens = reference_counts(loaded64, pairs, TEMPLATE, "source")
+    assert meta["n_tokens"] == ref_tokens
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_allclose(sums, ref_sums, rtol=1e-9, atol=1e-9)
+
+
+def test_batched_equals_one_by_one(small_model_dir):
+    loaded = load_model(str(small_model_dir), dtype="float32", device="cpu")
+    pairs = _demo_pairs("ar-en", 40)
+    batched, meta_b = collect.collect_pair(loaded, pairs, template=TEMPLATE, token_budget=4096)
+    single, meta_s = collect.collect_pair(loaded, pairs, template=TEMPLATE, token_budget=1)
+    assert meta_b["n_tokens"] == meta_s["n_tokens"]
+    for col in ("active", "nonzero", "gate_active"):
+        np.testing.assert_array_equal(batched[col].to_numpy(), single[col].to_numpy())
+    np.testing.assert_allclose(batched["act_sum"], single["act_sum"], rtol=1e-4, atol=1e-4)
+
+
+def test_shards_sum_to_the_whole(loaded64):
+    from neurospec.tables import sum_count_tables
+
+    pairs = _demo_pairs("en-fr", 30)
+    whole, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE)
+    parts = [collect.collect_pair(loaded64, pairs, template=TEMPLATE, shard=i, n_shards=3) for i in range(3)]
+    summed, meta_sum = sum_count_tables(parts)
+    for col in ("active", "nonzero", "gate_active"):
+        np.testing.assert_array_equal(summed[col].to_numpy(), whole[col].to_numpy())
+    np.testing.assert_allclose(summed["act_sum"], whole["act_sum"], rtol=1e-9)
+    assert meta_sum["n_tokens"] == meta["n_tokens"] and meta_sum["n_sentences"] == 30
+
+
+def test_truncation_and_empty_sentences_are_counted(loaded64):
+    pairs = pd.DataFrame({"id": [0, 1, 2, 3], "src_lang": "en", "tgt_lang": "de",
+                          "src": ["A fairly long sentence about the Kingdom of Norway " * 4, "   ", "", "Peru"],
+                          "tgt": ["x", "y", "z", "Peru"]})
+    df, meta = collect.collect_pair(loaded64, pairs, template="{src}", token_scope="all", max_length=16)
+    assert meta["n_skipped"] == 2 and meta["n_sentences"] == 2 and meta["n_truncated"] == 1
+    lengths = len(loaded64.tokenizer("Peru")["input_ids"])
+    assert meta["n_tokens"] == 16 + lengths
+
+
+def test_make_batches_respects_budget_and_fill():
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(5, 120, size=500))
+    batches = collect.make_batches(lengths, 2048)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    real = sum(lengths)
+    processed = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    for b in batches:
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 2048
+    assert real / processed >= 0.95
+
+
+def test_bad_template_is_one_clear_error(loaded64):
+    pairs = _demo_pairs("en-de", 2)
+    with pytest.raises(NeurospecError, match=r"unknown placeholder \{language\}"):
+        collect.collect_pair(loaded64, pairs, template="Translate to {language}: {src}")
+    with pytest.raises(NeurospecError, match=r"\{src\} exactly once"):
+        collect.collect_pair(loaded64, pairs, template="Translate to {tgt_name}")
