@@ -53,7 +53,8 @@ def fetch_files(split: str, lang: str, *, local_dir: str | os.PathLike | None = 
                 raise NeurospecError(f"dataset file {p} is missing (dataset.local_dir={local_dir})")
         return paths[0], paths[1]
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
+                                       RepositoryNotFoundError, RevisionNotFoundError)
 
     out = []
     for name in names:
@@ -62,6 +63,9 @@ def fetch_files(split: str, lang: str, *, local_dir: str | os.PathLike | None = 
                                             cache_dir=cache_dir, token=os.environ.get("HF_TOKEN"))))
         except EntryNotFoundError:
             raise NeurospecError(f"dataset file {name} is missing from {repo_id}@{revision}") from None
+        except GatedRepoError:
+            raise NeurospecError(f"dataset {repo_id!r} is gated on the hub: accept its terms there and set "
+                                 f"HF_TOKEN") from None
         except RevisionNotFoundError:
             raise NeurospecError(f"dataset.revision {revision!r} does not exist in {repo_id}") from None
         except RepositoryNotFoundError:

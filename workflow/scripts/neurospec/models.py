@@ -89,6 +89,17 @@ def fingerprint(directory: str | os.PathLike) -> str:
     return "local-sha256:" + h.hexdigest()[:16]
 
 
+def resolved_commit(model_id: str, revision: str) -> str | None:
+    """The commit a hub revision resolved to, read off the cached snapshot's path."""
+    from transformers.utils.hub import cached_file, extract_commit_hash
+
+    try:
+        path = cached_file(model_id, "config.json", revision=revision, token=os.environ.get("HF_TOKEN"))
+    except (OSError, ValueError):
+        return None
+    return extract_commit_hash(path, None) if path else None
+
+
 def load_model(model_id: str, revision: str = "main", dtype: str = "auto", device: str = "auto",
                attn_implementation: str | None = "sdpa") -> LoadedModel:
     """Load the base model and its (fast) tokenizer from a local directory or a hub id."""
@@ -109,7 +120,7 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
         raise _load_error(model_id, revision, exc) from None
     model.to(dev).eval()
     model.requires_grad_(False)
-    resolved = getattr(config, "_commit_hash", None)
+    resolved = None if local else resolved_commit(model_id, revision)
     info = {
         "model": model_id,
         "model_class": type(model).__name__,
