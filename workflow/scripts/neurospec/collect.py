@@ -129,21 +129,29 @@ def auto_token_budget(loaded: LoadedModel, max_length: int) -> int:
 
 
 class CountHooks:
-    """Forward hooks that reduce each layer's MLP activations to per-neuron statistics on the device."""
+    """Forward hooks that reduce each layer's MLP activations to per-neuron statistics on the device.
+
+    Each statistic is one matrix-vector product of the batch's counted-token mask with a 0/1
+    indicator matrix (or with h itself for ``act_sum``): [batch*seq] @ [batch*seq, neurons]. The
+    indicators are written by ``torch.gt``/``torch.ne`` straight into a reused float scratch buffer,
+    and the float sums of 0/1 values are exact integers (below 2**24 tokens per batch).
+    """
 
     def __init__(self, model: torch.nn.Module, device: torch.device):
         self.taps = resolve_mlp_taps(model)
-        n_layers = len(self.taps)
-        n_neurons = self.taps[0].down_input.in_features if hasattr(self.taps[0].down_input, "in_features") else None
-        self.n_layers = n_layers
-        self.n_neurons = n_neurons
+        self.n_layers = len(self.taps)
+        self.n_neurons: int | None = None
         self.device = device
         self._handles: list = []
-        self.idx: torch.Tensor | None = None  # flat indices of the counted tokens of the batch
+        self.mask: torch.Tensor | None = None  # [batch*seq] 1.0 for counted tokens, else 0.0
+        self._scratch: torch.Tensor | None = None
         self.pending_counts: torch.Tensor | None = None  # [3, layers, neurons] int64, this batch
         self.pending_sum: torch.Tensor | None = None  # [layers, neurons] float64, this batch
         self.counts: torch.Tensor | None = None  # totals
         self.sums: torch.Tensor | None = None
+
+    def set_batch(self, mask: torch.Tensor) -> None:
+        self.mask = mask
 
     def _ensure(self, n_neurons: int) -> None:
         if self.counts is None:
@@ -154,28 +162,37 @@ class CountHooks:
             self.counts = torch.zeros_like(self.pending_counts)
             self.sums = torch.zeros_like(self.pending_sum)
 
-    def _select(self, t: torch.Tensor) -> torch.Tensor:
-        flat = t.reshape(-1, t.shape[-1])  # [batch*seq, neurons]
-        return flat.index_select(0, self.idx)  # [counted tokens, neurons]
+    def _indicator_sum(self, fn, t: torch.Tensor) -> torch.Tensor:
+        """mask @ fn(t, 0) with fn in (torch.gt, torch.ne): counted tokens per neuron, as int64."""
+        dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+        if self._scratch is None or self._scratch.numel() < t.numel() or self._scratch.dtype != dtype:
+            self._scratch = torch.empty(t.numel(), dtype=dtype, device=t.device)
+        buf = self._scratch[: t.numel()].view(t.shape)
+        fn(t, 0, out=buf)
+        return (self.mask.to(dtype) @ buf).to(torch.int64)
 
     def _down_hook(self, layer: int, gated: bool):
         def hook(module, args):
-            h = self._select(args[0])
+            h = args[0]
+            h = h.reshape(-1, h.shape[-1])  # [batch*seq, neurons]
             self._ensure(h.shape[-1])
-            active = (h > 0).sum(0)
+            active = self._indicator_sum(torch.gt, h)
             self.pending_counts[0, layer] = active
-            self.pending_counts[1, layer] = (h != 0).sum(0)
+            self.pending_counts[1, layer] = self._indicator_sum(torch.ne, h)
             if not gated:  # plain MLP: the activation is the gate
                 self.pending_counts[2, layer] = active
-            self.pending_sum[layer] = h.sum(0, dtype=torch.float64)
+            if h.dtype in (torch.float32, torch.float64):
+                self.pending_sum[layer] = self.mask.to(h.dtype) @ h
+            else:  # half precision: sum in float32
+                self.pending_sum[layer] = self.mask @ h.float()
 
         return hook
 
     def _gate_hook(self, layer: int):
         def hook(module, args, output):
-            g = self._select(output)
+            g = output.reshape(-1, output.shape[-1])
             self._ensure(g.shape[-1])
-            self.pending_counts[2, layer] = (g > 0).sum(0)
+            self.pending_counts[2, layer] = self._indicator_sum(torch.gt, g)
 
         return hook
 
@@ -191,6 +208,7 @@ class CountHooks:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._scratch = None
 
     def commit(self) -> None:
         if self.counts is not None:
@@ -206,9 +224,9 @@ def _batch_tensors(enc: Encoded, rows: list[int], pad_id: int, device: torch.dev
         n = enc.lengths[i]
         ids[r, :n] = enc.input_ids[i]
         mask[r, :n] = enc.counted[i]
-    idx = np.flatnonzero(mask.reshape(-1))
+    counted = torch.from_numpy(mask.reshape(-1).astype(np.float32))
     return (torch.from_numpy(ids).to(device, non_blocking=True),
-            torch.from_numpy(idx).to(device, non_blocking=True), int(mask.sum()), ids.size)
+            counted.to(device, non_blocking=True), int(mask.sum()), ids.size)
 
 
 def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = None,
@@ -226,8 +244,8 @@ def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = Non
     with hooks, torch.inference_mode():
         while queue:
             rows = queue.pop(0)
-            ids, idx, n_counted, n_processed = _batch_tensors(enc, rows, pad_id, device)
-            hooks.idx = idx
+            ids, counted, n_counted, n_processed = _batch_tensors(enc, rows, pad_id, device)
+            hooks.set_batch(counted)
             try:
                 model(input_ids=ids, use_cache=False)
             except torch.OutOfMemoryError:
@@ -239,7 +257,7 @@ def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = Non
                 log.warning("CUDA out of memory on a batch of %d x %d tokens: token budget halved to %d, "
                             "retrying", len(rows), ids.shape[1], budget)
                 stats["oom_retries"] += 1
-                del ids, idx
+                del ids, counted
                 torch.cuda.empty_cache()
                 remaining = rows + [i for b in queue for i in b]
                 queue = make_batches([enc.lengths[i] for i in remaining], budget)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -178,12 +180,23 @@ def build_demo_model(out_dir: str | os.PathLike, texts: Sequence[str], *, seed: 
             if p.dim() == 2:
                 p.normal_(0.0, 1.0 / p.shape[1] ** 0.5 if "embed" not in name else 1.0)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    fast.save_pretrained(out)
-    (out / "neurospec_demo.json").write_text(json.dumps({
-        "seed": seed, "n_texts": len(texts), "built_by": "neurospec.models.build_demo_model"
-    }, indent=1, sort_keys=True) + "\n")
+    if out.exists() and any(out.iterdir()):
+        raise NeurospecError(f"demo model directory {out} exists and is not empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # written to a temporary directory beside it and renamed when complete (crash safety)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        fast.save_pretrained(tmp)
+        (tmp / "neurospec_demo.json").write_text(json.dumps({
+            "seed": seed, "n_texts": len(texts), "built_by": "neurospec.models.build_demo_model"
+        }, indent=1, sort_keys=True) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def is_demo_model(model_id: str) -> bool:

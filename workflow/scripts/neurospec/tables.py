@@ -74,6 +74,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+        for stale in path.parent.glob(f".{path.name}.*.part"):  # left by a killed earlier attempt
+            stale.unlink(missing_ok=True)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
