@@ -24,9 +24,9 @@ include: "workflow/rules/figures.smk"
 
 
 rule all:
+    default_target: True
     """Every pair's activation table, every method's scores, and every figure."""
     input:
         activation_tables(),
         scoring_targets(),
         figure_targets(),
-    default_target: True

@@ -38,11 +38,11 @@ def write_config(workdir: Path, overrides: dict | None = None, name: str = "conf
 
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True,
               timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
+    # targets and flags first: --resources and --configfile take several values and would eat them
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), *args,
            "--cores", "2", "--resources", "gpu=1"]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
-    cmd += list(args)
     run_env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts"), **(env or {})}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=run_env)
     if check and proc.returncode != 0:

@@ -1,14 +1,3 @@
-def collect_params():
-    """Everything collection reads from config, so that a change of any of it reruns collection."""
-    return {
-        "model_id": model_path(),
-        "revision": config["model"]["revision"],
-        "dtype": config["model"]["dtype"],
-        "device": config["model"]["device"],
-        **config["collect"],
-    }
-
-
 if SHARDS == 1:
 
     rule collect_activations:
@@ -18,17 +7,17 @@ if SHARDS == 1:
             model=model_inputs,
         output:
             f"{RESULTS}/activations/{{pair}}.parquet",
-        params:
-            collect=collect_params(),
-            shard=0,
-        resources:
-            gpu=1,
         log:
             f"{LOGS}/activations/{{pair}}.log",
         benchmark:
             f"{LOGS}/activations/{{pair}}.benchmark.tsv"
         conda:
             "../../envs/torch.yaml"
+        resources:
+            gpu=1,
+        params:
+            collect=collect_params(),
+            shard=0,
         script:
             "../scripts/collect_activations.py"
 
@@ -41,17 +30,17 @@ else:
             model=model_inputs,
         output:
             temp(f"{RESULTS}/activations/shards/{{pair}}.{{shard}}-of-{SHARDS}.parquet"),
-        params:
-            collect=collect_params(),
-            shard=lambda wildcards: int(wildcards.shard),
-        resources:
-            gpu=1,
         log:
             f"{LOGS}/activations/{{pair}}.{{shard}}-of-{SHARDS}.log",
         benchmark:
             f"{LOGS}/activations/{{pair}}.{{shard}}-of-{SHARDS}.benchmark.tsv"
         conda:
             "../../envs/torch.yaml"
+        resources:
+            gpu=1,
+        params:
+            collect=collect_params(),
+            shard=lambda wildcards: int(wildcards.shard),
         script:
             "../scripts/collect_activations.py"
 

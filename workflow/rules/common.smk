@@ -1,5 +1,6 @@
 """Config validation and the helpers every rule file uses (paths, pair lists, parameters)."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -11,6 +12,19 @@ from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.languages import parse_pair  # noqa: E402
 
 
+def schema_error_line(text):
+    """'key 'scoring.k': 150 is greater than the maximum of 100' from jsonschema's report."""
+    cause = re.search(r"ValidationError: (.*)", text)
+    where = re.search(r"On instance((?:\[[^\]]*\])*)", text)
+    key = (
+        ".".join(k.strip("'\"") for k in re.findall(r"\[([^\]]*)\]", where.group(1)))
+        if where
+        else ""
+    )
+    message = cause.group(1) if cause else text.strip().splitlines()[-1]
+    return f"key {key!r}: {message}" if key else message
+
+
 def config_error(message):
     """One clear line and a non-zero exit: the DAG is never built from a bad config."""
     sys.exit(f"neurospec: config error: {message}")
@@ -19,11 +33,7 @@ def config_error(message):
 try:
     validate(config, "../schemas/config.schema.yaml", set_default=True)
 except WorkflowError as exc:
-    # The schema error's first line names the offending value; add the key's path.
-    cause = exc.args[0] if exc.args else str(exc)
-    cause = getattr(cause, "message", str(cause)).splitlines()[0]
-    path = "/".join(str(p) for p in getattr(exc.args[0], "absolute_path", []) or [])
-    config_error(f"{'key ' + repr(path) + ': ' if path else ''}{cause}")
+    config_error(schema_error_line(str(exc.args[0] if exc.args else exc)))
 
 try:
     for _pair in config["pairs"]:
@@ -66,3 +76,56 @@ def model_inputs(wildcards=None):
 
 def model_path():
     return DEMO_MODEL_DIR if config["model"]["id"] == "demo" else config["model"]["id"]
+
+
+def collect_params():
+    """Everything collection reads from config, so that a change of any of it reruns collection."""
+    return {
+        "model_id": model_path(),
+        "revision": config["model"]["revision"],
+        "dtype": config["model"]["dtype"],
+        "device": config["model"]["device"],
+        **config["collect"],
+    }
+
+
+SCORING = config["scoring"]
+# method -> its parameters (scoring.METHODS in the library says which groups each method scores)
+# (keys sorted: the same values in another order must not look like a parameter change)
+SCORING_METHODS = {
+    "frequency": {"k": SCORING["k"]},
+    "frequency_language": {"k": SCORING["k"]},
+    "lape": dict(sorted(SCORING["lape"].items())),
+    "contrast": dict(sorted(SCORING["contrast"].items())),
+}
+
+
+def scores_table(method):
+    return f"{RESULTS}/scores/{method}.parquet"
+
+
+def iou_table(method):
+    return f"{RESULTS}/scores/{method}_iou.parquet"
+
+
+def scoring_targets():
+    """Every method's score table and IoU table."""
+    return [f(m) for m in SCORING_METHODS for f in (scores_table, iou_table)]
+
+
+# Methods whose groups are translation directions: they also get the direction figure.
+PAIR_METHODS = ["frequency"]
+METHOD_FIGURES = ["iou_layers", "specialized_counts", "family_iou", "clustering"]
+
+
+def figure_path(method, name):
+    return f"{RESULTS}/figures/{method}/{name}.png"
+
+
+def figure_targets():
+    """Every PNG: four per method, the direction figure per pair method, one of activations."""
+    return (
+        [figure_path(m, f) for m in SCORING_METHODS for f in METHOD_FIGURES]
+        + [figure_path(m, "direction_iou") for m in PAIR_METHODS]
+        + [f"{RESULTS}/figures/activation_probability.png"]
+    )

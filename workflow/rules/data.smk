@@ -2,11 +2,11 @@ rule pair_table:
     """One translation direction as a table (id, src_lang, tgt_lang, src, tgt): EC40 or the demo."""
     output:
         f"results/data/{DATASET}/{SPLIT}/{{pair}}.parquet",
-    params:
-        dataset=config["dataset"],
     log:
         f"results/logs/data/{DATASET}/{SPLIT}/{{pair}}.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        dataset=config["dataset"],
     script:
         "../scripts/pair_table.py"

@@ -66,6 +66,9 @@ def _load_error(model_id: str, revision: str, exc: Exception) -> NeurospecError:
         )
     if any(isinstance(e, RevisionNotFoundError) for e in chain):
         return NeurospecError(f"model.revision {revision!r} does not exist for model {model_id!r}")
+    if model_id.startswith((".", "/", "~")) or "repo id must be in the form" in text:
+        return NeurospecError(f"model.id {model_id!r} is neither a local directory nor a model on the hub "
+                              f"(no such directory)")
     if any(isinstance(e, RepositoryNotFoundError) for e in chain) or "not a valid model identifier" in text:
         return NeurospecError(f"model.id {model_id!r} is neither a local directory nor a model on the hub")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

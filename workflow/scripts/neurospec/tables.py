@@ -73,6 +73,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp made it 0600: give it the mode a plain open() would
         os.replace(tmp_path, path)
         for stale in path.parent.glob(f".{path.name}.*.part"):  # left by a killed earlier attempt
             stale.unlink(missing_ok=True)

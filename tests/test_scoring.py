@@ -1,0 +1,400 @@
+"""Scoring methods on synthetic count tables with planted language- and family-specific neurons."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurospec import scoring
+from neurospec.errors import NeurospecError
+from neurospec.languages import language
+from neurospec.tables import COUNT_SCHEMA, SCORE_SCHEMA, read_table, write_table
+
+LANGS = ("en", "de", "sv", "fr", "es", "ru", "uk", "hi", "ar")  # five EC40 families, English Germanic
+N_LAYERS, N_NEURONS = 4, 512
+N_OWN, N_FAMILY = 4, 4  # planted neurons per language, and shared by each family of two or more
+
+
+def synthetic(seed: int = 0, planted: bool = True, n_tokens: int = 3000, langs=LANGS):
+    """Per-pair count tables (xx-en counts xx's tokens, en-xx counts English) and the planted truth.
+
+    Every neuron fires with a base rate in [0.3, 0.6], the same in every language.  Planted
+    neurons fire at 0.9 in their language (or in every language of their family) and at a rate in
+    [0.2, 0.4] elsewhere.  Returns (tables, truth) with truth = {language: set of (layer, neuron)}.
+    """
+    rng = np.random.default_rng(seed)
+    n_units = N_LAYERS * N_NEURONS
+    base = rng.uniform(0.3, 0.6, n_units)
+    rates = {lang: base.copy() for lang in langs}
+    truth: dict[str, set] = {lang: set() for lang in langs}
+    if planted:
+        families: dict[str, list[str]] = {}
+        for lang in langs:
+            families.setdefault(language(lang).family, []).append(lang)
+        groups = [[lang] for lang in langs for _ in range(N_OWN)]
+        groups += [members for members in families.values() if len(members) > 1 for _ in range(N_FAMILY)]
+        units = rng.choice(n_units, size=len(groups), replace=False)
+        for unit, members in zip(units, groups):
+            low = rng.uniform(0.2, 0.4)
+            for lang in langs:
+                rates[lang][unit] = 0.9 if lang in members else low
+            for lang in members:
+                truth[lang].add((int(unit) // N_NEURONS, int(unit) % N_NEURONS))
+    layer = np.repeat(np.arange(N_LAYERS), N_NEURONS).astype(np.int32)
+    neuron = np.tile(np.arange(N_NEURONS), N_LAYERS).astype(np.int32)
+    tables = {}
+    for xx in langs[1:]:
+        for src, tgt in ((xx, "en"), ("en", xx)):
+            counts = rng.binomial(n_tokens, rates[src])
+            df = pd.DataFrame({"layer": layer, "neuron": neuron, "active": counts, "nonzero": n_tokens,
+                               "gate_active": counts, "act_sum": counts * 0.1})
+            meta = {"n_tokens": n_tokens, "n_sentences": 100, "pair": f"{src}-{tgt}", "src_lang": src,
+                    "tgt_lang": tgt, "counted_lang": src}
+            tables[f"{src}-{tgt}"] = (df, meta)
+    return tables, truth
+
+
+def cells(scores: pd.DataFrame) -> set:
+    return set(zip(scores["group"], scores["layer"].astype(int), scores["neuron"].astype(int)))
+
+
+def truth_cells(truth: dict) -> set:
+    return {(g, layer, neuron) for g, units in truth.items() for layer, neuron in units}
+
+
+def precision_recall(found: set, expected: set) -> tuple[float, float]:
+    hit = len(found & expected)
+    return (hit / len(found) if found else 1.0), hit / len(expected)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    tables, truth = synthetic(seed=0)
+    stacked = scoring.stack_counts(tables, "gate_active")
+    pooled = scoring.pool_by_language(stacked, scoring.counted_languages(tables))
+    return tables, truth, stacked, pooled
+
+
+@pytest.fixture(scope="module")
+def null():
+    tables, _ = synthetic(seed=1, planted=False)
+    stacked = scoring.stack_counts(tables, "gate_active")
+    return tables, stacked, scoring.pool_by_language(stacked, scoring.counted_languages(tables))
+
+
+def assert_score_table(df: pd.DataFrame):
+    assert list(df.columns) == list(SCORE_SCHEMA.names)
+    assert df["layer"].dtype == np.int32 and df["neuron"].dtype == np.int32
+    assert df["score"].dtype == np.float64
+    keys = list(zip(df["group"], df["layer"], df["neuron"]))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+# ---------------------------------------------------------------------------- stacking, pooling
+
+
+def test_stack_and_pool(planted):
+    tables, _, stacked, pooled = planted
+    n_units = N_LAYERS * N_NEURONS
+    assert list(stacked.columns) == list(scoring.STACK_COLUMNS)
+    assert len(stacked) == len(tables) * n_units
+    assert list(stacked["group"].cat.categories) == list(tables)
+    de_en = stacked[stacked["group"] == "de-en"]
+    assert (de_en["count"].to_numpy() == tables["de-en"][0]["gate_active"].to_numpy()).all()
+    assert set(pooled["group"]) == set(LANGS)
+    # English pools the eight en-xx pairs: counts and tokens add up.
+    en = pooled[pooled["group"] == "en"]
+    expected = sum(tables[f"en-{xx}"][0]["gate_active"].to_numpy() for xx in LANGS[1:])
+    assert (en["count"].to_numpy() == expected).all()
+    assert (en["n_tokens"] == 8 * 3000).all()
+    de = pooled[pooled["group"] == "de"]
+    assert (de["count"].to_numpy() == tables["de-en"][0]["gate_active"].to_numpy()).all()
+
+
+def test_stack_sorts_rows_and_checks_them():
+    tables, _ = synthetic(seed=2, planted=False, langs=("en", "de"))
+    df, meta = tables["de-en"]
+    shuffled = df.sample(frac=1.0, random_state=0)
+    stacked = scoring.stack_counts({"de-en": (shuffled, meta), "en-de": tables["en-de"]}, "active")
+    assert (stacked[stacked["group"] == "de-en"]["count"].to_numpy() == df["active"].to_numpy()).all()
+    with pytest.raises(NeurospecError, match="disagree on their layer x neuron rows"):
+        scoring.stack_counts({"de-en": (df.iloc[:-1], meta), "en-de": tables["en-de"]}, "active")
+    other = df.copy()
+    other.loc[0, "neuron"] = 9999
+    with pytest.raises(NeurospecError, match="disagree"):
+        scoring.stack_counts({"de-en": (df, meta), "x": (other, meta)}, "active")
+    with pytest.raises(NeurospecError, match="unknown count column 'bogus'"):
+        scoring.stack_counts(tables, "bogus")
+    with pytest.raises(NeurospecError, match="counted no tokens"):
+        scoring.stack_counts({"de-en": (df, {**meta, "n_tokens": 0})}, "active")
+    with pytest.raises(NeurospecError, match="outside"):
+        scoring.stack_counts({"de-en": (df, {**meta, "n_tokens": 10})}, "active")
+    with pytest.raises(NeurospecError, match="no count tables"):
+        scoring.stack_counts({}, "active")
+    stacked = scoring.stack_counts(tables, "active")
+    with pytest.raises(NeurospecError, match="no counted language for group"):
+        scoring.pool_by_language(stacked, {"de-en": "de"})
+
+
+def test_dense_accepts_any_row_order_and_rejects_ragged(planted):
+    _, _, stacked, _ = planted
+    shuffled = stacked.sample(frac=1.0, random_state=1)
+    shuffled["group"] = shuffled["group"].astype(str)
+    a = scoring.frequency(stacked, 10)
+    b = scoring.frequency(shuffled, 10)
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(NeurospecError, match="layer x neuron"):
+        scoring.frequency(stacked.iloc[1:], 10)
+
+
+# ---------------------------------------------------------------------------- frequency
+
+
+def brute_force_frequency(stacked: pd.DataFrame, k: float) -> set:
+    out = set()
+    for (group, layer), part in stacked.groupby(["group", "layer"], observed=True):
+        rows = sorted(zip(part["count"].tolist(), part["neuron"].tolist()), key=lambda t: (-t[0], t[1]))
+        total = sum(c for c, _ in rows)
+        mass = 0
+        for count, neuron in rows:
+            if mass * 100 >= k * total:  # the previous neuron reached k percent
+                break
+            out.add((str(group), int(layer), int(neuron)))
+            mass += count
+    return out
+
+
+@pytest.mark.parametrize("k", [0.5, 10, 37.5, 100])
+def test_frequency_matches_brute_force_with_ties(k):
+    rng = np.random.default_rng(3)
+    layer = np.repeat(np.arange(3), 40).astype(np.int32)
+    neuron = np.tile(np.arange(40), 3).astype(np.int32)
+    tables = {}
+    for g in ("a", "b"):
+        counts = rng.integers(0, 4, len(layer))  # many ties
+        counts[layer == 2] = 0 if g == "a" else counts[layer == 2]  # a layer with no activation
+        tables[g] = (pd.DataFrame({"layer": layer, "neuron": neuron, "active": counts}), {"n_tokens": 10})
+    stacked = scoring.stack_counts(tables, "active")
+    scores = scoring.frequency(stacked, k)
+    assert_score_table(scores)
+    assert cells(scores) == brute_force_frequency(stacked, k)
+    assert not (scores["group"].eq("a") & scores["layer"].eq(2)).any()
+    # score: the neuron's share of its layer's mass
+    part = stacked[(stacked["group"] == "b") & (stacked["layer"] == 1)]
+    row = scores[(scores["group"] == "b") & (scores["layer"] == 1)].iloc[0]
+    assert row["score"] == pytest.approx(
+        part.set_index("neuron").loc[row["neuron"], "count"] / part["count"].sum())
+    # the selection reaches k percent, and would not without its last neuron
+    for (g, lay), sel in scores.groupby(["group", "layer"]):
+        total = stacked[(stacked["group"] == g) & (stacked["layer"] == lay)]["count"].sum()
+        assert sel["score"].sum() * total >= k / 100 * total - 1e-9
+        assert (sel["score"].sum() - sel["score"].min()) * 100 < k
+
+
+def test_frequency_recovers_planted_neurons(planted):
+    tables, truth, stacked, _ = planted
+    scores = scoring.frequency(stacked, 10)
+    assert_score_table(scores)
+    assert cells(scores) == brute_force_frequency(stacked, 10)
+    for pair in tables:
+        lang = tables[pair][1]["counted_lang"]
+        sel = {(lay, n) for g, lay, n in cells(scores) if g == pair}
+        assert truth[lang] <= sel, pair  # recall 1: a 0.9 neuron is among the top of its layer
+        others = set().union(*(truth[x] for x in LANGS if x != lang)) - truth[lang]
+        assert not (sel & others), pair  # a neuron planted for another language is at 0.2-0.4 here
+    # the selection holds about k percent of each layer's mass, with few neurons
+    per = scores.groupby(["group", "layer"])["score"].sum()
+    assert ((per >= 0.10) & (per < 0.11)).all()
+
+
+def test_frequency_bad_k(planted):
+    _, _, stacked, _ = planted
+    for k in (0, -1, 100.5, float("nan"), True, "10"):
+        with pytest.raises(NeurospecError, match="scoring/k"):
+            scoring.frequency(stacked, k)
+
+
+# ---------------------------------------------------------------------------- LAPE
+
+
+def test_lape_recovers_planted_neurons(planted):
+    _, truth, _, pooled = planted
+    n_planted = len(set().union(*truth.values()))
+    top_rate = n_planted / (N_LAYERS * N_NEURONS)  # the budget of the planted neurons
+    scores = scoring.lape(pooled, filter_rate=0.95, top_rate=top_rate, activation_bar_ratio=0.95)
+    assert_score_table(scores)
+    precision, recall = precision_recall(cells(scores), truth_cells(truth))
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+    # a neuron assigned to several languages (family-shared) has one score
+    assert (scores.groupby(["layer", "neuron"])["score"].nunique() == 1).all()
+    # default rate: 1% of 2048 = 20 neurons, all planted ones (precision), the lowest entropy first
+    default = scoring.lape(pooled)
+    assert cells(default) <= truth_cells(truth) and len(default) > 0
+
+
+def test_lape_on_null_tables_ranks_but_scores_near_zero(planted, null):
+    _, _, pooled = null
+    scores = scoring.lape(pooled)
+    # LAPE ranks, it does not test: it keeps ~1% of neurons even without structure, with tiny scores
+    assert len(scores) > 0 and scores["score"].max() < 0.01
+    _, truth, _, planted_pooled = planted
+    found = scoring.lape(planted_pooled, top_rate=0.05)
+    is_planted = [c in truth_cells(truth) for c in zip(found["group"], found["layer"], found["neuron"])]
+    assert sum(is_planted) == len(truth_cells(truth))
+    assert found["score"][is_planted].min() > 2 * scores["score"].max()
+
+
+def test_lape_reference_semantics():
+    """Thresholds are torch.kthvalue(round(n x rate)) of all probabilities, compared with '>'."""
+    layer = np.zeros(10, dtype=np.int32)
+    neuron = np.arange(10, dtype=np.int32)
+    # p for a: 0.0 .. 0.9; b: all 0.1; the 95% quantile of 20 values is the 19th smallest = 0.8
+    a = pd.DataFrame({"layer": layer, "neuron": neuron, "active": np.arange(10)})
+    b = pd.DataFrame({"layer": layer, "neuron": neuron, "active": np.ones(10, dtype=int)})
+    stacked = scoring.stack_counts({"a": (a, {"n_tokens": 10}), "b": (b, {"n_tokens": 10})}, "active")
+    scores = scoring.lape(stacked, filter_rate=0.95, top_rate=0.5, activation_bar_ratio=0.95)
+    # only neuron 9 has p > 0.8: the filter leaves one neuron, although top_rate allows five
+    assert cells(scores) == {("a", 0, 9)}
+    h = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    assert scores["score"].iloc[0] == pytest.approx(1 - h / math.log(2))
+    for kwargs in ({"filter_rate": 1.5}, {"top_rate": 0}, {"activation_bar_ratio": -0.1}):
+        with pytest.raises(NeurospecError, match="scoring/lape/"):
+            scoring.lape(stacked, **kwargs)
+    with pytest.raises(NeurospecError, match="at least two languages"):
+        scoring.lape(stacked[stacked["group"] == "a"])
+
+
+# ---------------------------------------------------------------------------- contrast
+
+
+def test_benjamini_hochberg_matches_q_values():
+    rng = np.random.default_rng(4)
+    p = np.concatenate([rng.uniform(size=300), rng.uniform(0, 1e-3, size=40), [0.0, 0.0]])
+    m = len(p)
+    order = np.argsort(p)
+    q = np.empty(m)
+    running = 1.0
+    for rank in range(m, 0, -1):  # brute force: q_(i) = min_{j >= i} p_(j) m / j
+        running = min(running, p[order[rank - 1]] * m / rank)
+        q[order[rank - 1]] = running
+    for fdr in (0.001, 0.01, 0.05, 0.2, 1.0):
+        assert (scoring.benjamini_hochberg(p, fdr) == (q < fdr)).all()
+    assert scoring.benjamini_hochberg(p.reshape(2, -1), 0.05).shape == (2, m // 2)
+
+
+def test_contrast_statistics_by_hand():
+    layer = np.zeros(1, dtype=np.int32)
+    neuron = np.zeros(1, dtype=np.int32)
+    t = {"a": (pd.DataFrame({"layer": layer, "neuron": neuron, "active": [30]}), {"n_tokens": 100}),
+         "b": (pd.DataFrame({"layer": layer, "neuron": neuron, "active": [10]}), {"n_tokens": 50}),
+         "c": (pd.DataFrame({"layer": layer, "neuron": neuron, "active": [10]}), {"n_tokens": 150})}
+    stacked = scoring.stack_counts(t, "active")
+    d, log_odds, p = scoring.contrast_statistics(stacked, "two-sided")
+    _, _, p_greater = scoring.contrast_statistics(stacked)
+    # a: 30/100 against 20/200
+    assert log_odds[0, 0] == pytest.approx(math.log(30.5 / 70.5) - math.log(20.5 / 180.5))
+    pooled = 50 / 300
+    z = (0.3 - 0.1) / math.sqrt(pooled * (1 - pooled) * (1 / 100 + 1 / 200))
+    assert p[0, 0] == pytest.approx(math.erfc(z / math.sqrt(2)))
+    assert p_greater[0, 0] == pytest.approx(p[0, 0] / 2)  # z > 0
+    assert p_greater[0, 2] > 0.5  # c fires less often than the rest (10/150 against 40/150)
+    assert d.groups == ["a", "b", "c"]
+
+
+def test_contrast_recovers_planted_neurons(planted):
+    _, truth, _, pooled = planted
+    scores = scoring.contrast(pooled)
+    assert_score_table(scores)
+    precision, recall = precision_recall(cells(scores), truth_cells(truth))
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+    assert (scores["score"] > 1.0).all()
+    # English pools 8 x more tokens: its planted neurons are found too
+    assert {(lay, n) for g, lay, n in cells(scores) if g == "en"} == truth["en"]
+
+
+def test_contrast_controls_false_discoveries(null):
+    _, _, pooled = null
+    assert scoring.contrast(pooled).empty
+    # without the effect-size threshold the FDR still bounds discoveries under the global null
+    loose = scoring.contrast(pooled, fdr=0.05, min_log_odds=0.0)
+    assert len(loose) <= 3
+    for kwargs in ({"fdr": 0}, {"fdr": 1.5}, {"min_log_odds": -1}):
+        with pytest.raises(NeurospecError, match="scoring/contrast/"):
+            scoring.contrast(pooled, **kwargs)
+
+
+def test_contrast_fdr_on_mixed_tables(planted):
+    _, truth, _, pooled = planted
+    # one-sided tests: the strong *negative* effects of planted neurons in their other languages
+    # do not loosen the BH threshold for the positive ones we report
+    scores = scoring.contrast(pooled, fdr=0.05, min_log_odds=0.0)
+    precision, recall = precision_recall(cells(scores), truth_cells(truth))
+    assert recall == 1.0 and precision >= 0.9, precision
+    two_sided = scoring.contrast(pooled, fdr=0.05, min_log_odds=0.0, alternative="two-sided")
+    assert len(two_sided) >= len(scores)
+
+
+# ---------------------------------------------------------------------------- IoU
+
+
+def test_iou_by_hand():
+    sel = pd.DataFrame({
+        "group": ["a", "a", "a", "b", "b", "c", "a"],
+        "layer": [0, 0, 0, 0, 0, 0, 1],
+        "neuron": [1, 2, 3, 2, 3, 9, 5],
+        "score": 1.0,
+    })
+    out = scoring.iou(sel, groups=["a", "b", "c", "d"], layers=[0, 1])
+    assert list(out.columns) == list(scoring.IOU_COLUMNS)
+    assert len(out) == 2 * 10  # 4 groups: 10 unordered pairs with a == b, per layer
+    row = out.set_index(["layer", "group_a", "group_b"])
+    assert row.loc[(0, "a", "b"), "iou"] == pytest.approx(2 / 3)
+    assert row.loc[(0, "a", "b"), ["n_a", "n_b", "intersection"]].tolist() == [3, 2, 2]
+    assert row.loc[(0, "a", "c"), "iou"] == 0.0
+    assert row.loc[(0, "a", "a"), "iou"] == 1.0
+    assert row.loc[(0, "c", "d"), "iou"] == 0.0
+    assert math.isnan(row.loc[(0, "d", "d"), "iou"])  # both empty
+    assert row.loc[(1, "a", "a"), "iou"] == 1.0 and row.loc[(1, "a", "b"), "iou"] == 0.0
+    m = scoring.iou_matrix(out, ["a", "b", "c", "d"], layer=0)
+    assert m[0, 1] == m[1, 0] == pytest.approx(2 / 3) and m[2, 2] == 1.0
+    pooled = scoring.iou_matrix(out, ["a", "b"])
+    assert pooled[0, 1] == pytest.approx(2 / 4)  # (layer 0: 2 of 3) + (layer 1: 0 of 1)
+    default = scoring.iou(sel)
+    assert sorted(set(default["group_a"])) == ["a", "b", "c"]
+    with pytest.raises(NeurospecError, match="not among the groups"):
+        scoring.iou(sel, groups=["a", "b"])
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def test_run_scoring_writes_tables(planted, tmp_path):
+    tables, truth, _, _ = planted
+    paths = []
+    for pair, (df, meta) in tables.items():
+        path = tmp_path / "activations" / f"{pair}.parquet"
+        write_table(df, path, COUNT_SCHEMA, metadata=meta)
+        paths.append(path)
+    scoring.run_scoring(paths, tmp_path / "contrast.parquet", tmp_path / "contrast_iou.parquet",
+                        "contrast", "gate_active", {"fdr": 0.01, "min_log_odds": 1.0})
+    scores, meta = scoring.read_scores(tmp_path / "contrast.parquet")
+    assert meta["method"] == "contrast" and meta["group_kind"] == "language"
+    assert meta["groups"] == sorted(LANGS) and meta["layers"] == list(range(N_LAYERS))
+    assert precision_recall(cells(scores), truth_cells(truth))[1] >= 0.9
+    overlap, _ = scoring.read_iou(tmp_path / "contrast_iou.parquet")
+    assert len(overlap) == N_LAYERS * len(LANGS) * (len(LANGS) + 1) // 2
+    scoring.run_scoring(paths, tmp_path / "f.parquet", tmp_path / "f_iou.parquet", "frequency", "gate_active",
+                        {"k": 10})
+    assert set(read_table(tmp_path / "f.parquet")["group"]) == set(tables)
+    with pytest.raises(NeurospecError, match="unknown scoring method"):
+        scoring.run_scoring(paths, tmp_path / "x.parquet", tmp_path / "y.parquet", "nope", "active", {})
+    with pytest.raises(NeurospecError, match="bad parameters"):
+        scoring.run_scoring(paths, tmp_path / "x.parquet", tmp_path / "y.parquet", "lape", "active", {"k": 1})
+    df, meta = tables["de-en"]
+    write_table(df, tmp_path / "bad.parquet", COUNT_SCHEMA, metadata={"n_tokens": 3000, "pair": "de-en"})
+    with pytest.raises(NeurospecError, match="counted_lang"):
+        scoring.run_scoring([tmp_path / "bad.parquet", paths[2]], tmp_path / "x.parquet",
+                            tmp_path / "y.parquet", "lape", "active", {})
