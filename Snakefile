@@ -25,7 +25,7 @@ include: "workflow/rules/figures.smk"
 
 rule all:
     default_target: True
-    """Every pair's activation table, every method's scores, and every figure."""
+    # every pair's activation table, every method's scores, and every figure
     input:
         activation_tables(),
         scoring_targets(),
