@@ -145,3 +145,40 @@ def test_bad_template_is_one_clear_error(loaded64):
         collect.collect_pair(loaded64, pairs, template="Translate to {language}: {src}")
     with pytest.raises(NeurospecError, match=r"\{src\} exactly once"):
         collect.collect_pair(loaded64, pairs, template="Translate to {tgt_name}")
+
+
+def test_out_of_memory_halves_the_budget_and_loses_nothing(loaded64, monkeypatch, caplog):
+    pairs = _demo_pairs("en-ru", 30)
+    reference, ref_meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_budget=4096)
+    forward = loaded64.model.forward
+    calls = {"n": 0}
+
+    def flaky_forward(*args, **kwargs):  # fails half-way through the first multi-row batch
+        calls["n"] += 1
+        if calls["n"] == 1 and kwargs["input_ids"].shape[0] > 1:
+            layer = loaded64.model.layers[1]
+            handle = layer.register_forward_hook(lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("boom")))
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                handle.remove()
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(loaded64.model, "forward", flaky_forward)
+    with caplog.at_level("WARNING", logger="neurospec"):
+        df, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_budget=4096)
+    assert "token budget halved to 2048" in caplog.text
+    assert df.equals(reference) and meta["n_tokens"] == ref_meta["n_tokens"]
+
+
+def test_empty_shard_has_the_full_shape(loaded64):
+    from neurospec.tables import sum_count_tables
+
+    pairs = _demo_pairs("de-en", 3)
+    whole, _ = collect.collect_pair(loaded64, pairs, template=TEMPLATE)
+    parts = [collect.collect_pair(loaded64, pairs, template=TEMPLATE, shard=i, n_shards=5,
+                                  pair_meta={"pair": "de-en"}) for i in range(5)]
+    assert [m["n_sentences"] for _, m in parts].count(0) == 2
+    assert all(len(df) == len(whole) and m["pair"] == "de-en" for df, m in parts)
+    summed, meta = sum_count_tables(parts)
+    assert summed[["active", "nonzero", "gate_active"]].equals(whole[["active", "nonzero", "gate_active"]])

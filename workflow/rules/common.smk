@@ -9,7 +9,8 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from neurospec.errors import NeurospecError  # noqa: E402
-from neurospec.languages import parse_pair  # noqa: E402
+from neurospec.ec40 import remote_path  # noqa: E402
+from neurospec.languages import non_english, parse_pair  # noqa: E402
 
 
 def schema_error_line(text):
@@ -129,3 +130,31 @@ def figure_targets():
         + [figure_path(m, "direction_iou") for m in PAIR_METHODS]
         + [f"{RESULTS}/figures/activation_probability.png"]
     )
+
+
+def dataset_params():
+    """The dataset keys that shape a pair table (the demo ignores the EC40-only keys)."""
+    dataset = config["dataset"]
+    keys = (
+        ("name", "split", "max_samples")
+        if dataset["name"] == "demo"
+        else tuple(dataset)
+    )
+    return {key: dataset[key] for key in sorted(keys)}
+
+
+def dataset_files(wildcards):
+    """A pair's files in dataset.local_dir, as inputs, so that editing them reruns its table.
+
+    Missing files are left out here: the rule then fails with one line naming the file.
+    """
+    dataset = config["dataset"]
+    if dataset["name"] != "ec40" or not dataset["local_dir"]:
+        return []
+    try:
+        xx = non_english(wildcards.pair)
+        names = [remote_path(SPLIT, xx, side) for side in ("en", xx)]
+    except NeurospecError:
+        return []
+    paths = [str(Path(dataset["local_dir"]) / name) for name in names]
+    return [p for p in paths if Path(p).is_file()]

@@ -1,5 +1,7 @@
 rule pair_table:
     """One translation direction as a table (id, src_lang, tgt_lang, src, tgt): EC40 or the demo."""
+    input:
+        dataset_files,
     output:
         f"results/data/{DATASET}/{SPLIT}/{{pair}}.parquet",
     log:
@@ -7,6 +9,6 @@ rule pair_table:
     conda:
         "../../envs/data.yaml"
     params:
-        dataset=config["dataset"],
+        dataset=dataset_params(),
     script:
         "../scripts/pair_table.py"

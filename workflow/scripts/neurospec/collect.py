@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .architectures import resolve_mlp_taps
+from .architectures import n_neurons, resolve_mlp_taps
 from .errors import NeurospecError
 from .models import LoadedModel
 from .prompts import check_template, render
@@ -273,8 +273,8 @@ def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = Non
                 last = now
                 log.info("%d batches, %d prompt tokens, %.0f tokens/s, %d left",
                          stats["n_batches"], stats["n_real"], stats["n_real"] / max(now - t0, 1e-9), len(queue))
-    if hooks.counts is None:  # nothing was run (no sentences)
-        n = hooks.n_neurons or 0
+    if hooks.counts is None:  # nothing was run (no sentences, e.g. an empty shard)
+        n = n_neurons(model)
         counts = np.zeros((3, hooks.n_layers, n), dtype=np.int64)
         sums = np.zeros((hooks.n_layers, n), dtype=np.float64)
     else:
@@ -318,8 +318,10 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
     log.info("done: %d counted tokens in %.1f s (%.0f prompt tokens/s), padding efficiency %.3f",
              stats["n_tokens"], stats["seconds"], stats["n_real"] / max(stats["seconds"], 1e-9),
              stats["padding_efficiency"])
-    src_lang = pairs["src_lang"].iloc[0] if len(pairs) else None
-    tgt_lang = pairs["tgt_lang"].iloc[0] if len(pairs) else None
+    if len(pairs):
+        src_lang, tgt_lang = pairs["src_lang"].iloc[0], pairs["tgt_lang"].iloc[0]
+    else:  # an empty shard: the pair comes from the pair table's metadata
+        src_lang, _, tgt_lang = str((pair_meta or {}).get("pair", "-")).partition("-")
     meta = {
         "n_tokens": stats["n_tokens"],
         "n_sentences": len(enc.input_ids),
@@ -357,7 +359,8 @@ def collect_to_file(pairs_path: str, out_path: str, *, model_id: str, revision: 
     pairs = read_table(pairs_path, required=tuple(PAIR_SCHEMA.names))
     pair_meta = read_metadata(pairs_path)
     with claim_device(device) as dev:
-        loaded = load_model(model_id, revision=revision, dtype=dtype, device=dev)
+        loaded = load_model(model_id, revision=revision, dtype=dtype, device=dev,
+                            require_fast_tokenizer=token_scope == "source")
         log.info("model %s (%s) on %s in %s", model_id, loaded.info["model_revision"], loaded.device,
                  loaded.info["dtype"])
         df, meta = collect_pair(loaded, pairs, template=prompt_template, token_scope=token_scope,

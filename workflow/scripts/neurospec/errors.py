@@ -34,6 +34,9 @@ def one_line_errors(log_path: str | None = None) -> Iterator[logging.Logger]:
         for h in handlers:
             h.flush()
         raise SystemExit(1) from None
+    except Exception:
+        logger.exception("neurospec: unexpected error (a bug: please report it with this log)")
+        raise
     finally:
         for h in handlers:
             logger.removeHandler(h)

@@ -31,7 +31,10 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise NeurospecError(f"model.device {device!r}: CUDA is not available on this machine")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise NeurospecError(f"model.device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -106,8 +109,12 @@ def resolved_commit(model_id: str, revision: str) -> str | None:
 
 
 def load_model(model_id: str, revision: str = "main", dtype: str = "auto", device: str = "auto",
-               attn_implementation: str | None = "sdpa") -> LoadedModel:
-    """Load the base model and its (fast) tokenizer from a local directory or a hub id."""
+               attn_implementation: str | None = "sdpa", require_fast_tokenizer: bool = False) -> LoadedModel:
+    """Load the base model and its tokenizer from a local directory or a hub id.
+
+    ``require_fast_tokenizer`` fails before the (slow) model load when the tokenizer cannot give
+    character offsets (needed by ``token_scope: source``).
+    """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     dev = resolve_device(device)
@@ -117,13 +124,20 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
     try:
         config = AutoConfig.from_pretrained(model_id, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
+        if require_fast_tokenizer and not getattr(tokenizer, "is_fast", False):
+            raise NeurospecError(f"collect.token_scope 'source' needs a fast tokenizer (character offsets); "
+                                 f"{model_id!r} has a slow one: use token_scope 'all'")
         model = AutoModel.from_pretrained(model_id, config=config, dtype=torch_dtype,
                                           attn_implementation=attn_implementation, **kwargs)
     except NeurospecError:
         raise
     except (OSError, ValueError, EnvironmentError) as exc:
         raise _load_error(model_id, revision, exc) from None
-    model.to(dev).eval()
+    try:
+        model.to(dev).eval()
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        raise NeurospecError(f"cannot place model {model_id!r} on {dev} in {torch_dtype}: "
+                             f"{str(exc).splitlines()[0]}") from None
     model.requires_grad_(False)
     resolved = None if local else resolved_commit(model_id, revision)
     info = {

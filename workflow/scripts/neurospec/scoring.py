@@ -60,7 +60,7 @@ def stack_counts(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], c
     ``group`` is a categorical in the mapping's order.
     """
     if column not in COUNT_COLUMNS:
-        raise NeurospecError(f"unknown count column {column!r} (key 'scoring/column'); "
+        raise NeurospecError(f"unknown count column {column!r} (key 'scoring.column'); "
                              f"choose one of {', '.join(COUNT_COLUMNS)}")
     if not tables:
         raise NeurospecError("no count tables to score")
@@ -244,7 +244,7 @@ def frequency(stacked: pd.DataFrame, k: float = 10) -> pd.DataFrame:
     neuron whose count crosses the threshold is included.  A layer with no activation selects
     nothing.  score = the neuron's count / the layer's total count (its share of the mass).
     """
-    k = _check_number("k", k, 0, 100, low_open=True, key="scoring/k (percent)")
+    k = _check_number("k", k, 0, 100, low_open=True, key="scoring.k (percent)")
     d = _dense(stacked)
     starts = d.layer_starts()
     lidx = d.layer_index()
@@ -295,10 +295,10 @@ def lape(stacked: pd.DataFrame, filter_rate: float = 0.95, top_rate: float = 0.0
     1 for one that fires in a single group only.  The method ranks, it does not test: it always
     keeps about top_rate of the neurons, even when nothing is language-specific; read its score.
     """
-    filter_rate = _check_number("filter_rate", filter_rate, 0, 1, False, key="scoring/lape/filter_rate")
-    top_rate = _check_number("top_rate", top_rate, 0, 1, True, key="scoring/lape/top_rate")
+    filter_rate = _check_number("filter_rate", filter_rate, 0, 1, False, key="scoring.lape.filter_rate")
+    top_rate = _check_number("top_rate", top_rate, 0, 1, True, key="scoring.lape.top_rate")
     activation_bar_ratio = _check_number("activation_bar_ratio", activation_bar_ratio, 0, 1, False,
-                                         key="scoring/lape/activation_bar_ratio")
+                                         key="scoring.lape.activation_bar_ratio")
     d = _dense(stacked)
     n_groups = len(d.groups)
     if n_groups < 2:
@@ -395,9 +395,9 @@ def contrast(stacked: pd.DataFrame, fdr: float = 0.01, min_log_odds: float = 1.0
     in every other language) enter BH's ranking and loosen its threshold, so the false discovery
     rate among the reported positive cells would exceed ``fdr``.
     """
-    fdr = _check_number("fdr", fdr, 0, 1, True, key="scoring/contrast/fdr")
+    fdr = _check_number("fdr", fdr, 0, 1, True, key="scoring.contrast.fdr")
     min_log_odds = _check_number("min_log_odds", min_log_odds, 0, math.inf, False,
-                                 key="scoring/contrast/min_log_odds")
+                                 key="scoring.contrast.min_log_odds")
     d, log_odds, pvalue = contrast_statistics(stacked, alternative)
     keep = benjamini_hochberg(pvalue, fdr) & (log_odds > min_log_odds)
     unit_i, group_i = np.nonzero(keep)
