@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sentences", type=int, default=None, help="sentences for (b) and (c) (default: 32 on CPU, 4000 on CUDA)")
     ap.add_argument("--seed-sentences", type=int, default=None, help="sentences for (a) (default: 12 on CPU, 200 on CUDA)")
     ap.add_argument("--token-budget", type=int, default=None)
+    ap.add_argument("--max-length", type=int, default=512, help="truncate prompts to this many tokens "
+                    "(to measure how the cost grows with sequence length)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of (b) and (c); the best of each counts")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
@@ -194,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
         model_name = f"aya-shaped ({args.layers} layers)"
     base = causal.model
     src, sl, tl, origin = load_sentences(n_sent)
-    enc = collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source", max_length=512)
+    enc = collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source",
+                         max_length=args.max_length)
     loaded = LoadedModel(base, tok, device, dtype, {})
     budget = args.token_budget or collect.auto_token_budget(loaded, max(enc.lengths))
     pad_id = tok.pad_token_id
@@ -238,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
         "prompt_tokens": n_real,
         "token_budget": budget,
         "sentence_source": origin,
+        "max_length": args.max_length,
+        "layers": args.layers if args.model == "aya-shaped" else None,
         "peak_memory_mb": peak,
     }
     result["collector_over_bare"] = result["collector_tokens_per_s"] / result["bare_forward_tokens_per_s"]
