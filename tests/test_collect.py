@@ -182,3 +182,15 @@ def test_empty_shard_has_the_full_shape(loaded64):
     assert all(len(df) == len(whole) and m["pair"] == "de-en" for df, m in parts)
     summed, meta = sum_count_tables(parts)
     assert summed[["active", "nonzero", "gate_active"]].equals(whole[["active", "nonzero", "gate_active"]])
+
+
+def test_bfloat16_counts_match_a_bfloat16_recomputation(small_model_dir):
+    """The half-precision path (float32 indicator and sum buffers) on the CPU, as on a GPU in bf16."""
+    loaded = load_model(str(small_model_dir), dtype="bfloat16", device="cpu")
+    pairs = _demo_pairs("en-de", 8)
+    df, meta = collect.collect_pair(loaded, pairs, template=TEMPLATE, token_budget=1)  # no padding
+    ref_counts, ref_sums, ref_tokens = reference_counts(loaded, pairs, TEMPLATE, "source")
+    counts, sums = _table_arrays(df, loaded.model.config.num_hidden_layers)
+    assert meta["n_tokens"] == ref_tokens and meta["dtype"] == "bfloat16"
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_allclose(sums, ref_sums, rtol=1e-5, atol=1e-6 * np.abs(ref_sums).max())

@@ -162,14 +162,18 @@ class CountHooks:
             self.counts = torch.zeros_like(self.pending_counts)
             self.sums = torch.zeros_like(self.pending_sum)
 
-    def _indicator_sum(self, fn, t: torch.Tensor) -> torch.Tensor:
-        """mask @ fn(t, 0) with fn in (torch.gt, torch.ne): counted tokens per neuron, as int64."""
+    def _buffer(self, t: torch.Tensor) -> torch.Tensor:
+        """A float32 (float64 for float64 models) scratch view of ``t``'s shape, reused across calls."""
         dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
         if self._scratch is None or self._scratch.numel() < t.numel() or self._scratch.dtype != dtype:
             self._scratch = torch.empty(t.numel(), dtype=dtype, device=t.device)
-        buf = self._scratch[: t.numel()].view(t.shape)
+        return self._scratch[: t.numel()].view(t.shape)
+
+    def _indicator_sum(self, fn, t: torch.Tensor) -> torch.Tensor:
+        """mask @ fn(t, 0) with fn in (torch.gt, torch.ne): counted tokens per neuron, as int64."""
+        buf = self._buffer(t)
         fn(t, 0, out=buf)
-        return (self.mask.to(dtype) @ buf).to(torch.int64)
+        return (self.mask.to(buf.dtype) @ buf).to(torch.int64)
 
     def _down_hook(self, layer: int, gated: bool):
         def hook(module, args):
@@ -183,8 +187,10 @@ class CountHooks:
                 self.pending_counts[2, layer] = active
             if h.dtype in (torch.float32, torch.float64):
                 self.pending_sum[layer] = self.mask.to(h.dtype) @ h
-            else:  # half precision: sum in float32
-                self.pending_sum[layer] = self.mask @ h.float()
+            else:  # half precision: sum in float32, through the scratch buffer (no new allocation)
+                buf = self._buffer(h)
+                buf.copy_(h)
+                self.pending_sum[layer] = self.mask @ buf
 
         return hook
 
