@@ -112,7 +112,7 @@ def run_bare(model, enc: collect.Encoded, budget: int, pad_id: int, device) -> t
     n_real = 0
     with torch.inference_mode():
         for rows in collect.make_batches(enc.lengths, budget):
-            ids, _, _, _ = collect._batch_tensors(enc, rows, pad_id, device)
+            ids, _, _, _ = collect.batch_tensors(enc, rows, pad_id, device)
             model(input_ids=ids, use_cache=False)
             n_real += sum(enc.lengths[i] for i in rows)
     _sync(device)

@@ -151,7 +151,16 @@ class CountHooks:
         self.sums: torch.Tensor | None = None
 
     def set_batch(self, mask: torch.Tensor) -> None:
-        self.mask = mask
+        self.mask = mask  # float32
+        self._mask64: torch.Tensor | None = None
+
+    def _mask_as(self, dtype: torch.dtype) -> torch.Tensor:
+        """The batch's mask in float32 or float64 (converted once per batch, not once per layer)."""
+        if dtype == torch.float32:
+            return self.mask
+        if self._mask64 is None:
+            self._mask64 = self.mask.to(torch.float64)
+        return self._mask64
 
     def _ensure(self, n_neurons: int) -> None:
         if self.counts is None:
@@ -173,7 +182,7 @@ class CountHooks:
         """mask @ fn(t, 0) with fn in (torch.gt, torch.ne): counted tokens per neuron, as int64."""
         buf = self._buffer(t)
         fn(t, 0, out=buf)
-        return (self.mask.to(buf.dtype) @ buf).to(torch.int64)
+        return (self._mask_as(buf.dtype) @ buf).to(torch.int64)
 
     def _down_hook(self, layer: int, gated: bool):
         def hook(module, args):
@@ -186,7 +195,7 @@ class CountHooks:
             if not gated:  # plain MLP: the activation is the gate
                 self.pending_counts[2, layer] = active
             if h.dtype in (torch.float32, torch.float64):
-                self.pending_sum[layer] = self.mask.to(h.dtype) @ h
+                self.pending_sum[layer] = self._mask_as(h.dtype) @ h
             else:  # half precision: sum in float32, through the scratch buffer (no new allocation)
                 buf = self._buffer(h)
                 buf.copy_(h)
@@ -222,7 +231,7 @@ class CountHooks:
             self.sums += self.pending_sum
 
 
-def _batch_tensors(enc: Encoded, rows: list[int], pad_id: int, device: torch.device):
+def batch_tensors(enc: Encoded, rows: list[int], pad_id: int, device: torch.device):
     width = max(enc.lengths[i] for i in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=bool)
@@ -250,7 +259,7 @@ def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = Non
     with hooks, torch.inference_mode():
         while queue:
             rows = queue.pop(0)
-            ids, counted, n_counted, n_processed = _batch_tensors(enc, rows, pad_id, device)
+            ids, counted, n_counted, n_processed = batch_tensors(enc, rows, pad_id, device)
             hooks.set_batch(counted)
             try:
                 model(input_ids=ids, use_cache=False)
