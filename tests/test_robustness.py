@@ -73,5 +73,5 @@ def test_missing_count_metadata_and_columns_are_named(tmp_path):
 
 
 def test_unknown_model_path_is_one_line(tmp_path):
-    with pytest.raises(NeurospecError, match="neither a local directory nor a model on the hub"):
+    with pytest.raises(NeurospecError, match=r"model.id .*no-such-model.*: no such directory"):
         models.load_model(str(tmp_path / "no-such-model"), device="cpu")

@@ -16,6 +16,7 @@ if SHARDS == 1:
         resources:
             gpu=1,
         params:
+            model=model_params(),
             collect=collect_params(),
             shard=0,
         script:
@@ -39,6 +40,7 @@ else:
         resources:
             gpu=1,
         params:
+            model=model_params(),
             collect=collect_params(),
             shard=lambda wildcards: int(wildcards.shard),
         script:

@@ -55,11 +55,31 @@ SHARDS = config["collect"]["shards"]
 wildcard_constraints:
     pair=r"[a-z]{2,3}-[a-z]{2,3}",
     shard=r"\d+",
+    split=r"[A-Za-z0-9_.]+",
 
 
-def pair_table(pair):
-    """The pair table (id, src_lang, tgt_lang, src, tgt) of one direction."""
-    return f"results/data/{DATASET}/{SPLIT}/{pair}.parquet"
+def pair_table(pair, split=SPLIT):
+    """The pair table (id, src_lang, tgt_lang, src, tgt) of one direction in ``split``."""
+    return f"results/data/{DATASET}/{split}/{pair}.parquet"
+
+
+# The held-out split of the evaluation stage: sentences never used for selection.
+OTHER_SPLIT = {"validation": "test", "test": "validation"}
+EVAL_SPLIT = config["evaluate"]["split"] or OTHER_SPLIT.get(SPLIT)
+if EVAL_SPLIT is None:
+    config_error(
+        f"key 'evaluate.split': dataset.split {SPLIT!r} has no default held-out split; set evaluate.split"
+    )
+if EVAL_SPLIT == SPLIT:
+    config_error(
+        f"key 'evaluate.split': {EVAL_SPLIT!r} is the split neurons are selected on (dataset.split); "
+        "evaluation needs held-out sentences"
+    )
+
+
+def eval_pair_table(pair):
+    """The pair table of one direction in the held-out evaluation split."""
+    return pair_table(pair, EVAL_SPLIT)
 
 
 def activation_table(pair):
@@ -79,15 +99,21 @@ def model_path():
     return DEMO_MODEL_DIR if config["model"]["id"] == "demo" else config["model"]["id"]
 
 
-def collect_params():
-    """Everything collection reads from config, so that a change of any of it reruns collection."""
+def model_params():
+    """The model that GPU jobs load (load_model's arguments, keys sorted); a change reruns them."""
+    model = config["model"]
     return {
+        "attn_implementation": model["attn_implementation"],
+        "device": model["device"],
+        "dtype": model["dtype"],
         "model_id": model_path(),
-        "revision": config["model"]["revision"],
-        "dtype": config["model"]["dtype"],
-        "device": config["model"]["device"],
-        **config["collect"],
+        "revision": model["revision"],
     }
+
+
+def collect_params():
+    """Everything collection reads from config (keys sorted: reordering them reruns nothing)."""
+    return dict(sorted(config["collect"].items()))
 
 
 SCORING = config["scoring"]
@@ -132,9 +158,9 @@ def figure_targets():
     )
 
 
-def dataset_params():
-    """The dataset keys that shape a pair table (the demo ignores the EC40-only keys)."""
-    dataset = config["dataset"]
+def dataset_params(split):
+    """The dataset keys that shape a pair table of ``split`` (the demo ignores the EC40-only keys)."""
+    dataset = {**config["dataset"], "split": split}
     keys = (
         ("name", "split", "max_samples")
         if dataset["name"] == "demo"
@@ -153,7 +179,7 @@ def dataset_files(wildcards):
         return []
     try:
         xx = non_english(wildcards.pair)
-        names = [remote_path(SPLIT, xx, side) for side in ("en", xx)]
+        names = [remote_path(wildcards.split, xx, side) for side in ("en", xx)]
     except NeurospecError:
         return []
     paths = [str(Path(dataset["local_dir"]) / name) for name in names]

@@ -1,14 +1,14 @@
 rule pair_table:
-    """One translation direction as a table (id, src_lang, tgt_lang, src, tgt): EC40 or the demo."""
+    """One translation direction of one split as a table (id, src_lang, tgt_lang, src, tgt)."""
     input:
         dataset_files,
     output:
-        f"results/data/{DATASET}/{SPLIT}/{{pair}}.parquet",
+        f"results/data/{DATASET}/{{split}}/{{pair}}.parquet",
     log:
-        f"results/logs/data/{DATASET}/{SPLIT}/{{pair}}.log",
+        f"results/logs/data/{DATASET}/{{split}}/{{pair}}.log",
     conda:
         "../../envs/data.yaml"
     params:
-        dataset=dataset_params(),
+        dataset=lambda wildcards: dataset_params(wildcards.split),
     script:
         "../scripts/pair_table.py"

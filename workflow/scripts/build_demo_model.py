@@ -1,7 +1,6 @@
 """Rule build_demo_model: the tiny seeded Cohere model and its tokenizer."""
 
-from neurospec import demo, models
-from neurospec.errors import one_line_errors
+from neurospec.workers import run_task
 
-with one_line_errors(snakemake.log[0]):
-    models.build_demo_model(snakemake.output[0], demo.corpus_texts(), **snakemake.params.shapes)
+run_task("neurospec.demo:build_model", log=snakemake.log[0], out_dir=snakemake.output[0],
+         **snakemake.params.shapes)

@@ -1,8 +1,7 @@
-"""Rule collect_activations: count activations of one pair (or one shard of it) on the GPU."""
+"""Rule collect_activations: count activations of one pair (or one shard of it) with the model."""
 
-from neurospec.collect import collect_to_file
-from neurospec.errors import one_line_errors
+from neurospec.workers import run_model_task
 
-with one_line_errors(snakemake.log[0]):
-    collect_to_file(snakemake.input.pairs, snakemake.output[0], shard=snakemake.params.shard,
-                    **snakemake.params.collect)
+run_model_task("neurospec.collect:collect_to_file", model=snakemake.params.model, log=snakemake.log[0],
+               pairs_path=snakemake.input.pairs, out_path=snakemake.output[0], shard=snakemake.params.shard,
+               **snakemake.params.collect)

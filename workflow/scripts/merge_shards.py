@@ -1,7 +1,6 @@
 """Rule merge_shards: sum a pair's shard tables into its count table."""
 
-from neurospec.tables import merge_shard_files
-from neurospec.errors import one_line_errors
+from neurospec.workers import run_task
 
-with one_line_errors(snakemake.log[0]):
-    merge_shard_files(list(snakemake.input), snakemake.output[0])
+run_task("neurospec.tables:merge_shard_files", log=snakemake.log[0], paths=list(snakemake.input),
+         out_path=snakemake.output[0])

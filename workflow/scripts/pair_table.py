@@ -1,7 +1,6 @@
-"""Rule pair_table: build one direction's pair table from EC40 or the demo corpus."""
+"""Rule pair_table: build one direction's pair table from the configured dataset."""
 
-from neurospec.errors import one_line_errors
-from neurospec.pairs import write_pair_table
+from neurospec.workers import run_task
 
-with one_line_errors(snakemake.log[0]):
-    write_pair_table(snakemake.wildcards.pair, snakemake.params.dataset, snakemake.output[0])
+run_task("neurospec.pairs:write_pair_table", log=snakemake.log[0], pair=snakemake.wildcards.pair,
+         dataset=snakemake.params.dataset, out_path=snakemake.output[0])

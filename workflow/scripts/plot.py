@@ -1,7 +1,6 @@
 """Rules figure_*: draw one figure from score, IoU or activation tables."""
 
-from neurospec.errors import one_line_errors
-from neurospec.figures import draw
+from neurospec.workers import run_task
 
-with one_line_errors(snakemake.log[0]):
-    draw(snakemake.params.figure, snakemake.output[0], **{k: v for k, v in snakemake.input.items()})
+run_task("neurospec.figures:draw", log=snakemake.log[0], figure=snakemake.params.figure,
+         output=snakemake.output[0], **dict(snakemake.input.items()))

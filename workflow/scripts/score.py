@@ -1,8 +1,7 @@
 """Rules score_*: one specialization method on all activation tables."""
 
-from neurospec.errors import one_line_errors
-from neurospec.scoring import run_scoring
+from neurospec.workers import run_task
 
-with one_line_errors(snakemake.log[0]):
-    run_scoring(list(snakemake.input), snakemake.output.scores, snakemake.output.iou,
-                snakemake.params.method, snakemake.params.column, dict(snakemake.params.options))
+run_task("neurospec.scoring:run_scoring", log=snakemake.log[0], paths=list(snakemake.input),
+         scores_path=snakemake.output.scores, iou_path=snakemake.output.iou, method=snakemake.params.method,
+         column=snakemake.params.column, params=dict(snakemake.params.options))

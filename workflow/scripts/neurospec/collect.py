@@ -359,13 +359,10 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
     return count_table(counts, sums), meta
 
 
-def collect_to_file(pairs_path: str, out_path: str, *, model_id: str, revision: str = "main",
-                    dtype: str = "auto", device: str = "auto", prompt_template: str, token_scope: str = "source",
-                    max_length: int = 512, token_budget: int | None = None, shard: int = 0, shards: int = 1,
-                    **_ignored: Any) -> None:
-    """The collection rule: validate cheap things first, load the model, count, write atomically."""
-    from .devices import claim_device
-    from .models import load_model
+def collect_to_file(loaded: LoadedModel, pairs_path: str, out_path: str, *, prompt_template: str,
+                    token_scope: str = "source", max_length: int = 512, token_budget: int | None = None,
+                    shard: int = 0, shards: int = 1) -> None:
+    """The collection task: count one pair table (or one shard of it) with a loaded model, write atomically."""
     from .tables import COUNT_SCHEMA, PAIR_SCHEMA, read_metadata, read_table, write_table
 
     check_template(prompt_template)
@@ -373,12 +370,9 @@ def collect_to_file(pairs_path: str, out_path: str, *, model_id: str, revision: 
         raise NeurospecError(f"collect.token_scope {token_scope!r}: choose one of {', '.join(TOKEN_SCOPES)}")
     pairs = read_table(pairs_path, required=tuple(PAIR_SCHEMA.names))
     pair_meta = read_metadata(pairs_path)
-    with claim_device(device) as dev:
-        loaded = load_model(model_id, revision=revision, dtype=dtype, device=dev,
-                            require_fast_tokenizer=token_scope == "source")
-        log.info("model %s (%s) on %s in %s", model_id, loaded.info["model_revision"], loaded.device,
-                 loaded.info["dtype"])
-        df, meta = collect_pair(loaded, pairs, template=prompt_template, token_scope=token_scope,
-                                max_length=max_length, token_budget=token_budget, shard=shard, n_shards=shards,
-                                pair_meta=pair_meta)
+    log.info("model %s (%s) on %s in %s", loaded.info.get("model"), loaded.info.get("model_revision"),
+             loaded.device, loaded.info.get("dtype"))
+    df, meta = collect_pair(loaded, pairs, template=prompt_template, token_scope=token_scope,
+                            max_length=max_length, token_budget=token_budget, shard=shard, n_shards=shards,
+                            pair_meta=pair_meta)
     write_table(df, out_path, COUNT_SCHEMA, metadata=meta)

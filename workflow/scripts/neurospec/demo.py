@@ -110,3 +110,10 @@ def _pycountry_version() -> str:
     from importlib.metadata import version
 
     return version("pycountry")
+
+
+def build_model(out_dir: str, **shapes) -> None:
+    """The demo model: its BPE tokenizer trained on this corpus, seeded random weights (rule build_demo_model)."""
+    from .models import build_demo_model
+
+    build_demo_model(out_dir, corpus_texts(), **shapes)

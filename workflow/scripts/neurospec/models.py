@@ -1,6 +1,10 @@
 """Loading models (hub id or local directory) and building the demo model.
 
-The base model is loaded (``AutoModel``), never the LM head: collection only needs the MLPs.
+``load_model`` loads the causal LM (``AutoModelForCausalLM``) once; collection runs its base model
+(``LoadedModel.model``: no LM head is ever computed there), evaluation the whole LM
+(``LoadedModel.lm``: next-token losses, generation).  Attention: the fastest implementation the
+class supports on the device (flash attention 2 where installed and supported on CUDA, else SDPA,
+else eager), recorded in ``LoadedModel.info``.
 The demo model is a tiny Cohere-architecture model (the class Aya-23 uses): random init with a
 fixed seed, a byte-level BPE tokenizer trained on the demo corpus with ``tokenizers``, saved with
 ``save_pretrained`` and loaded back through the same ``from_pretrained`` path as a hub model.
@@ -52,9 +56,51 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     info: dict[str, Any] = field(default_factory=dict)  # provenance for table metadata
+    lm: torch.nn.Module | None = None  # the causal LM around ``model`` (LM head included); None if absent
+
+    def require_lm(self, what: str) -> torch.nn.Module:
+        """The causal LM, or one clear error naming what needed it."""
+        if self.lm is None:
+            raise NeurospecError(f"{what} needs the model's LM head, and {self.info.get('model', 'this model')!r} "
+                                 f"loads without one ({self.info.get('model_class', type(self.model).__name__)})")
+        return self.lm
 
 
-def _load_error(model_id: str, revision: str, exc: Exception) -> NeurospecError:
+ATTENTION_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
+
+
+def choose_attention(model_class: type, device: torch.device, requested: str = "auto") -> str:
+    """The attention implementation to load ``model_class`` with: the fastest it supports, or as asked.
+
+    ``auto``: flash attention 2 on CUDA when the ``flash_attn`` package is installed and the class
+    supports it, else SDPA when supported (on CUDA it runs flash/memory-efficient kernels itself),
+    else eager.  A requested implementation the class lacks is one clear error.
+    """
+    import importlib.util
+
+    supports = {
+        "flash_attention_2": bool(getattr(model_class, "_supports_flash_attn", False)
+                                  or getattr(model_class, "_supports_flash_attn_2", False)),
+        "sdpa": bool(getattr(model_class, "_supports_sdpa", False)),
+        "eager": True,
+    }
+    if requested == "auto":
+        if device.type == "cuda" and supports["flash_attention_2"] and importlib.util.find_spec("flash_attn"):
+            return "flash_attention_2"
+        return "sdpa" if supports["sdpa"] else "eager"
+    if requested not in supports:
+        raise NeurospecError(f"model.attn_implementation {requested!r}: choose one of {', '.join(ATTENTION_CHOICES)}")
+    if not supports[requested]:
+        usable = [name for name, ok in supports.items() if ok]
+        raise NeurospecError(f"model.attn_implementation {requested!r}: {model_class.__name__} does not support it "
+                             f"(it supports {', '.join(usable)})")
+    if requested == "flash_attention_2" and not importlib.util.find_spec("flash_attn"):
+        raise NeurospecError("model.attn_implementation 'flash_attention_2' needs the flash_attn package")
+    return requested
+
+
+def _load_error(model_id: str, revision: str, exc: Exception, what: str = "config") -> NeurospecError:
+    """One line naming the real cause of a failed load (of its ``what``: config, tokenizer, weights)."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     chain = [exc]
@@ -69,13 +115,15 @@ def _load_error(model_id: str, revision: str, exc: Exception) -> NeurospecError:
         )
     if any(isinstance(e, RevisionNotFoundError) for e in chain):
         return NeurospecError(f"model.revision {revision!r} does not exist for model {model_id!r}")
-    if model_id.startswith((".", "/", "~")) or "repo id must be in the form" in text:
-        return NeurospecError(f"model.id {model_id!r} is neither a local directory nor a model on the hub "
-                              f"(no such directory)")
+    if Path(model_id).expanduser().is_dir():
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return NeurospecError(f"cannot load the {what} of local model directory {model_id!r}: {first}")
+    if "repo id must be in the form" in text or "repo_id must be" in text:
+        return NeurospecError(f"model.id {model_id!r} is neither a local directory nor a valid hub id")
     if any(isinstance(e, RepositoryNotFoundError) for e in chain) or "not a valid model identifier" in text:
         return NeurospecError(f"model.id {model_id!r} is neither a local directory nor a model on the hub")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return NeurospecError(f"cannot load model {model_id!r}: {first}")
+    return NeurospecError(f"cannot load the {what} of model {model_id!r}: {first}")
 
 
 def fingerprint(directory: str | os.PathLike) -> str:
@@ -108,47 +156,75 @@ def resolved_commit(model_id: str, revision: str) -> str | None:
     return extract_commit_hash(path, None) if path else None
 
 
-def load_model(model_id: str, revision: str = "main", dtype: str = "auto", device: str = "auto",
-               attn_implementation: str | None = "sdpa", require_fast_tokenizer: bool = False) -> LoadedModel:
-    """Load the base model and its tokenizer from a local directory or a hub id.
+def _model_class(config, auto_class) -> type | None:
+    """The class ``auto_class`` would instantiate for ``config``; None when it maps none."""
+    mapping = getattr(auto_class, "_model_mapping", None)
+    try:
+        return mapping[type(config)] if mapping is not None else None
+    except KeyError:
+        return None
 
-    ``require_fast_tokenizer`` fails before the (slow) model load when the tokenizer cannot give
-    character offsets (needed by ``token_scope: source``).
+
+def load_model(model_id: str, revision: str = "main", dtype: str = "auto", device: str = "auto",
+               attn_implementation: str = "auto", require_fast_tokenizer: bool = False,
+               with_lm_head: bool = True) -> LoadedModel:
+    """Load a model and its tokenizer from a local directory or a hub id.
+
+    The causal LM (``AutoModelForCausalLM``) is loaded when its class exists (``with_lm_head``),
+    else the base model (``AutoModel``).  ``require_fast_tokenizer`` fails before the (slow) model
+    load when the tokenizer cannot give character offsets (needed by ``token_scope: source``).
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    local = Path(model_id).is_dir()
+    path = Path(model_id).expanduser()
+    local = path.is_dir()
+    if not local and model_id.startswith((".", "/", "~")):
+        raise NeurospecError(f"model.id {model_id!r}: no such directory")
+    source = str(path) if local else model_id
     kwargs: dict[str, Any] = {} if local else {"revision": revision, "token": os.environ.get("HF_TOKEN")}
     try:
-        config = AutoConfig.from_pretrained(model_id, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
-        if require_fast_tokenizer and not getattr(tokenizer, "is_fast", False):
-            raise NeurospecError(f"collect.token_scope 'source' needs a fast tokenizer (character offsets); "
-                                 f"{model_id!r} has a slow one: use token_scope 'all'")
-        model = AutoModel.from_pretrained(model_id, config=config, dtype=torch_dtype,
-                                          attn_implementation=attn_implementation, **kwargs)
-    except NeurospecError:
-        raise
-    except (OSError, ValueError, EnvironmentError) as exc:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
         raise _load_error(model_id, revision, exc) from None
+    auto = AutoModelForCausalLM if with_lm_head and _model_class(config, AutoModelForCausalLM) else AutoModel
+    model_class = _model_class(config, auto)
+    if model_class is None:
+        raise NeurospecError(f"model.id {model_id!r}: transformers has no model class for its config "
+                             f"({type(config).__name__}, model_type {getattr(config, 'model_type', '?')!r})")
+    attention = choose_attention(model_class, dev, attn_implementation)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(model_id, revision, exc, what="tokenizer") from None
+    if require_fast_tokenizer and not getattr(tokenizer, "is_fast", False):
+        raise NeurospecError(f"collect.token_scope 'source' needs a fast tokenizer (character offsets); "
+                             f"{model_id!r} has a slow one: use token_scope 'all'")
+    try:
+        model = auto.from_pretrained(source, config=config, dtype=torch_dtype, attn_implementation=attention,
+                                     **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(model_id, revision, exc, what="weights") from None
     try:
         model.to(dev).eval()
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         raise NeurospecError(f"cannot place model {model_id!r} on {dev} in {torch_dtype}: "
                              f"{str(exc).splitlines()[0]}") from None
     model.requires_grad_(False)
+    lm = model if auto is AutoModelForCausalLM else None
+    base = model.base_model if lm is not None else model
     resolved = None if local else resolved_commit(model_id, revision)
     info = {
         "model": model_id,
         "model_class": type(model).__name__,
-        "model_revision": fingerprint(model_id) if local else (resolved or revision),
+        "model_revision": fingerprint(path) if local else (resolved or revision),
         "model_requested_revision": None if local else revision,
         "dtype": str(torch_dtype).removeprefix("torch."),
         "device": str(dev),
+        "attn_implementation": getattr(base.config, "_attn_implementation", attention),
     }
-    return LoadedModel(model, tokenizer, dev, torch_dtype, info)
+    return LoadedModel(base, tokenizer, dev, torch_dtype, info, lm=lm)
 
 
 def build_demo_model(out_dir: str | os.PathLike, texts: Sequence[str], *, seed: int = 0,
