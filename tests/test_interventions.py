@@ -1,0 +1,136 @@
+"""Interventions at the input of down_proj equal independent mechanisms that edit the weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers as tf
+
+from neurospec.errors import NeurospecError
+from neurospec.interventions import (intervene, mean_activations, random_like, selection_size,
+                                     selections_from_scores)
+
+H, I, L, V = 32, 48, 3, 97
+
+
+def _llama():
+    cfg = tf.LlamaConfig(vocab_size=V, hidden_size=H, intermediate_size=I, num_hidden_layers=L,
+                         num_attention_heads=4, num_key_value_heads=2, mlp_bias=True)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model
+
+
+def _gpt2():
+    cfg = tf.GPT2Config(vocab_size=V, n_embd=H, n_inner=I, n_layer=L, n_head=4, n_positions=64)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = tf.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model
+
+
+def _down(model, layer):
+    """(weight as [out, in], bias) of the layer's down projection, for both layouts."""
+    if hasattr(model, "transformer"):  # GPT-2: Conv1D, weight [in, out]
+        proj = model.transformer.h[layer].mlp.c_proj
+        return proj.weight.T, proj.bias, proj
+    proj = model.model.layers[layer].mlp.down_proj
+    return proj.weight, proj.bias, proj
+
+
+SELECTION = {0: np.array([1, 5, 7]), 2: np.array([0, 47])}
+IDS = torch.randint(0, V, (2, 9), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("make", [_llama, _gpt2], ids=["llama", "gpt2"])
+def test_zeroing_equals_zeroing_the_weight_columns(make):
+    model = make()
+    with torch.no_grad():
+        base = model(input_ids=IDS).logits
+        with intervene(model, SELECTION, "zero"):
+            hooked = model(input_ids=IDS).logits
+        after = model(input_ids=IDS).logits  # hooks removed
+        for layer, idx in SELECTION.items():
+            w, _, proj = _down(model, layer)
+            w[:, idx] = 0.0  # a view of the parameter: edits it in place
+        edited = model(input_ids=IDS).logits
+    torch.testing.assert_close(hooked, edited, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(after, base)
+    assert (hooked - base).abs().max() > 1e-3  # the intervention changed something
+
+
+@pytest.mark.parametrize("make", [_llama, _gpt2], ids=["llama", "gpt2"])
+def test_mean_patching_equals_moving_the_neurons_into_the_bias(make):
+    """h_i := v on every token  <=>  column i of W zeroed and W[:, i] * v added to the bias."""
+    model = make()
+    values = np.random.default_rng(0).normal(size=(L, I))
+    with torch.no_grad():
+        with intervene(model, SELECTION, "mean", values):
+            hooked = model(input_ids=IDS).logits
+        for layer, idx in SELECTION.items():
+            w, b, _ = _down(model, layer)
+            b += (w[:, idx] * torch.as_tensor(values[layer, idx], dtype=w.dtype)).sum(1)
+            w[:, idx] = 0.0
+        edited = model(input_ids=IDS).logits
+    torch.testing.assert_close(hooked, edited, rtol=1e-5, atol=1e-5)
+
+
+def test_the_hooks_go_away_after_an_exception():
+    model = _llama()
+    with torch.no_grad():
+        base = model(input_ids=IDS).logits
+        with pytest.raises(RuntimeError):
+            with intervene(model.model, SELECTION):  # the base model works too
+                raise RuntimeError("boom")
+        torch.testing.assert_close(model(input_ids=IDS).logits, base)
+
+
+def test_bad_selections_are_one_clear_error():
+    model = _llama()
+    with pytest.raises(NeurospecError, match=r"names layer 5; the model has layers 0..2"):
+        with intervene(model, {5: np.array([0])}):
+            pass
+    with pytest.raises(NeurospecError, match=r"neurons outside 0..47"):
+        with intervene(model, {0: np.array([48])}):
+            pass
+    with pytest.raises(NeurospecError, match=r"mode 'half'"):
+        with intervene(model, SELECTION, "half"):
+            pass
+    with pytest.raises(NeurospecError, match=r"shape \(2, 48\)"):
+        with intervene(model, SELECTION, "mean", np.zeros((2, I))):
+            pass
+
+
+def test_selections_random_controls_and_means():
+    scores = pd.DataFrame({"group": ["de", "de", "de", "ru"], "layer": [0, 0, 2, 1],
+                           "neuron": [7, 3, 4, 9], "score": [1.0, 2.0, 3.0, 4.0]})
+    sel = selections_from_scores(scores)
+    assert {g: {k: v.tolist() for k, v in s.items()} for g, s in sel.items()} == \
+        {"de": {0: [3, 7], 2: [4]}, "ru": {1: [9]}}
+    assert selection_size(sel["de"]) == 3
+    rng = np.random.default_rng(1)
+    controls = [random_like(sel["de"], 10, rng) for _ in range(50)]
+    assert all({k: len(v) for k, v in c.items()} == {0: 2, 2: 1} for c in controls)
+    assert all(len(set(c[0].tolist())) == 2 and c[0].max() < 10 for c in controls)
+    assert len({tuple(c[0].tolist()) for c in controls}) > 10  # really random
+    with pytest.raises(NeurospecError, match="more than its 1"):
+        random_like(sel["de"], 1, rng)
+
+    def table(sums):
+        return pd.DataFrame({"layer": [0, 0, 1, 1], "neuron": [0, 1, 0, 1], "act_sum": sums})
+
+    tables = {"en-de": (table([1.0, 2.0, 3.0, 4.0]), {"counted_lang": "en", "n_tokens": 2}),
+              "de-en": (table([10.0, 0.0, 0.0, 10.0]), {"counted_lang": "de", "n_tokens": 8})}
+    np.testing.assert_allclose(mean_activations(tables), [[1.1, 0.2], [0.3, 1.4]])
+    np.testing.assert_allclose(mean_activations(tables, exclude=["de"]), [[0.5, 1.0], [1.5, 2.0]])
+    with pytest.raises(NeurospecError, match="no count table"):
+        mean_activations(tables, exclude=["de", "en"])

@@ -1,0 +1,145 @@
+"""Interventions on MLP neurons at the input of the down projection: zeroing or patching.
+
+A neuron's activation is the input of ``down_proj`` (and its equivalents, see ``architectures``).
+``intervene`` registers a forward pre-hook on each hooked layer's ``down_input`` that overwrites the
+chosen neurons of every token before the projection::
+
+    h = act_fn(gate_proj(x)) * up_proj(x)        # [batch, seq, n_neurons]
+    h[..., idx] = 0          (mode "zero")   or   h[..., idx] = values[idx]   (mode "mean": patching)
+    out = down_proj(h)
+
+Zeroing neuron i is the same as zeroing column i of ``down_proj``'s weight (the bias, if any, stays);
+patching sets the neuron to a fixed value on every token, e.g. its mean activation over other
+languages (``mean_activations``).  Nothing else of the forward pass changes.
+
+This is a base module: the ablation and translation stages both use it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .architectures import n_neurons as model_neurons
+from .architectures import resolve_mlp_taps
+from .errors import NeurospecError
+
+MODES = ("zero", "mean")
+
+# layer -> sorted neuron indices (int64)
+Selection = dict[int, np.ndarray]
+
+
+def selections_from_scores(scores: pd.DataFrame) -> dict[str, Selection]:
+    """A score table (group, layer, neuron, ...) as {group: {layer: sorted neuron indices}}."""
+    missing = [c for c in ("group", "layer", "neuron") if c not in scores.columns]
+    if missing:
+        raise NeurospecError(f"score table lacks column(s) {', '.join(missing)}")
+    out: dict[str, Selection] = {}
+    for (group, layer), rows in scores.groupby(["group", "layer"], sort=True, observed=True):
+        out.setdefault(str(group), {})[int(layer)] = np.unique(rows["neuron"].to_numpy(np.int64))
+    return out
+
+
+def selection_size(selection: Mapping[int, np.ndarray]) -> int:
+    return int(sum(len(v) for v in selection.values()))
+
+
+def random_like(selection: Mapping[int, np.ndarray], n_neurons: int, rng: np.random.Generator) -> Selection:
+    """A random selection with the same number of neurons in each layer (without replacement)."""
+    out: Selection = {}
+    for layer, idx in sorted(selection.items()):
+        k = len(idx)
+        if k > n_neurons:
+            raise NeurospecError(f"layer {layer} selects {k} neurons, more than its {n_neurons}")
+        out[int(layer)] = np.sort(rng.choice(n_neurons, size=k, replace=False).astype(np.int64))
+    return out
+
+
+def mean_activations(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]],
+                     exclude: Sequence[str] = ()) -> np.ndarray:
+    """Mean down_proj input per layer and neuron, [layers, neurons], pooled over count tables.
+
+    ``tables`` maps a pair to (count table, metadata) as ``tables.read_counts`` gives them; tables
+    whose ``counted_lang`` is in ``exclude`` are left out (e.g. the language whose neurons are
+    patched: its neurons get their mean over the *other* languages).  mean = sum(act_sum) / sum(n_tokens).
+    """
+    total: np.ndarray | None = None
+    n_tokens = 0
+    shape = None
+    for pair, (df, meta) in tables.items():
+        if meta.get("counted_lang") in set(exclude):
+            continue
+        d = df.sort_values(["layer", "neuron"], kind="stable")
+        n_layers = int(d["layer"].max()) + 1
+        s = d["act_sum"].to_numpy(np.float64).reshape(n_layers, -1)
+        if shape is None:
+            shape, total = s.shape, s.copy()
+        elif s.shape != shape:
+            raise NeurospecError(f"count table of {pair!r} has {s.shape} layers x neurons, others {shape}")
+        else:
+            total += s
+        n_tokens += int(meta.get("n_tokens") or 0)
+    if total is None or n_tokens <= 0:
+        raise NeurospecError("no count table (outside the excluded languages "
+                             f"{', '.join(exclude) or 'none'}) to take mean activations from")
+    return total / n_tokens
+
+
+def _check(selection: Mapping[int, np.ndarray], n_layers: int, n_neurons: int) -> None:
+    for layer, idx in selection.items():
+        if not 0 <= int(layer) < n_layers:
+            raise NeurospecError(f"selection names layer {layer}; the model has layers 0..{n_layers - 1}")
+        idx = np.asarray(idx)
+        if len(idx) and (idx.min() < 0 or idx.max() >= n_neurons):
+            raise NeurospecError(f"selection of layer {layer} names neurons outside 0..{n_neurons - 1}")
+
+
+@contextmanager
+def intervene(model: torch.nn.Module, selection: Mapping[int, np.ndarray], mode: str = "zero",
+              values: np.ndarray | None = None) -> Iterator[None]:
+    """Within the block, the selected neurons of ``model`` are zeroed or patched on every token.
+
+    ``selection``: {layer: neuron indices}; ``mode``: "zero", or "mean" with ``values`` of shape
+    [layers, neurons] (the value each neuron is set to, e.g. ``mean_activations``).  Works on a causal
+    LM or its base model; the hooks are removed on exit, also after an exception.
+    """
+    if mode not in MODES:
+        raise NeurospecError(f"ablation mode {mode!r}: choose one of {', '.join(MODES)}")
+    taps = resolve_mlp_taps(model)
+    n = model_neurons(model)
+    _check(selection, len(taps), n)
+    if mode == "mean":
+        if values is None:
+            raise NeurospecError("ablation mode 'mean' needs the neurons' mean activations")
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(taps), n):
+            raise NeurospecError(f"mean activations have shape {values.shape}, the model {(len(taps), n)}")
+    handles = []
+    for tap in taps:
+        idx = np.asarray(selection.get(tap.layer, ()), dtype=np.int64)
+        if not len(idx):
+            continue
+        param = next(tap.down_input.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        index = torch.as_tensor(idx, device=device)
+        fill = None if mode == "zero" else torch.as_tensor(values[tap.layer, idx], device=device)
+
+        def hook(module, args, index=index, fill=fill):
+            h = args[0]  # [batch, seq, n_neurons], an intermediate of the MLP: safe to overwrite
+            if fill is None:
+                h.index_fill_(-1, index, 0.0)
+            else:
+                h.index_copy_(-1, index, fill.to(h.dtype).expand(*h.shape[:-1], len(index)))
+            return (h, *args[1:])
+
+        handles.append(tap.down_input.register_forward_pre_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
