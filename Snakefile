@@ -23,6 +23,14 @@ include: "workflow/rules/scoring.smk"
 include: "workflow/rules/figures.smk"
 
 
+onsuccess:
+    shutdown_run()
+
+
+onerror:
+    shutdown_run()
+
+
 rule all:
     default_target: True
     # every pair's activation table, every method's scores, and every figure

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -84,21 +85,21 @@ class Job:
         self.proc.stderr.close()
 
 
-def test_three_jobs_get_three_devices_and_a_fourth_shares_with_a_warning(fake_gpus):
+def test_three_jobs_get_three_devices_and_a_fourth_waits_for_one(fake_gpus):
     jobs = [Job() for _ in range(3)]
     try:
         assert sorted(j.device for j in jobs) == ["cuda:0", "cuda:1", "cuda:2"]
-        fourth = Job()
-        assert fourth.device == "cuda:0"
-        err = fourth.release()
-        assert "all 3 GPUs are claimed by other jobs; sharing cuda:0" in err
-        # a job that ends releases its device: the next job gets it
+        fourth = subprocess.Popen([sys.executable, "-c", HOLDER, "auto"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        time.sleep(2.0)
+        assert fourth.poll() is None  # still waiting: it never shares a GPU
         freed = next(j for j in jobs if j.device == "cuda:1")
-        freed.release()
+        freed.release()  # a job that ends releases its device: the waiting job gets it
         jobs.remove(freed)
-        again = Job()
-        assert again.device == "cuda:1"
-        assert "claimed GPU 1 of 3" in again.release()
+        assert fourth.stdout.readline().strip() == "cuda:1"
+        _, err = fourth.communicate("\n", timeout=30)
+        assert "all 3 GPUs are held by other jobs; waiting for one to be free" in err
+        assert "claimed GPU 1 of 3" in err
     finally:
         for j in jobs:
             j.release()
@@ -155,29 +156,52 @@ def test_explicit_devices_pass_through(fake_gpus, device):
     assert not fake_gpus.exists()
 
 
-@pytest.mark.parametrize("env", [
-    {"CUDA_VISIBLE_DEVICES": "0"},  # a scheduler gave this job one device
-    {"CUDA_VISIBLE_DEVICES": "GPU-0d1e2f3a-aaaa-bbbb-cccc-123456789abc"},
-    {"CUDA_VISIBLE_DEVICES": "0,1", "SLURM_JOB_ID": "17"},  # inside a SLURM job: its allocation
-    {"SLURM_JOB_GPUS": "1"},
-    {"SLURM_STEP_GPUS": "1"},
-    {"CUDA_VISIBLE_DEVICES": ""},  # no device visible
+@pytest.mark.parametrize(("env", "pool"), [
+    ({"CUDA_VISIBLE_DEVICES": "0"}, ["cuda:0"]),  # a scheduler gave this job one device
+    ({"CUDA_VISIBLE_DEVICES": "GPU-0d1e2f3a-aaaa-bbbb-cccc-123456789abc"}, ["cuda:0"]),
+    ({"CUDA_VISIBLE_DEVICES": "0,1", "SLURM_JOB_ID": "17"}, ["cuda:0", "cuda:1"]),  # a SLURM allocation of 2
+    ({"CUDA_VISIBLE_DEVICES": ""}, ["auto"]),  # no device visible: the CPU
 ])
-@pytest.mark.parametrize("device", ["auto", "cuda"])
-def test_a_device_chosen_by_the_scheduler_is_used_as_given(fake_gpus, monkeypatch, env, device):
+def test_the_pool_is_what_the_scheduler_made_visible(fake_gpus, monkeypatch, env, pool):
+    monkeypatch.delenv("NEUROSPEC_FAKE_GPUS")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    # even with every fake device taken by other jobs: no claim, no warning
-    with devices.claim_gpu_index(3), devices.claim_gpu_index(3), devices.claim_gpu_index(3):
-        with claim_device(device) as dev:
-            assert dev == device
+    assert [name for name, _ in devices.device_pool("auto")] == pool
 
 
-def test_a_single_device_machine_needs_no_lock(fake_gpus, monkeypatch):
-    monkeypatch.setenv("NEUROSPEC_FAKE_GPUS", "1")
+def test_inside_a_slurm_allocation_jobs_spread_over_its_gpus(fake_gpus, monkeypatch):
+    """`salloc --gpus=2`, then a local multi-GPU run: two jobs get the two GPUs, not both cuda:0."""
+    monkeypatch.delenv("NEUROSPEC_FAKE_GPUS")
+    monkeypatch.delenv("NEUROSPEC_GPU_LOCK_DIR")
+    monkeypatch.setenv("TMPDIR", str(fake_gpus.parent))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
     with claim_device("auto") as a, claim_device("auto") as b:
-        assert a == b == "auto"
-    assert not fake_gpus.exists()
+        assert (a, b) == ("cuda:0", "cuda:1")
+        # the locks are this SLURM job's own: another job on the node sees its GPUs as 0, 1 too
+        assert devices.lock_dir().name.endswith("-slurm4242")
+        assert sorted(p.name for p in devices.lock_dir().iterdir()) == ["gpu0.lock", "gpu1.lock"]
+
+
+def test_gpus_are_counted_without_torch(monkeypatch, tmp_path):
+    monkeypatch.delenv("NEUROSPEC_FAKE_GPUS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
+    assert devices.count_gpus() == 3
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    fake_proc = tmp_path / "gpus"
+    for bus in ("0000:01:00.0", "0000:41:00.0"):
+        (fake_proc / bus).mkdir(parents=True)
+    monkeypatch.setattr(devices, "NVIDIA_PROC", fake_proc)
+    assert devices.count_gpus() == 2
+    monkeypatch.setattr(devices, "NVIDIA_PROC", tmp_path / "absent")
+    assert devices.count_gpus() == 0 and devices.device_pool("auto") == [("auto", None)]
+
+
+def test_a_single_gpu_is_locked_too(fake_gpus, monkeypatch):
+    monkeypatch.setenv("NEUROSPEC_FAKE_GPUS", "1")
+    with claim_device("auto") as a:
+        assert a == "cuda:0"
+        assert devices.try_lock(devices.lock_path(0)) is None  # a second job would wait
 
 
 def test_several_visible_devices_outside_slurm_are_claimed_by_physical_id(fake_gpus, monkeypatch):

@@ -116,47 +116,108 @@ def test_bad_config_is_one_clear_line(tmp_path, override, message):
     assert not (tmp_path / "results").exists()
 
 
-def test_a_killed_run_loses_nothing(finished_run, tmp_path):
-    """SIGKILL the whole run mid-collection, `snakemake --unlock`, rerun: tables equal an uninterrupted run."""
+def _kill_point_reached(point: str, workdir) -> bool:
+    logs = workdir / "results/logs"
+    worker_logs = " ".join(p.read_text(errors="replace") for p in (logs / "workers").glob("*model*.log"))
+    if point == "loading the model":
+        return "loading model" in worker_logs and "model loaded" not in worker_logs
+    if point == "counting":
+        return any("prompts" in p.read_text(errors="replace")
+                   for p in (logs / "demo-small/demo/validation/activations").glob("*.log"))
+    if point == "right after a table appears":
+        return any((workdir / RESULTS / "activations").glob("*.parquet"))
+    if point == "scoring":
+        return (logs / "demo-small/demo/validation/scores/frequency.log").exists()
+    raise ValueError(point)
+
+
+@pytest.mark.parametrize("point", ["loading the model", "counting", "right after a table appears", "scoring"])
+def test_a_killed_run_loses_nothing(finished_run, tmp_path, point):
+    """SIGKILL the whole run at a moment, `snakemake --unlock`, rerun the same command: the tables equal an
+    uninterrupted run's, and the killed run left no worker (no process holding a GPU) behind."""
     import os
+    import shutil
     import signal
+    import socket
     import subprocess
     import sys
     import time
 
+    from neurospec import workers
     from workflow_utils import ROOT, SNAKEFILE
 
     workdir, _, _ = finished_run
+    for sub in ("results/models", "results/data"):  # the inputs, without rerunning what made them
+        shutil.copytree(workdir / sub, tmp_path / sub)
     cfg = write_config(tmp_path)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path),
-           f"{RESULTS}/activations/en-de.parquet", f"{RESULTS}/activations/de-en.parquet",
-           f"{RESULTS}/activations/en-ru.parquet", "--cores", "2", "--resources", "gpu=1", "--configfile", str(cfg)]
+    targets = [f"{RESULTS}/activations/{p}.parquet" for p in ("en-de", "de-en", "en-ru")] + \
+        [f"{RESULTS}/scores/frequency.parquet"]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path), *targets,
+           "--cores", "2", "--resources", "gpu=1", "--configfile", str(cfg)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts")}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    logs = tmp_path / "results/logs/demo-small/demo/validation/activations"
     deadline = time.time() + 300
     try:
-        # kill once a collection job has loaded the model and is counting
-        while time.time() < deadline and proc.poll() is None:
-            if any("prompts" in p.read_text(errors="replace") for p in logs.glob("*.log")):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed"
+        while time.time() < deadline and proc.poll() is None and not _kill_point_reached(point, tmp_path):
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run finished before it could be killed ({point})"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    tables = [tmp_path / RESULTS / "activations" / f"{p}.parquet" for p in ("en-de", "de-en", "en-ru")]
-    assert not all(t.exists() for t in tables)
+    # the workers of the killed run notice within a moment that their run is gone, and exit
+    run_dir = workers.run_dir(f"{socket.gethostname()}:{proc.pid}")
+    pids = [int(p.read_text()) for p in run_dir.glob("*.pid")]
+    assert pids, "the run had started no worker"
+    assert _wait_until(lambda: not any(workers._pid_alive(pid) for pid in pids), timeout=5), pids
+    shutil.rmtree(run_dir, ignore_errors=True)
+    outputs = [tmp_path / t for t in targets]
+    assert not all(t.exists() for t in outputs)
     snakemake(tmp_path, "--unlock", configfile=cfg)
-    snakemake(tmp_path, *[str(t.relative_to(tmp_path)) for t in tables], configfile=cfg)
-    for table in tables:
-        df, meta = read_counts(table)
-        ref, ref_meta = read_counts(workdir / table.relative_to(tmp_path))
+    snakemake(tmp_path, *targets, configfile=cfg)  # the same command: no --rerun-incomplete needed
+    for table in outputs:
+        df = read_table(table)
+        ref = read_table(workdir / table.relative_to(tmp_path))
         assert df.equals(ref), table.name  # fp32 on CPU: bit-identical to the uninterrupted run
-        assert meta["n_tokens"] == ref_meta["n_tokens"]
-    # the killed job's temporary file is gone too: only finished tables remain
-    assert not list((tmp_path / RESULTS / "activations").glob(".*.part"))
+    # the killed job's temporary files are gone too: only finished tables remain
+    assert not list((tmp_path / "results").rglob(".*.part"))
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_twenty_pairs_load_the_model_once(tmp_path):
+    """A 20-pair local run: one model load serves every collection job (read off the logs)."""
+    import re
+
+    from neurospec.demo import available_languages
+
+    langs = [x for x in available_languages() if x not in ("de", "ru", "hi")][:10]
+    pairs = [p for x in langs for p in (f"en-{x}", f"{x}-en")]
+    assert len(pairs) == 20
+    cfg = write_config(tmp_path, {"pairs": pairs, "dataset": {"name": "demo", "split": "validation",
+                                                              "max_samples": 8}})
+    targets = [f"{RESULTS}/activations/{p}.parquet" for p in pairs]
+    snakemake(tmp_path, *targets, configfile=cfg)
+    worker_logs = list((tmp_path / "results/logs/workers").glob("*model*.log"))
+    assert len(worker_logs) == 1
+    text = worker_logs[0].read_text()
+    assert text.count("loading model") == 1 and text.count("model loaded in") == 1
+    assert text.count("task done") == 20
+    served_by = set()
+    for pair in pairs:
+        job_log = (tmp_path / f"results/logs/demo-small/demo/validation/activations/{pair}.log").read_text()
+        served_by |= set(re.findall(r"of model worker \S+ \(pid (\d+)\)", job_log))
+        assert "done:" in job_log
+    assert len(served_by) == 1
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,8 @@ BOS, EOS, PAD = "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>", "<PAD>"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    if os.environ.get("NEUROSPEC_FAKE_GPUS") and device.startswith("cuda"):
+        return torch.device("cpu")  # tests: a pretend GPU (see neurospec.devices) computes on the CPU
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -222,6 +224,7 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
         "model_requested_revision": None if local else revision,
         "dtype": str(torch_dtype).removeprefix("torch."),
         "device": str(dev),
+        "device_requested": device,
         "attn_implementation": getattr(base.config, "_attn_implementation", attention),
     }
     return LoadedModel(base, tokenizer, dev, torch_dtype, info, lm=lm)

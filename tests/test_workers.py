@@ -1,0 +1,256 @@
+"""Persistent workers: one model load for many jobs, clean failures, cancellation, lifetime, devices.
+
+The test process plays the Snakemake run (``NEUROSPEC_RUN`` names its pid); "jobs" are calls of
+``run_task``/``run_model_task`` in this process or in subprocesses, as rule scripts make them. The
+tasks are in tests/worker_tasks.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from neurospec import workers
+from neurospec.workers import run_model_task, run_task, shutdown_run
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHONPATH = os.pathsep.join([str(ROOT / "workflow" / "scripts"), str(ROOT / "tests")])
+
+# A job in its own process: run one task, as a rule script does.
+JOB = """
+import json, sys
+from neurospec.workers import run_model_task, run_task
+spec = json.loads(sys.argv[1])
+if spec.pop("model"):
+    run_model_task(spec.pop("target"), model=json.loads(sys.argv[2]), **spec)
+else:
+    run_task(spec.pop("target"), **spec)
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    return workers._pid_alive(pid)  # zombie-aware: workers started from this process are its children
+
+
+def _wait(condition, timeout: float = 20.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """This test process is the run; workers live in tmp_path (their cwd) and end with the test."""
+    run_id = f"{socket.gethostname()}:{os.getpid()}"
+    monkeypatch.setenv(workers.RUN_ENV, run_id)
+    monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
+    monkeypatch.delenv(workers.MODE_ENV, raising=False)
+    monkeypatch.delenv(workers.IDLE_ENV, raising=False)
+    for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_JOB_GPUS", "NEUROSPEC_FAKE_GPUS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NEUROSPEC_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    shutdown_run(run_id)
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _worker_logs(workdir: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in (workdir / "results/logs/workers").glob("*.log")}
+
+
+def _model(small_model_dir, device="cpu") -> dict:
+    return {"model_id": str(small_model_dir), "revision": "main", "dtype": "float32", "device": device,
+            "attn_implementation": "auto"}
+
+
+def _job(workdir: Path, spec: dict, model: dict | None = None, env: dict | None = None) -> subprocess.Popen:
+    spec = {**spec, "model": model is not None}
+    return subprocess.Popen([sys.executable, "-c", JOB, json.dumps(spec), json.dumps(model)], cwd=workdir,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_cpu_tasks_share_one_warm_worker(run):
+    for i in range(3):
+        run_task("worker_tasks:whoami", log=str(run / f"job{i}.log"), path=str(run / f"out{i}.json"))
+    pids = {_read(run / f"out{i}.json")["pid"] for i in range(3)}
+    assert len(pids) == 1 and os.getpid() not in pids  # one worker, not this process
+    assert "whoami task in pid" in (run / "job2.log").read_text()  # the job's log gets the task's lines
+    logs = _worker_logs(run)
+    assert len(logs) == 1 and next(iter(logs.values())).count("task done") == 3
+
+
+def test_the_model_is_loaded_once_for_many_jobs(run, small_model_dir):
+    model = _model(small_model_dir)
+    for i in range(3):
+        run_model_task("worker_tasks:model_info", model=model, log=str(run / f"job{i}.log"),
+                       path=str(run / f"out{i}.json"))
+    # and the same from jobs in processes of their own, as Snakemake starts them
+    jobs = [_job(run, {"target": "worker_tasks:model_info", "log": str(run / f"sub{i}.log"),
+                       "path": str(run / f"sub{i}.json")}, model) for i in range(2)]
+    for j in jobs:
+        out, err = j.communicate(timeout=120)
+        assert j.returncode == 0, err
+    served = [_read(run / f"out{i}.json") for i in range(3)] + [_read(run / f"sub{i}.json") for i in range(2)]
+    assert len({s["pid"] for s in served}) == 1 and len({s["model_object"] for s in served}) == 1
+    assert served[0]["n_layers"] == 3
+    (log_text,) = [t for name, t in _worker_logs(run).items() if "-model-" in name]
+    assert log_text.count("loading model") == 1 and log_text.count("task done") == 5
+    assert "already loaded by worker pid" in (run / "job2.log").read_text()
+
+
+def test_bad_input_is_one_line_in_the_job_log_and_on_stderr(run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_task("worker_tasks:fail", log=str(run / "job.log"), message="dataset file x.en is missing")
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert [ln for ln in err.splitlines() if ln.strip()] == ["neurospec: error: dataset file x.en is missing"]
+    assert "neurospec: error: dataset file x.en is missing" in (run / "job.log").read_text()
+
+
+def test_a_bug_keeps_its_traceback(run, capsys):
+    with pytest.raises(SystemExit):
+        run_task("worker_tasks:bug", log=str(run / "job.log"))
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError: a bug in a task" in err
+    assert "unexpected error (a bug" in (run / "job.log").read_text()
+    run_task("worker_tasks:whoami", path=str(run / "after.json"))  # the worker goes on
+
+
+def test_a_crashed_worker_fails_its_job_with_one_line_and_the_next_job_gets_a_fresh_one(run, capsys):
+    run_task("worker_tasks:whoami", path=str(run / "before.json"))
+    with pytest.raises(SystemExit):
+        run_task("worker_tasks:crash", log=str(run / "job.log"))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("neurospec: error: the worker cpu-") and "died while serving" in err[0]
+    assert "about to crash" in err[0]  # its last log line says what it was doing
+    assert "died while serving this job" in (run / "job.log").read_text()
+    run_task("worker_tasks:whoami", path=str(run / "after.json"))
+    assert _read(run / "after.json")["pid"] != _read(run / "before.json")["pid"]
+
+
+def test_a_killed_job_cancels_its_task_and_leaves_nothing(run):
+    target = run / "out" / "table.txt"
+    job = _job(run, {"target": "worker_tasks:slow_write", "log": str(run / "job.log"), "path": str(target),
+                     "seconds": 30})
+    assert _wait(lambda: (run / "job.log").exists() and "slow_write started" in (run / "job.log").read_text())
+    job.kill()
+    job.wait()
+    assert _wait(lambda: any("task cancelled" in t for t in _worker_logs(run).values()), timeout=10)
+    assert not target.exists() and not list(target.parent.glob(".*.part"))
+    run_task("worker_tasks:whoami", path=str(run / "after.json"))  # the same worker serves the next job
+    (text,) = _worker_logs(run).values()
+    assert text.count("listening") == 1
+
+
+def test_workers_end_with_their_run(tmp_path, small_model_dir):
+    """A killed run (SIGKILL: no handler runs) leaves no worker behind, model workers included."""
+    fake_run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        env = {workers.RUN_ENV: f"{socket.gethostname()}:{fake_run.pid}", "PYTHONPATH": PYTHONPATH}
+        for i, model in enumerate((None, _model(small_model_dir))):
+            target = "worker_tasks:model_info" if model else "worker_tasks:whoami"
+            job = _job(tmp_path, {"target": target, "path": str(tmp_path / f"{i}.json")}, model, env)
+            out, err = job.communicate(timeout=120)
+            assert job.returncode == 0, err
+        pids = [_read(tmp_path / f"{i}.json")["pid"] for i in range(2)]
+        assert all(_pid_alive(p) for p in pids)
+        fake_run.kill()
+        fake_run.wait()
+        assert _wait(lambda: not any(_pid_alive(p) for p in pids), timeout=5)
+    finally:
+        fake_run.kill()
+
+
+def test_idle_workers_exit_and_the_end_of_the_run_ends_the_rest(run, monkeypatch):
+    monkeypatch.setenv(workers.IDLE_ENV, "0.5")
+    run_task("worker_tasks:whoami", path=str(run / "a.json"))
+    pid = _read(run / "a.json")["pid"]
+    assert _wait(lambda: not _pid_alive(pid), timeout=5)
+    monkeypatch.setenv(workers.IDLE_ENV, "600")
+    run_task("worker_tasks:whoami", path=str(run / "b.json"))
+    pid = _read(run / "b.json")["pid"]
+    directory = workers.run_dir()
+    shutdown_run()
+    assert not _pid_alive(pid) and not directory.exists()
+
+
+def test_without_workers_the_task_runs_in_the_job(run, monkeypatch, small_model_dir):
+    monkeypatch.setenv(workers.MODE_ENV, "0")
+    run_task("worker_tasks:whoami", path=str(run / "a.json"))
+    run_model_task("worker_tasks:model_info", model=_model(small_model_dir), path=str(run / "b.json"))
+    assert _read(run / "a.json")["pid"] == _read(run / "b.json")["pid"] == os.getpid()
+    assert not (run / "results/logs/workers").exists()
+
+
+def test_jobs_spread_over_gpus_and_wait_when_all_are_busy(run, monkeypatch, small_model_dir):
+    """Three (fake) GPUs, four concurrent jobs: three workers, one per GPU; the fourth job waits."""
+    monkeypatch.setenv("NEUROSPEC_FAKE_GPUS", "3")
+    model = _model(small_model_dir, device="auto")
+    jobs = [_job(run, {"target": "worker_tasks:model_info", "path": str(run / f"{i}.json"), "hold_s": 3.0}, model)
+            for i in range(4)]
+    errs = []
+    for j in jobs:
+        _, err = j.communicate(timeout=180)
+        assert j.returncode == 0, err
+        errs.append(err)
+    served = [_read(run / f"{i}.json") for i in range(4)]
+    assert sorted({s["device"] for s in served}) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert len({s["pid"] for s in served}) == 3  # one worker (one model load) per GPU
+    assert sum("waiting for one" in e for e in errs) == 1  # the fourth waited, never shared a GPU
+    logs = _worker_logs(run)
+    assert sum(t.count("loading model") for t in logs.values()) == 3
+
+
+def test_a_gpu_held_by_another_run_is_left_alone(run, monkeypatch, small_model_dir):
+    from neurospec.devices import lock_path, try_lock
+
+    monkeypatch.setenv("NEUROSPEC_FAKE_GPUS", "2")
+    other = try_lock(lock_path(0))  # another run's worker holds GPU 0
+    try:
+        run_model_task("worker_tasks:model_info", model=_model(small_model_dir, "auto"), path=str(run / "a.json"))
+        served = _read(run / "a.json")
+        assert served["device"] == "cuda:1"
+        # the worker holds GPU 1's lock for its life: the lock file names its pid, and it is taken
+        assert lock_path(1).read_text().strip() == str(os.getpid()) or try_lock(lock_path(1)) is None
+        assert try_lock(lock_path(1)) is None
+    finally:
+        other.close()
+    shutdown_run()
+    assert _wait(lambda: try_lock(lock_path(1)) is not None, timeout=5)  # released with the worker
+
+
+def test_a_model_that_cannot_load_is_one_line(run, capsys, tmp_path):
+    bad = {"model_id": str(tmp_path / "no-such-model"), "revision": "main", "dtype": "float32", "device": "cpu",
+           "attn_implementation": "auto"}
+    with pytest.raises(SystemExit):
+        run_model_task("worker_tasks:model_info", model=bad, log=str(run / "job.log"), path=str(run / "x.json"))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err == [f"neurospec: error: model.id {bad['model_id']!r}: no such directory"]
+
+
+def test_sigterm_of_a_worker_is_a_clear_failure_of_its_job(run, small_model_dir):
+    job = _job(run, {"target": "worker_tasks:model_info", "log": str(run / "job.log"), "path": str(run / "x.json"),
+                     "hold_s": 30}, _model(small_model_dir))
+    assert _wait(lambda: (run / "job.log").exists() and "model_info task started" in (run / "job.log").read_text(),
+                 timeout=120)
+    pid = int(next(workers.run_dir().glob("model-*.pid")).read_text())
+    os.kill(pid, signal.SIGTERM)
+    _, err = job.communicate(timeout=30)
+    assert job.returncode == 1
+    assert "neurospec: error: the worker model-" in err and "died while serving this job" in err
