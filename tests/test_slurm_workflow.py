@@ -195,10 +195,56 @@ def test_sharded_collection_on_slurm_matches_local(slurm_cluster, slurm_run, loc
     # the shards were temp() and are gone; the summed tables equal the local unsharded ones
     assert not list((workdir / RESULTS / "activations" / "shards").glob("*.parquet"))
     _assert_same_tables(workdir, local_run, sharded=True)
-    # SLURM pinned each job's device: no job claimed a lock of its own
-    assert not lock_dir.exists() or not list(lock_dir.glob("gpu*.lock"))
+    # SLURM pinned each job's device: the job saw one GPU (its CUDA_VISIBLE_DEVICES), used it as cuda:0
+    # (a fake GPU computes on the CPU), and its lock is named by the physical id SLURM gave it
+    if env:
+        assert {p.name for p in lock_dir.glob("gpu*.lock")} <= {"gpu0.lock", "gpu1.lock"}
     for pair in PAIRS:
         for shard in range(2):
             text = (workdir / f"results/logs/demo-small/demo/validation/activations/{pair}.{shard}-of-2.log"
                     ).read_text()
             assert re.search(r" on cpu\b", text), text[-2000:]
+            if env:
+                assert re.search(r"of model worker model-\w+-cuda_0 ", text), text[-2000:]
+
+
+def _profile_group_args() -> list[str]:
+    """The job-group settings of profiles/slurm/config.yaml, as command-line arguments."""
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    args = []
+    for key in ("groups", "group-components", "resources", "set-resource-scopes"):
+        assert profile.get(key), f"profiles/slurm/config.yaml lacks {key}"
+        args += [f"--{key}", *profile[key]]
+    return args
+
+
+def test_grouped_collection_loads_the_model_once_per_slurm_job(slurm_cluster, slurm_run, local_run, tmp_path):
+    """The SLURM profile's job group: both pairs' collection in ONE SLURM job (asking for one GPU),
+    served by one model worker that loaded the model once; the tables equal the local ones."""
+    workdir = tmp_path / "slurm-grouped"
+    workdir.mkdir()
+    for part in ("results/models", "results/data"):
+        shutil.copytree(slurm_run[0] / part, workdir / part)
+    cfg = write_config(workdir)
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
+        f"--configfile={cfg}",
+        *slurm_cluster.snakemake_args(jobs=4, default_resources={"mem_mb": 1000}),
+        *_profile_group_args(),
+        "--slurm-keep-successful-logs", "--verbose",
+        *_tables(),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts")}
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900, env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"snakemake on SLURM failed:\n{log[-8000:]}\n{slurm_cluster.logs()}"
+    calls = [c for c in _sbatch_calls(log) if "gpu_collect" in c or "rule_collect_activations" in c]
+    assert len(calls) == 1, _sbatch_calls(log)  # one SLURM job for both pairs
+    assert re.search(r"--gpus=1\b", calls[0]), calls[0]
+    worker_logs = list((workdir / "results" / "logs" / "workers").glob("*model*.log"))
+    assert len(worker_logs) == 1, worker_logs
+    text = worker_logs[0].read_text()
+    assert text.count("loading model") == 1 and text.count("task done") == len(PAIRS), text
+    _assert_same_tables(workdir, local_run)

@@ -254,3 +254,39 @@ def test_sigterm_of_a_worker_is_a_clear_failure_of_its_job(run, small_model_dir)
     _, err = job.communicate(timeout=30)
     assert job.returncode == 1
     assert "neurospec: error: the worker model-" in err and "died while serving this job" in err
+
+
+def test_which_snakemake_process_a_run_belongs_to(monkeypatch):
+    """A job's own Snakemake (srun inside a SLURM job) keeps its SLURM job's run; anything else starts one."""
+    here = socket.gethostname()
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for var in (workers.RUN_ENV, workers.RUN_SCOPE_ENV, "SLURM_JOB_ID"):
+            monkeypatch.delenv(var, raising=False)
+        workers.enter_run()  # a local run: this process
+        assert os.environ[workers.RUN_ENV] == f"{here}:{os.getpid()}"
+
+        # inside SLURM job 7, under the Snakemake process of that job (alive, same host): kept
+        monkeypatch.setenv("SLURM_JOB_ID", "7")
+        monkeypatch.setenv(workers.RUN_ENV, f"{here}:{parent.pid}")
+        monkeypatch.setenv(workers.RUN_SCOPE_ENV, "7")
+        workers.enter_run()
+        assert os.environ[workers.RUN_ENV] == f"{here}:{parent.pid}"
+
+        # the submitting Snakemake's value, exported into SLURM job 8: a run of its own
+        monkeypatch.setenv("SLURM_JOB_ID", "8")
+        monkeypatch.setenv(workers.RUN_ENV, f"{here}:{parent.pid}")
+        monkeypatch.setenv(workers.RUN_SCOPE_ENV, "")
+        workers.enter_run()
+        assert os.environ[workers.RUN_ENV] == f"{here}:{os.getpid()}"
+        assert os.environ[workers.RUN_SCOPE_ENV] == "8"
+
+        # another host's process, or a dead one: a run of its own
+        for value in (f"login-node-1:{parent.pid}", f"{here}:999999999"):
+            monkeypatch.setenv(workers.RUN_ENV, value)
+            monkeypatch.setenv(workers.RUN_SCOPE_ENV, "8")
+            workers.enter_run()
+            assert os.environ[workers.RUN_ENV] == f"{here}:{os.getpid()}"
+    finally:
+        parent.kill()
+        parent.wait()

@@ -261,3 +261,20 @@ def test_a_new_model_revision_reruns_collection(finished_run):
                                               "device": "cpu"}, "revision": "v2"}}, name="config-rev.yaml")
     counts = job_counts(snakemake(workdir, "--dry-run", configfile=cfg).stdout)
     assert counts.get("collect_activations") == 6 and "build_demo_model" not in counts
+
+
+def test_tables_are_the_same_with_and_without_workers(finished_run, tmp_path):
+    """Workers change where a task runs, not what it computes: fp32 tables bit for bit."""
+    import shutil
+
+    workdir, _, _ = finished_run
+    for sub in ("results/models", "results/data"):
+        shutil.copytree(workdir / sub, tmp_path / sub)
+    cfg = write_config(tmp_path)
+    targets = [f"{RESULTS}/activations/{p}.parquet" for p in ("en-de", "hi-en")]
+    snakemake(tmp_path, *targets, configfile=cfg, env={"NEUROSPEC_WORKERS": "0"})
+    assert not (tmp_path / "results/logs/workers").exists()  # every job ran its task itself
+    for target in targets:
+        df, meta = read_counts(tmp_path / target)
+        ref, ref_meta = read_counts(workdir / target)
+        assert df.equals(ref) and meta["n_tokens"] == ref_meta["n_tokens"]

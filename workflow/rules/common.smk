@@ -1,8 +1,6 @@
 """Config validation and the helpers every rule file uses (paths, pair lists, parameters)."""
 
-import os
 import re
-import socket
 import sys
 from pathlib import Path
 
@@ -13,11 +11,11 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.ec40 import remote_path  # noqa: E402
 from neurospec.languages import non_english, parse_pair  # noqa: E402
-from neurospec.workers import RUN_ENV, shutdown_run  # noqa: E402
+from neurospec.workers import enter_run, shutdown_run  # noqa: E402
 
-# Jobs hand their tasks to workers that belong to this Snakemake process (neurospec/workers.py):
-# they exit with it. Inside a SLURM job the job's own Snakemake process sets its own value.
-os.environ[RUN_ENV] = f"{socket.gethostname()}:{os.getpid()}"
+# Jobs hand their tasks to workers that belong to this Snakemake process (neurospec/workers.py)
+# and exit with it; inside a SLURM job, to the Snakemake process of that SLURM job.
+enter_run()
 
 
 def schema_error_line(text):

@@ -1,6 +1,8 @@
 """Benchmark: the seed scripts' method, the collector, and the bare forward pass, side by side.
 
     python -m neurospec.bench [--model aya-shaped|demo] [--layers 2] [--json]
+    python -m neurospec.bench --e2e 20 [--e2e-model demo|DIR] [--sentences 200] [--cores 1] [--e2e-baseline]
+    python -m neurospec.bench --demo [--cores 1]
 
 All three run on the same model and the same sentences in one process, interleaved, so that their
 ratios are measured under the same machine load:
@@ -10,6 +12,9 @@ ratios are measured under the same machine load:
 (b) ``collector``: ``neurospec.collect`` (length-sorted batches under a token budget, base model only,
     on-device counting, one host sync);
 (c) ``bare``: the same batches as (b) through the same base model with no hooks: the ceiling.
+
+``--e2e N`` runs N pairs through the whole workflow instead (``neurospec.bench_e2e``): model-load
+time, forward time, wall time and their ratio.
 
 Models: ``aya-shaped``, a random-init Cohere model with Aya-23-8B's exact shapes (hidden 4096,
 intermediate 14336, 32 heads, 8 KV heads, vocab 256000) and ``--layers`` blocks; or ``demo``, the
@@ -173,7 +178,25 @@ def main(argv: list[str] | None = None) -> dict:
                     "(to measure how the cost grows with sequence length)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of (b) and (c); the best of each counts")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--e2e", type=int, metavar="N", help="end to end: N pairs through the workflow (neurospec.bench_e2e)")
+    ap.add_argument("--e2e-model", default="demo", help="--e2e: demo, gemma3-270m or a local model directory")
+    ap.add_argument("--e2e-baseline", action="store_true", help="--e2e: also time the run without workers")
+    ap.add_argument("--cores", type=int, default=1, help="--e2e, --demo: snakemake --cores")
+    ap.add_argument("--demo", action="store_true", help="time the Quick-start demo from scratch (neurospec.bench_e2e)")
     args = ap.parse_args(argv)
+    if args.demo:
+        from . import bench_e2e
+
+        result = bench_e2e.demo(cores=args.cores)
+        print(json.dumps(result, indent=1) if args.json else bench_e2e.demo_report(result))
+        return result
+    if args.e2e:
+        from . import bench_e2e
+
+        result = bench_e2e.run(args.e2e, model=args.e2e_model, sentences=args.sentences or 200, cores=args.cores,
+                               baseline=args.e2e_baseline)
+        print(json.dumps(result, indent=1) if args.json else bench_e2e.report(result))
+        return result
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

@@ -41,12 +41,16 @@ def visible_devices() -> list[str] | None:
 
 
 def count_gpus() -> int:
-    """How many CUDA devices this process may use, without importing torch."""
-    if os.environ.get(N_DEVICES_ENV):
-        return int(os.environ[N_DEVICES_ENV])
+    """How many CUDA devices this process may use, without importing torch.
+
+    ``CUDA_VISIBLE_DEVICES`` (a scheduler's allocation) first, then the machine's GPUs (for tests,
+    ``NEUROSPEC_FAKE_GPUS`` pretends the machine has that many; they compute on the CPU).
+    """
     visible = visible_devices()
     if visible is not None:
         return len(visible)
+    if os.environ.get(N_DEVICES_ENV):
+        return int(os.environ[N_DEVICES_ENV])
     try:
         return sum(1 for _ in NVIDIA_PROC.iterdir())
     except OSError:

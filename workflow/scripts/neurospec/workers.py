@@ -63,9 +63,11 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Mapping
 
 RUN_ENV = "NEUROSPEC_RUN"  # "<host>:<pid>" of the Snakemake process; set by workflow/rules/common.smk
+RUN_SCOPE_ENV = "NEUROSPEC_RUN_SLURM_JOB"  # the SLURM job (if any) that run belongs to
 MODE_ENV = "NEUROSPEC_WORKERS"  # "0": every task in the job's own process
 IDLE_ENV = "NEUROSPEC_WORKER_IDLE_S"
 IDLE_DEFAULT = {"model": 600.0, "cpu": 60.0}
+LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(message)s"
 WATCH_S = 0.2  # how often a worker checks its run and its client
 START_TIMEOUT_S = 120.0  # a worker must accept connections this soon after its start
 
@@ -98,6 +100,25 @@ def run_task(target: str, *, log: str | None = None, **kwargs: Any) -> None:
 def run_model_task(target: str, *, model: Mapping[str, Any], log: str | None = None, **kwargs: Any) -> None:
     """Run a task that needs the model: ``function(loaded, **kwargs)`` on a device of ``model['device']``."""
     _run(target, dict(model), log, kwargs)
+
+
+def enter_run() -> None:
+    """Make this Snakemake process the run that workers belong to (called when the Snakefile is read).
+
+    A Snakemake process started for a single job *inside* a run keeps the run's workers: the SLURM
+    plugin runs each job of a SLURM job (of a job group too) as ``srun ... snakemake`` under the
+    Snakemake process of that SLURM job, on the same host, in the same SLURM job, while that process
+    lives. Anything else (a local run; a SLURM job, whose submitting Snakemake is elsewhere) is a run
+    of its own.
+    """
+    scope = os.environ.get("SLURM_JOB_ID", "")
+    inherited = os.environ.get(RUN_ENV, "")
+    host, _, pid = inherited.rpartition(":")
+    if (inherited and os.environ.get(RUN_SCOPE_ENV, "") == scope and host == socket.gethostname()
+            and pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid))):
+        return
+    os.environ[RUN_ENV] = f"{socket.gethostname()}:{os.getpid()}"
+    os.environ[RUN_SCOPE_ENV] = scope
 
 
 def workers_enabled() -> bool:
@@ -484,7 +505,7 @@ class _Server:
         self.logger = logging.getLogger("neurospec")
         self.logger.setLevel(logging.INFO)
         own = logging.StreamHandler(sys.stdout)  # the worker's own log file
-        own.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        own.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
         self.logger.addHandler(own)
 
     # -- watching: the run, the idle time, the client of the running task --
@@ -554,7 +575,7 @@ class _Server:
         if request.get("log"):
             Path(request["log"]).parent.mkdir(parents=True, exist_ok=True)
             handler = logging.FileHandler(request["log"], mode="w", encoding="utf-8")
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+            handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
             self.logger.addHandler(handler)
             self.job_handlers.append(handler)
         self.n_tasks += 1
