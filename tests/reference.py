@@ -74,7 +74,8 @@ def _gated_act(act_name: str):
     return neurons
 
 
-def _plain(act: Callable[[torch.Tensor], torch.Tensor], w: Callable[[nn.Module], torch.Tensor], b: Callable[[nn.Module], torch.Tensor]):
+def _plain(act: Callable[[torch.Tensor], torch.Tensor], w: Callable[[nn.Module], torch.Tensor],
+           b: Callable[[nn.Module], torch.Tensor]):
     def neurons(block, x):
         h = act(x @ w(block) + b(block))
         return h, h
