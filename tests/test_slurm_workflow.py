@@ -172,21 +172,29 @@ def test_collection_on_slurm_matches_local(slurm_cluster, slurm_run, local_run):
     _assert_same_tables(workdir, local_run)
 
 
-def test_sharded_collection_on_slurm_matches_local(slurm_cluster, slurm_run, local_run, tmp_path):
-    workdir = tmp_path / "slurm-sharded"
-    workdir.mkdir()
+@pytest.fixture(scope="module")
+def sharded_run(slurm_cluster, slurm_run, tmp_path_factory):
+    """The same config sharded in two, through SLURM: (workdir, Snakemake's log, the GPU lock dir,
+    whether the jobs saw stand-in GPUs)."""
+    workdir = tmp_path_factory.mktemp("slurm-sharded")
     # the demo model and pair tables do not depend on sharding: reuse those of the unsharded run
     # (three SLURM jobs, ~30 s, saved; copies keep their mtimes, so nothing upstream reruns)
     for part in ("results/models", "results/data"):
         shutil.copytree(slurm_run[0] / part, workdir / part)
     # model.device auto: claim_device runs for real inside each SLURM job (see module docstring)
     cfg = write_config(workdir, {"collect": {"token_budget": 1024, "shards": 2}, "model": {"device": "auto"}})
-    lock_dir = tmp_path / "gpu-locks"
-    env = {"NEUROSPEC_FAKE_GPUS": "2", "NEUROSPEC_GPU_LOCK_DIR": str(lock_dir)}
-    if not slurm_cluster.fake_devices_are_char_devices:
-        # slurmd binds no device, so no CUDA_VISIBLE_DEVICES in the job: nothing to test of the pinning
-        env = {}
+    lock_dir = workdir.parent / f"{workdir.name}-gpu-locks"
+    pinned = slurm_cluster.fake_devices_are_char_devices
+    # Without char-device stand-ins slurmd binds no device (no CUDA_VISIBLE_DEVICES in the job): the
+    # fake GPUs would then send claim_device after a CUDA device this host lacks, so they are only
+    # exported where the scheduler pins them; test_slurm_pins_each_jobs_device skips otherwise.
+    env = {"NEUROSPEC_FAKE_GPUS": "2", "NEUROSPEC_GPU_LOCK_DIR": str(lock_dir)} if pinned else {}
     log = _run_on_slurm(slurm_cluster, workdir, cfg, env=env)
+    return workdir, log, lock_dir, pinned
+
+
+def test_sharded_collection_on_slurm_matches_local(slurm_cluster, sharded_run, local_run):
+    workdir, log, _, _ = sharded_run
     expected = {f"{p}_{s}" for p in PAIRS for s in range(2)}
     _check_slurm_jobs(slurm_cluster, workdir, log, expected_collect=expected)
     slurm_logs = workdir / ".snakemake" / "slurm_logs"
@@ -195,7 +203,14 @@ def test_sharded_collection_on_slurm_matches_local(slurm_cluster, slurm_run, loc
     # the shards were temp() and are gone; the summed tables equal the local unsharded ones
     assert not list((workdir / RESULTS / "activations" / "shards").glob("*.parquet"))
     _assert_same_tables(workdir, local_run, sharded=True)
-    # SLURM pinned each job's device: no job claimed a lock of its own
+
+
+def test_slurm_pins_each_jobs_device(sharded_run):
+    """With two stand-in GPUs exported, every job used the device SLURM gave it: none claimed a lock."""
+    workdir, _, lock_dir, pinned = sharded_run
+    if not pinned:
+        pytest.skip("the GPU stand-ins are plain files (mknod not allowed here), so slurmd binds no device "
+                    "and there is no pinning to check")
     assert not lock_dir.exists() or not list(lock_dir.glob("gpu*.lock"))
     for pair in PAIRS:
         for shard in range(2):

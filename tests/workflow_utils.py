@@ -92,3 +92,14 @@ def effective_config(workdir: Path, *configfiles: Path, env: dict | None = None)
         if line.startswith("NEUROSPEC-CONFIG="):
             return json.loads(line.partition("=")[2])
     raise AssertionError(f"no config printed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def report_entries(report_html: str) -> tuple[dict, dict]:
+    """The results and categories a Snakemake HTML report embeds: {path: entry} (entry: caption,
+    job_properties with the rule's wildcards, data_uri with the file), {category: {subcategory: [paths]}}."""
+    decoder = json.JSONDecoder()
+    start = report_html.index("var results = ", report_html.index('<script id="results">'))
+    results, _ = decoder.raw_decode(report_html, start + len("var results = "))
+    start = report_html.index("var categories = ")
+    categories, _ = decoder.raw_decode(report_html, start + len("var categories = "))
+    return results, categories
