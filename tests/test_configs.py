@@ -156,3 +156,18 @@ def test_flores_config_through_the_stand_in_hub(tmp_path):
     meta = read_metadata(tmp_path / targets[1])
     assert meta["dataset_revision"] == commit and meta["dataset_id"] == "openlanguagedata/flores_plus"
     assert meta["detokenize"] is False and meta["split"] == "dev"
+
+
+@pytest.mark.parametrize(("dataset", "message"), [  # the library's checks: tests/test_corpus.py
+    ({"name": "files", "files": {"path": "c/{language}.txt"}}, "key 'dataset.files.path' has unknown placeholder "
+                                                              "{language}"),
+    ({"name": "hf", "hf": {"id": "a/b"}, "rows": {"layout": "rows"}}, "key 'dataset.rows.layout': 'rows' is not one of"),
+])
+def test_bad_dataset_config_is_one_line_before_anything_runs(tmp_path, dataset, message):
+    """Wired in at parse time: the schema and neurospec.pairs.check_dataset, before any job."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"pairs": ["en-de"], "dataset": dataset, "evaluate": {"split": "other"}}))
+    proc = snakemake(tmp_path, "--dry-run", configfile=path, check=False, env=OFFLINE)
+    lines = [line for line in proc.stderr.splitlines() if "neurospec: config error" in line]
+    assert proc.returncode != 0 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert not (tmp_path / "results").exists()

@@ -183,6 +183,9 @@ def test_missing_file_and_bad_templates(tmp_path):
         pairs.check_dataset({"name": "files"}, ["en-de"], "dev")
     with pytest.raises(NeurospecError, match=r"key 'dataset.hf.id' is required"):
         pairs.check_dataset({"name": "hf", "hf": {"config": "{lang}"}}, ["en-de"], "dev")
+    with pytest.raises(NeurospecError, match=r"dataset.split 'dev': EC40 has no such split"):
+        pairs.check_dataset({"name": "ec40"}, ["en-de"], "dev")
+    pairs.check_dataset({"name": "files", "files": {"path": "c/{split}.{lang}"}}, ["en-de", "fr-en"], "dev")
 
 
 # -- Hugging Face datasets -----------------------------------------------------------------------------------
@@ -364,3 +367,16 @@ def test_flores_codes_cover_every_language_and_match_its_script():
     mismatched = {code for code, lang in LANGUAGES.items() if FLORES_CODES[code][4:] != scripts[lang.script]}
     assert mismatched == {"sr"}  # FLORES+ Serbian is Cyrillic, EC40's Latin (documented)
     assert len(set(FLORES_CODES.values())) == len(FLORES_CODES)
+
+
+@pytest.mark.parametrize("max_samples", [1, None])
+def test_sentences_matched_by_position_need_equal_lengths(tmp_path, max_samples):
+    """A file per language without an id column (id_column: null): matched by position, lengths checked."""
+    pd.DataFrame({"text": EN}).to_parquet(tmp_path / "en.parquet")
+    pd.DataFrame({"text": DE[:3]}).to_parquet(tmp_path / "de.parquet")
+    cfg = {"name": "files", "split": "dev", "max_samples": max_samples,
+           "files": {"path": str(tmp_path / "{lang}.parquet")}, "rows": {"layout": "sentences", "id_column": None}}
+    with pytest.raises(NeurospecError, match=r"de.parquet has 3 rows, .*en.parquet has 5 \(.*de.parquet ends at "
+                                             r"row 3; row 4 is only in .*en.parquet\)") as exc:
+        pairs.build_pair_table("de-en", cfg)
+    one_line(exc)

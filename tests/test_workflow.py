@@ -176,7 +176,9 @@ def test_a_killed_run_loses_nothing(finished_run, tmp_path):
     ("override", "message"),
     [
         ({"collect": {"prompt_template": "Translate to {language}: {src}"}}, "unknown placeholder {language}"),
-        ({"dataset": {"name": "demo", "split": "train", "max_samples": 40}}, "dataset.split 'train'"),
+        # (evaluate.split given: a split without a default held-out split is a config error first)
+        ({"dataset": {"name": "demo", "split": "train", "max_samples": 40}, "evaluate": {"split": "validation"}},
+         "dataset.split 'train'"),
     ],
 )
 def test_bad_input_at_run_time_is_one_line_and_no_output(finished_run, tmp_path, override, message):
