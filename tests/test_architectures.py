@@ -1,43 +1,28 @@
-"""resolve_mlp_taps: the hooked tensors equal an independent recomputation from the weights."""
+"""Every supported architecture: the hooked tensors equal an independent recomputation from the
+weights (``resolve_mlp_taps``), and, through the user's path (a tiny model saved with
+``save_pretrained``, ``load_model`` as the workflow calls it, the collector with padded multi-row
+batches), the count table equals a one-sentence-at-a-time recomputation (tests/reference.py)."""
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers as tf
 from torch import nn
 
-from neurospec.architectures import SUPPORTED, ActFn, MLPTap, n_neurons, resolve_mlp_taps
+from neurospec import collect, pairs as pair_tables
+from neurospec.architectures import SUPPORTED, ActFn, n_neurons, resolve_mlp_taps
 from neurospec.errors import NeurospecError
+from neurospec.models import load_model
+from neurospec.tables import PAIR_SCHEMA, read_counts, read_table, write_table
+from reference import (ARCHITECTURES, LAYERS, build_model, capture_mlp_inputs, randomize, reference_counts,
+                       table_arrays)
 
-import transformers as tf
-
-H, I, L, V = 32, 64, 2, 101  # hidden, intermediate, layers, vocab
-ATTN = dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-
-
-def _gelu_tanh(x):
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
-
-
-ACTS = {  # independent formulas, by config activation name
-    "silu": lambda x: x * torch.sigmoid(x),
-    "gelu_pytorch_tanh": _gelu_tanh,
-    "gelu_new": _gelu_tanh,
-    "gelu": lambda x: 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0))),
-}
-
-# name -> (config class, config kwargs, model class names (causal LM, base), activation name)
-GATED = {
-    "cohere": (tf.CohereConfig, dict(use_qk_norm=False), "Cohere", "silu"),
-    "llama": (tf.LlamaConfig, {}, "Llama", "silu"),
-    "qwen2": (tf.Qwen2Config, {}, "Qwen2", "silu"),
-    "gemma": (tf.GemmaConfig, dict(head_dim=8), "Gemma", "gelu_pytorch_tanh"),
-    "gemma2": (tf.Gemma2Config, dict(head_dim=8, query_pre_attn_scalar=8), "Gemma2", "gelu_pytorch_tanh"),
-    "mistral": (tf.MistralConfig, dict(sliding_window=None), "Mistral", "silu"),
-}
+V = 101  # vocabulary of the directly built models
+TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
 
 
 def _ids(seed: int = 1, batch: int = 2, seq: int = 7) -> torch.Tensor:
@@ -45,24 +30,15 @@ def _ids(seed: int = 1, batch: int = 2, seq: int = 7) -> torch.Tensor:
     return torch.randint(0, V, (batch, seq), generator=g)
 
 
-def _randomize(model: nn.Module) -> nn.Module:
-    """Random weights large enough that activations are not all near zero (biases too)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
-            elif "norm" in name or "ln" in name:
-                p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0.0, 0.1)
-    return model.eval()
+def _module(block: nn.Module, path: str | None) -> nn.Module | None:
+    for part in (path.split(".") if path else []):
+        block = getattr(block, part)
+    return block if path else None
 
 
-def _capture(model: nn.Module, taps: list[MLPTap], mlp_input_modules: list[nn.Module],
-             mlp_input_from_output: bool = False):
-    """Run a forward with the taps' hooks and independent hooks capturing each MLP's input."""
-    down, gate, x_in, handles = {}, {}, {}, []
+def _capture_taps(model: nn.Module, base: nn.Module, arch, taps):
+    """One forward: the taps' hooks (as the collector registers them) and the MLP inputs x."""
+    down, gate, handles = {}, {}, []
     calls = {"down": 0, "gate": 0}
 
     def pre_down(i):
@@ -77,66 +53,53 @@ def _capture(model: nn.Module, taps: list[MLPTap], mlp_input_modules: list[nn.Mo
             gate[i] = output.detach().clone()
         return hook
 
-    def x_hook(i):
-        if mlp_input_from_output:  # e.g. XGLM's final_layer_norm: its output is the MLP input
-            return lambda m, a, out: x_in.__setitem__(i, out.detach().clone())
-        return lambda m, a: x_in.__setitem__(i, a[0].detach().clone())
-
     for t in taps:
         handles.append(t.down_input.register_forward_pre_hook(pre_down(t.layer)))
         if t.gate is not None:
             handles.append(t.gate.register_forward_hook(fwd_gate(t.layer)))
-    for i, m in enumerate(mlp_input_modules):
-        if mlp_input_from_output:
-            handles.append(m.register_forward_hook(x_hook(i)))
-        else:
-            handles.append(m.register_forward_pre_hook(x_hook(i)))
     try:
-        with torch.no_grad():
-            model(input_ids=_ids())
+        x_in = capture_mlp_inputs(model, arch, input_ids=_ids())
     finally:
         for h in handles:
             h.remove()
     return down, gate, x_in, calls
 
 
-def _gated_model(name: str, causal: bool):
-    cfg_cls, extra, prefix, act = GATED[name]
-    cfg = cfg_cls(vocab_size=V, hidden_size=H, intermediate_size=I, num_hidden_layers=L, **ATTN, **extra)
-    cfg._attn_implementation = "eager"
-    cls = getattr(tf, f"{prefix}ForCausalLM" if causal else f"{prefix}Model")
-    torch.manual_seed(0)
-    return _randomize(cls(cfg)), act
-
-
 @pytest.mark.parametrize("causal", [True, False], ids=["causal_lm", "base"])
-@pytest.mark.parametrize("name", list(GATED))
-def test_gated_mlp_taps(name, causal):
-    model, act_name = _gated_model(name, causal)
-    base = model.model if causal else model
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_taps_equal_recomputation(name, causal):
+    arch = ARCHITECTURES[name]
+    model = build_model(name, V, causal=causal)
+    base = model.base_model if causal else model
+    blocks = arch.blocks(base)
     taps = resolve_mlp_taps(model)
-    assert [t.layer for t in taps] == list(range(L))
-    assert n_neurons(model) == I
-    for t, layer in zip(taps, base.layers):
-        assert t.down_input is layer.mlp.down_proj
-        assert t.gate is layer.mlp.act_fn
-    assert len({id(t.gate) for t in taps}) == L  # one gate module per layer
+    assert [t.layer for t in taps] == list(range(LAYERS))
+    assert n_neurons(model) == arch.n_neurons
+    down_name, gate_name = arch.tap_names
+    for t, block in zip(taps, blocks):
+        assert t.down_input is _module(block, down_name)
+        assert t.gate is _module(block, gate_name)
+    gated = gate_name is not None
+    if gated:
+        assert len({id(t.gate) for t in taps}) == LAYERS  # one gate module per layer
 
-    down, gate, x_in, calls = _capture(model, taps, [layer.mlp for layer in base.layers])
-    assert calls == {"down": L, "gate": L}  # each hook fires once per layer per forward
-    act = ACTS[act_name]
-    for i, layer in enumerate(base.layers):
-        x = x_in[i]
-        g = act(x @ layer.mlp.gate_proj.weight.T)
-        u = x @ layer.mlp.up_proj.weight.T
-        assert down[i].shape == (2, 7, I)
-        torch.testing.assert_close(gate[i], g, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(down[i], g * u, atol=1e-5, rtol=1e-5)
-        assert (gate[i] > 0).any() and (gate[i] <= 0).any()  # the test is not trivial
+    down, gate, x_in, calls = _capture_taps(model, base, arch, taps)
+    assert calls == {"down": LAYERS, "gate": LAYERS if gated else 0}  # once per layer per forward
+    for i, block in enumerate(blocks):
+        with torch.no_grad():
+            h, g = arch.neurons(block, x_in[i])
+        assert down[i].shape == (2, 7, arch.n_neurons)
+        torch.testing.assert_close(down[i], h, atol=1e-5, rtol=1e-5)
+        if gated:
+            torch.testing.assert_close(gate[i], g, atol=1e-5, rtol=1e-5)
+            assert (gate[i] > 0).any() and (gate[i] <= 0).any()  # the test is not trivial
+        else:
+            assert (down[i] > 0).any() and (down[i] < 0).any()
 
 
 def test_function_act_fn_is_wrapped_without_changing_outputs():
-    model, _ = _gated_model("llama", causal=False)
+    model = build_model("llama", V, causal=False)
+    arch = ARCHITECTURES["llama"]
     with torch.no_grad():
         ref = model(input_ids=_ids()).last_hidden_state
     for layer in model.layers:
@@ -145,86 +108,158 @@ def test_function_act_fn_is_wrapped_without_changing_outputs():
     taps = resolve_mlp_taps(model)
     assert all(isinstance(t.gate, ActFn) for t in taps)
     assert resolve_mlp_taps(model)[0].gate is taps[0].gate  # idempotent
-    down, gate, x_in, calls = _capture(model, taps, [layer.mlp for layer in model.layers])
-    assert calls == {"down": L, "gate": L}
-    x = x_in[0]
-    torch.testing.assert_close(gate[0], F.silu(x @ model.layers[0].mlp.gate_proj.weight.T))
+    down, gate, x_in, calls = _capture_taps(model, model, arch, taps)
+    assert calls == {"down": LAYERS, "gate": LAYERS}
+    torch.testing.assert_close(gate[0], F.silu(x_in[0] @ model.layers[0].mlp.gate_proj.weight.T))
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=_ids()).last_hidden_state, ref)
 
 
 def test_shared_act_module_gets_one_gate_per_layer():
-    model, _ = _gated_model("qwen2", causal=False)
+    model = build_model("qwen2", V, causal=False)
     shared = nn.SiLU()
     for layer in model.layers:
         layer.mlp.act_fn = shared
     taps = resolve_mlp_taps(model)
-    assert len({id(t.gate) for t in taps}) == L
-    _, gate, x_in, calls = _capture(model, taps, [layer.mlp for layer in model.layers])
-    assert calls["gate"] == L
+    assert len({id(t.gate) for t in taps}) == LAYERS
+    _, gate, x_in, calls = _capture_taps(model, model, ARCHITECTURES["qwen2"], taps)
+    assert calls["gate"] == LAYERS
     for i, layer in enumerate(model.layers):
         torch.testing.assert_close(gate[i], F.silu(x_in[i] @ layer.mlp.gate_proj.weight.T))
 
 
-def _plain_check(model, taps, blocks, w_in, b_in, act, x_modules, from_output=False, n=I):
-    assert [t.layer for t in taps] == list(range(L))
-    assert all(t.gate is None for t in taps)
-    assert n_neurons(model) == n
-    down, gate, x_in, calls = _capture(model, taps, x_modules, mlp_input_from_output=from_output)
-    assert calls == {"down": L, "gate": 0} and gate == {}
-    for i, block in enumerate(blocks):
-        expected = act(x_in[i] @ w_in(block) + b_in(block))
-        assert down[i].shape == (2, 7, n)
-        torch.testing.assert_close(down[i], expected, atol=1e-5, rtol=1e-5)
-        assert (down[i] > 0).any() and (down[i] < 0).any()
-
-
-@pytest.mark.parametrize("causal", [True, False], ids=["causal_lm", "base"])
-def test_gpt2_taps(causal):
-    cfg = tf.GPT2Config(vocab_size=V, n_embd=H, n_inner=I, n_layer=L, n_head=4, n_positions=64)
-    cfg._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = _randomize((tf.GPT2LMHeadModel if causal else tf.GPT2Model)(cfg))
-    blocks = (model.transformer if causal else model).h
-    taps = resolve_mlp_taps(model)
-    assert all(t.down_input is b.mlp.c_proj for t, b in zip(taps, blocks))
-    # Conv1D: y = x @ W + b, W of shape [in, out]
-    _plain_check(model, taps, blocks, lambda b: b.mlp.c_fc.weight, lambda b: b.mlp.c_fc.bias,
-                 ACTS["gelu_new"], [b.mlp for b in blocks])
-
-
-@pytest.mark.parametrize("causal", [True, False], ids=["causal_lm", "base"])
-def test_bloom_taps(causal):
-    cfg = tf.BloomConfig(vocab_size=V, hidden_size=H, n_layer=L, n_head=4)
-    torch.manual_seed(0)
-    model = _randomize((tf.BloomForCausalLM if causal else tf.BloomModel)(cfg))
-    blocks = (model.transformer if causal else model).h
-    taps = resolve_mlp_taps(model)
-    assert all(t.down_input is b.mlp.dense_4h_to_h for t, b in zip(taps, blocks))
-    _plain_check(model, taps, blocks, lambda b: b.mlp.dense_h_to_4h.weight.T,
-                 lambda b: b.mlp.dense_h_to_4h.bias, _gelu_tanh, [b.mlp for b in blocks], n=4 * H)
-
-
 def test_bloom_slow_but_exact_is_refused():
-    cfg = tf.BloomConfig(vocab_size=V, hidden_size=H, n_layer=L, n_head=4, pretraining_tp=2,
+    cfg = tf.BloomConfig(vocab_size=V, hidden_size=32, n_layer=LAYERS, n_head=4, pretraining_tp=2,
                          slow_but_exact=True)
     with pytest.raises(NeurospecError, match="slow_but_exact") as exc:
         resolve_mlp_taps(tf.BloomModel(cfg))
     assert "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("causal", [True, False], ids=["causal_lm", "base"])
-def test_xglm_taps(causal):
-    cfg = tf.XGLMConfig(vocab_size=V, d_model=H, ffn_dim=I, num_layers=L, attention_heads=4,
-                        max_position_embeddings=64)
-    cfg._attn_implementation = "eager"
+# -- through the user's path: save_pretrained -> load_model -> the collector -> the count table ----------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(small_model_dir):
+    """The demo's byte-level BPE tokenizer (fast: character offsets for token_scope 'source')."""
+    return tf.AutoTokenizer.from_pretrained(small_model_dir)
+
+
+@pytest.fixture(scope="module")
+def pair_table_path(tmp_path_factory):
+    """A pair table as the workflow writes it: demo sentences, en-de and hi-en (Latin, Devanagari)."""
+    out = tmp_path_factory.mktemp("pairs")
+    frames = []
+    for pair in ("en-de", "hi-en"):
+        pair_tables.write_pair_table(pair, {"name": "demo", "split": "validation", "max_samples": 12},
+                                     str(out / f"{pair}.parquet"))
+        frames.append(read_table(out / f"{pair}.parquet"))
+    # one table with both directions' sentences (ids made unique): more varied lengths per batch
+    both = pd.concat(frames, ignore_index=True)
+    both["id"] = range(len(both))
+    path = out / "mixed.parquet"
+    write_table(both, path, PAIR_SCHEMA, metadata={"pair": "en-de"})
+    return path
+
+
+def save_tiny(name: str, directory, tokenizer):
+    """A tiny random model of ``name`` and the tokenizer, saved as a user's local model directory."""
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id)
+    arch = ARCHITECTURES[name]
+    cfg = arch.make_config(len(tokenizer), **ids)
     torch.manual_seed(0)
-    model = _randomize((tf.XGLMForCausalLM if causal else tf.XGLMModel)(cfg))
-    blocks = (model.model if causal else model).layers
-    taps = resolve_mlp_taps(model)
-    assert all(t.down_input is b.fc2 for t, b in zip(taps, blocks))
-    _plain_check(model, taps, blocks, lambda b: b.fc1.weight.T, lambda b: b.fc1.bias, ACTS["gelu"],
-                 [b.final_layer_norm for b in blocks], from_output=True)
+    model = randomize(getattr(tf, arch.causal)(cfg))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+BUDGET = 160  # tokens per batch: several rows of unequal length per batch (asserted below)
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_load_and_collect_equal_recomputation(name, tmp_path, tokenizer, pair_table_path):
+    arch = ARCHITECTURES[name]
+    directory = save_tiny(name, tmp_path / name, tokenizer)
+    # load_model's arguments as the workflow passes them (common.smk: model_params)
+    loaded = load_model(model_id=str(directory), revision="main", dtype=arch.dtype, device="cpu",
+                        attn_implementation="auto")
+    assert type(loaded.lm).__name__ == arch.causal and type(loaded.model).__name__ == arch.base
+    assert loaded.info["attn_implementation"] == arch.attention
+    assert loaded.model.config._attn_implementation == arch.attention  # what the modules run
+
+    pairs = read_table(pair_table_path)
+    enc = collect.encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(),
+                         pairs["tgt_lang"].tolist(), template=TEMPLATE)
+    batches = collect.make_batches(enc.lengths, BUDGET)
+    padded = [b for b in batches if len(b) > 1 and len({enc.lengths[i] for i in b}) > 1]
+    assert len(padded) >= 2, "the budget must force padded multi-row batches"
+
+    out = tmp_path / "activations" / "en-de.parquet"
+    collect.collect_to_file(loaded, str(pair_table_path), str(out), prompt_template=TEMPLATE,
+                            token_budget=BUDGET)
+    df, meta = read_counts(out)
+    assert meta["attn_implementation"] == arch.attention and meta["model_class"] == arch.causal
+    assert meta["dtype"] == arch.dtype and meta["model_revision"].startswith("local-sha256:")
+
+    counts, sums = table_arrays(df, LAYERS)
+    ref_counts, ref_sums, ref_tokens = reference_counts(loaded, pairs, TEMPLATE)
+    assert meta["n_tokens"] == ref_tokens and meta["n_sentences"] == len(pairs)
+    assert counts.shape == (3, LAYERS, arch.n_neurons)
+    np.testing.assert_array_equal(counts, ref_counts)
+    tol = 1e-9 if arch.dtype == "float64" else 1e-4
+    np.testing.assert_allclose(sums, ref_sums, rtol=tol, atol=tol * np.abs(ref_sums).max())
+    assert 0 < counts[0].mean() < ref_tokens  # neither all-zero nor all-maximal
+    if arch.tap_names[1] is not None:  # gated: the gate is its own count
+        assert (counts[2] != counts[0]).any()
+    else:
+        np.testing.assert_array_equal(counts[2], counts[0])
+
+
+def test_attention_falls_back_where_unsupported(tmp_path, tokenizer):
+    """Asked for SDPA, a class without it is one line naming what it supports; auto loads it (eager)."""
+    directory = save_tiny("bloom", tmp_path / "bloom", tokenizer)
+    with pytest.raises(NeurospecError, match=r"model.attn_implementation 'sdpa': BloomForCausalLM does not "
+                                             r"support it \(it supports eager\)") as exc:
+        load_model(str(directory), dtype="float32", device="cpu", attn_implementation="sdpa")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(NeurospecError, match="'flash_attention_2'") as exc:
+        load_model(str(directory), dtype="float32", device="cpu", attn_implementation="flash_attention_2")
+    assert load_model(str(directory), dtype="float32", device="cpu",
+                      attn_implementation="eager").info["attn_implementation"] == "eager"
+
+
+def _broken(directory, tokenizer, damage: str):
+    """A local model directory that exists but fails to load in one place."""
+    save_tiny("llama", directory, tokenizer)
+    if damage == "config":
+        (directory / "config.json").write_text("{not json", encoding="utf-8")
+    elif damage == "no_config":
+        (directory / "config.json").unlink()
+    elif damage == "weights":
+        (directory / "model.safetensors").write_bytes(b"not a safetensors file")
+    elif damage == "no_weights":
+        (directory / "model.safetensors").unlink()
+    elif damage == "no_tokenizer":
+        for p in directory.glob("tokenizer*"):
+            p.unlink()
+    return directory
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("config", r"cannot load the config of local model directory '.*llama': .*config.json.*not a valid JSON"),
+    ("no_config", r"local model directory '.*llama' has no config.json"),
+    ("weights", r"cannot load the weights of local model directory '.*llama': .*header"),
+    ("no_weights", r"cannot load the weights of local model directory '.*llama': .*model.safetensors"),
+    ("no_tokenizer", r"cannot load the tokenizer of local model directory '.*llama': it has no tokenizer files"),
+])
+def test_load_error_names_the_real_cause(tmp_path, tokenizer, damage, message):
+    directory = _broken(tmp_path / "llama", tokenizer, damage)
+    with pytest.raises(NeurospecError, match=message) as exc:
+        load_model(str(directory), dtype="float32", device="cpu")
+    msg = str(exc.value)
+    assert "\n" not in msg and "neither a local directory" not in msg and "no such directory" not in msg
 
 
 class _OddMLP(nn.Module):
@@ -250,7 +285,7 @@ class _OddModel(nn.Module):
 
 
 def _bert():
-    cfg = tf.BertConfig(vocab_size=V, hidden_size=H, intermediate_size=I, num_hidden_layers=L,
+    cfg = tf.BertConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=LAYERS,
                         num_attention_heads=4)
     return tf.BertModel(cfg)
 
@@ -277,7 +312,23 @@ def test_gated_mlp_with_unverified_forward_is_refused():
 
 
 def test_supported_table_names_every_tested_architecture():
-    keys = " ".join(SUPPORTED)
-    for arch in ("Cohere", "Llama", "Qwen2", "Gemma", "Gemma 2", "Mistral", "GPT-2", "BLOOM", "XGLM"):
-        assert arch in keys
-    assert all(isinstance(v, str) and v for v in SUPPORTED.values())
+    """SUPPORTED, the test registry and the README's table agree, and each README row names the test
+    that proves it through load_model and the collector."""
+    import re
+
+    from conftest import ROOT
+
+    named = {arch.readme for arch in ARCHITECTURES.values()}
+    assert named == set(SUPPORTED)  # every supported row has a tiny model (and nothing untested is listed)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Supported architectures"):readme.index("## When something is wrong")]
+    rows = {cells[0]: cells for line in table.splitlines() if line.startswith("| ")
+            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    for name, arch in ARCHITECTURES.items():
+        row = rows[arch.readme]
+        assert row[1] == SUPPORTED[arch.readme]  # what is hooked: the library's own words
+        assert f"`test_load_and_collect_equal_recomputation[{name}]`" in row[3]
+        if not arch.readme.startswith("other"):  # that row stands for many classes
+            assert row[2].split()[0] == arch.attention
+    ids = re.findall(r"test_load_and_collect_equal_recomputation\[(\w+)\]", table)
+    assert set(ids) == set(ARCHITECTURES)

@@ -1,4 +1,5 @@
-"""Collection: counts equal an independent one-sentence-at-a-time recomputation from the weights."""
+"""Collection: counts equal an independent one-sentence-at-a-time recomputation from the weights
+(tests/reference.py; every architecture through load_model: tests/test_architectures.py)."""
 
 from __future__ import annotations
 
@@ -6,51 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from neurospec import collect, demo, ec40
 from neurospec.errors import NeurospecError
 from neurospec.models import load_model
-from neurospec.prompts import render
+from reference import reference_counts, table_arrays
 
 TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
-
-
-def reference_counts(loaded, pairs: pd.DataFrame, template: str, token_scope: str, max_length: int = 512):
-    """One prompt at a time, no padding, no hooks: the MLP's neurons recomputed from its weights."""
-    model, tok = loaded.model, loaded.tokenizer
-    n_layers = model.config.num_hidden_layers
-    n = model.config.intermediate_size
-    counts = np.zeros((3, n_layers, n), dtype=np.int64)
-    sums = np.zeros((n_layers, n), dtype=np.float64)
-    n_tokens = 0
-    for row in pairs.itertuples():
-        text, (start, end) = render(template, row.src, row.src_lang, row.tgt_lang)
-        enc = tok(text, return_offsets_mapping=True)
-        ids = enc["input_ids"][:max_length]
-        offs = enc["offset_mapping"][:max_length]
-        if token_scope == "source":
-            keep = torch.tensor([s < end and e > start for s, e in offs])
-        else:
-            keep = torch.ones(len(ids), dtype=torch.bool)
-        n_tokens += int(keep.sum())
-        with torch.no_grad():
-            out = model(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False)
-        for i, layer in enumerate(model.layers):
-            x = layer.input_layernorm(out.hidden_states[i][0])  # Cohere: parallel attention + MLP block
-            gate = F.silu(x @ layer.mlp.gate_proj.weight.T)
-            h = gate * (x @ layer.mlp.up_proj.weight.T)
-            h, gate = h[keep], gate[keep]
-            counts[0, i] += (h > 0).sum(0).numpy()
-            counts[1, i] += (h != 0).sum(0).numpy()
-            counts[2, i] += (gate > 0).sum(0).numpy()
-            sums[i] += h.double().sum(0).numpy()
-    return counts, sums, n_tokens
-
-
-def _table_arrays(df: pd.DataFrame, n_layers: int):
-    counts = np.stack([df[c].to_numpy().reshape(n_layers, -1) for c in ("active", "nonzero", "gate_active")])
-    return counts, df["act_sum"].to_numpy().reshape(n_layers, -1)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +33,7 @@ def test_counts_equal_independent_recomputation(loaded64, token_scope):
     df, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope=token_scope,
                                     token_budget=256)
     n_layers = loaded64.model.config.num_hidden_layers
-    counts, sums = _table_arrays(df, n_layers)
+    counts, sums = table_arrays(df, n_layers)
     ref_counts, ref_sums, ref_tokens = reference_counts(loaded64, pairs, TEMPLATE, token_scope)
     assert meta["n_tokens"] == ref_tokens > 0
     np.testing.assert_array_equal(counts, ref_counts)
@@ -86,7 +49,7 @@ def test_counts_equal_independent_recomputation(loaded64, token_scope):
 def test_counts_on_real_ec40_sentences(loaded64, ec40_dir):
     pairs, _ = ec40.build_pair_table("en-ru", "validation", local_dir=ec40_dir, max_samples=6)
     df, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_budget=512)
-    counts, sums = _table_arrays(df, loaded64.model.config.num_hidden_layers)
+    counts, sums = table_arrays(df, loaded64.model.config.num_hidden_layers)
     ref_counts, ref_sums, ref_tokens = reference_counts(loaded64, pairs, TEMPLATE, "source")
     assert meta["n_tokens"] == ref_tokens
     np.testing.assert_array_equal(counts, ref_counts)
@@ -190,7 +153,7 @@ def test_bfloat16_counts_match_a_bfloat16_recomputation(small_model_dir):
     pairs = _demo_pairs("en-de", 8)
     df, meta = collect.collect_pair(loaded, pairs, template=TEMPLATE, token_budget=1)  # no padding
     ref_counts, ref_sums, ref_tokens = reference_counts(loaded, pairs, TEMPLATE, "source")
-    counts, sums = _table_arrays(df, loaded.model.config.num_hidden_layers)
+    counts, sums = table_arrays(df, loaded.model.config.num_hidden_layers)
     assert meta["n_tokens"] == ref_tokens and meta["dtype"] == "bfloat16"
     np.testing.assert_array_equal(counts, ref_counts)
     np.testing.assert_allclose(sums, ref_sums, rtol=1e-5, atol=1e-6 * np.abs(ref_sums).max())

@@ -109,11 +109,12 @@ def test_bad_pairs(pair, message):
         parse_pair(pair)
 
 
-def test_bad_split_and_missing_empty_unequal_files(tmp_path, ec40_dir):
+def test_bad_split_and_missing_empty_unequal_files(tmp_path):
+    """EC40-layout files written here: the error paths never depend on ../shared."""
     with pytest.raises(NeurospecError, match="dataset.split 'train': the demo dataset has only"):
         pairs.build_pair_table("en-de", {"name": "demo", "split": "train"})
     with pytest.raises(NeurospecError, match="dataset.split 'dev': EC40 has no such split"):
-        pairs.build_pair_table("en-de", {"name": "ec40", "split": "dev", "local_dir": str(ec40_dir)})
+        pairs.build_pair_table("en-de", {"name": "ec40", "split": "dev", "local_dir": str(tmp_path / "ec40")})
     root = tmp_path / "ec40" / "Ntrex-eval-set"
     root.mkdir(parents=True)
     cfg = {"name": "ec40", "split": "validation", "local_dir": str(tmp_path / "ec40")}
@@ -125,5 +126,8 @@ def test_bad_split_and_missing_empty_unequal_files(tmp_path, ec40_dir):
         pairs.build_pair_table("en-de", cfg)
     (root / "test.en-de.en").write_text("a\nb\nc\n")
     (root / "test.en-de.de").write_text("x\ny\n")
-    with pytest.raises(NeurospecError, match=r"unequal lengths: .*test.en-de.de ends at line 2"):
+    with pytest.raises(NeurospecError, match=r"unequal lengths: .*test.en-de.en has 3 lines, .*test.en-de.de has 2 "
+                                             r"\(.*test.en-de.de ends at line 2; line 3 is only in .*test.en-de.en\)"):
         pairs.build_pair_table("en-de", cfg)
+    with pytest.raises(NeurospecError, match="unequal lengths"):  # whatever max_samples is
+        pairs.build_pair_table("en-de", {**cfg, "max_samples": 1})

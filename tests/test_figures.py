@@ -1,7 +1,12 @@
-"""Figures: PNGs are written, and the numbers they draw are the expected ones."""
+"""Figures: what each one draws (panels, titles, labels, the data in its images and lines) equals
+the numbers it returns and the planted structure, and its PNG has ink (not a blank canvas)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,9 +35,65 @@ def scored():
     }
 
 
-def assert_png(path):
+@dataclass
+class Panel:
+    """What one axes drew."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    xticks: list[str]
+    yticks: list[str]
+    images: list[np.ma.MaskedArray]
+    lines: dict[str, np.ndarray]  # legend label -> y data
+    texts: list[str]
+    bars: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Drawn:
+    suptitle: str
+    panels: list[Panel]
+
+    def titled(self, text: str) -> list[Panel]:
+        return [p for p in self.panels if text in p.title]
+
+
+def _describe(fig) -> Drawn:
+    panels = []
+    for ax in fig.axes:
+        lines = {ln.get_label(): np.asarray(ln.get_ydata(), dtype=float) for ln in ax.get_lines()
+                 if not ln.get_label().startswith("_")}
+        panels.append(Panel(
+            ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), [t.get_text() for t in ax.get_xticklabels()],
+            [t.get_text() for t in ax.get_yticklabels()], [im.get_array() for im in ax.images], lines,
+            [t.get_text() for t in ax.texts], [float(r.get_height()) for r in ax.patches if hasattr(r, "get_height")]))
+    return Drawn(fig._suptitle.get_text() if fig._suptitle else "", panels)
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """figure file name -> what was drawn into it (recorded as figures saves it)."""
+    record: dict[str, Drawn] = {}
+    save = figures._save
+
+    def spy(fig, path, dpi=110):
+        record[Path(path).name] = _describe(fig)
+        save(fig, path, dpi)
+
+    monkeypatch.setattr(figures, "_save", spy)
+    return record
+
+
+def assert_png(path, min_ink: float = 0.02, min_colors: int = 2):
+    """A PNG with ink: at least ``min_ink`` of its pixels not white, and ``min_colors`` colours."""
     data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = matplotlib.image.imread(path)[..., :3]
+    ink = (pixels < 0.97).any(axis=-1).mean()
+    colors = len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+    assert ink >= min_ink, f"{path.name}: {ink:.1%} of the pixels have ink"
+    assert colors >= min_colors, f"{path.name}: {colors} colours"
 
 
 def test_group_order():
@@ -63,13 +124,21 @@ def test_adjusted_rand_index(a, b, expected):
     assert figures.adjusted_rand_index(b, a) == pytest.approx(expected)
 
 
-def test_iou_layers(scored, tmp_path):
+def test_iou_layers(scored, tmp_path, drawn):
     out = tmp_path / "iou_layers.png"
     mats = figures.plot_iou_layers(scored["contrast_iou"], scored["langs"], LAYERS, out, "contrast")
-    assert_png(out)
+    assert_png(out, min_ink=0.2, min_colors=20)
     assert sorted(mats) == LAYERS
     order = figures.group_table(scored["langs"])["group"].tolist()
     assert order[0] == "en"
+    fig = drawn["iou_layers.png"]
+    assert fig.suptitle.startswith("contrast\nIoU of the selected neuron sets per layer")
+    for layer in LAYERS:  # one panel per layer, drawing exactly the returned matrix, labelled in order
+        (panel,) = fig.titled(f"layer {layer}")
+        (image,) = panel.images
+        np.testing.assert_array_equal(image.filled(np.nan), mats[layer])
+        assert panel.xticks == panel.yticks == order
+    assert any("IoU of selected neurons" in p.ylabel for p in fig.panels)  # the colour bar
     for layer, m in mats.items():
         assert m.shape == (len(LANGS), len(LANGS))
         assert np.allclose(m, m.T, equal_nan=True)
@@ -84,10 +153,15 @@ def test_iou_layers(scored, tmp_path):
             assert (m[k, k] == 1.0) if sets[g] else np.isnan(m[k, k])
 
 
-def test_direction_iou(scored, tmp_path):
+def test_direction_iou(scored, tmp_path, drawn):
     out = tmp_path / "direction.png"
     table = figures.plot_direction_iou(scored["frequency_iou"], scored["pairs"], LAYERS, out, "frequency")
     assert_png(out)
+    (panel,) = drawn["direction.png"].panels
+    assert (panel.xlabel, panel.ylabel) == ("layer", "mean pairwise IoU")
+    assert list(panel.lines) == list(table.columns)  # the legend: the three comparisons
+    for column, y in panel.lines.items():
+        np.testing.assert_array_equal(y, table[column].to_numpy())
     assert list(table.index) == LAYERS and table.shape[1] == 3
     among_en_xx, among_xx_en = table.iloc[:, 0], table.iloc[:, 1]
     # every en->xx pair counts English tokens: more alike than the xx->en pairs
@@ -100,10 +174,15 @@ def test_direction_iou(scored, tmp_path):
     assert small.iloc[0].tolist() == pytest.approx([0.5, 0.0, (0.25 + 0.0) / 2])
 
 
-def test_specialized_counts(scored, tmp_path):
+def test_specialized_counts(scored, tmp_path, drawn):
     out = tmp_path / "counts.png"
     table = figures.plot_specialized_counts(scored["contrast"], scored["langs"], LAYERS, out, "contrast")
-    assert_png(out)
+    assert_png(out, min_ink=0.2, min_colors=10)
+    heatmap = drawn["counts.png"].titled("selected neurons per group and layer")[0]
+    np.testing.assert_array_equal(heatmap.images[0], table.to_numpy())
+    assert heatmap.yticks == list(table.index) and heatmap.xticks == [str(c) for c in table.columns]
+    assert f"(total {len(scored['contrast'])})" in heatmap.title
+    assert heatmap.texts == [str(v) for v in table.to_numpy().ravel()]  # every cell annotated
     assert int(table.to_numpy().sum()) == len(scored["contrast"])
     expected = scored["contrast"].groupby(["group", "layer"]).size()
     for (g, layer), n in expected.items():
@@ -113,10 +192,14 @@ def test_specialized_counts(scored, tmp_path):
     assert table.sum(axis=1).to_dict() == {g: len(truth[g]) for g in table.index}
 
 
-def test_family_iou(scored, tmp_path):
+def test_family_iou(scored, tmp_path, drawn):
     out = tmp_path / "family.png"
     table = figures.plot_family_iou(scored["contrast_iou"], scored["langs"], LAYERS, out, "contrast")
     assert_png(out)
+    (panel,) = drawn["family.png"].panels
+    assert list(panel.lines) == list(table.columns) and "within a language family" in panel.title
+    for column, y in panel.lines.items():
+        np.testing.assert_array_equal(y, table[column].to_numpy())
     assert list(table.columns) == ["same family", "different families"]
     # planted neurons are shared within families only
     assert (table["different families"] == 0).all()
@@ -126,11 +209,15 @@ def test_family_iou(scored, tmp_path):
                                         "xx\u2192en: same family", "xx\u2192en: different families"]
 
 
-def test_clustering_recovers_families(scored, tmp_path):
+def test_clustering_recovers_families(scored, tmp_path, drawn):
     out = tmp_path / "clustering.png"
     result = figures.plot_clustering(scored["contrast_iou"], scored["langs"], out, "contrast")
     assert_png(out)
     assert result["ari"] == pytest.approx(1.0)
+    (panel,) = drawn["clustering.png"].panels
+    labels = dict(zip(figures.group_table(scored["langs"])["group"], figures.group_table(scored["langs"])["label"]))
+    assert panel.xticks == [labels[g] for g in result["leaves"]]  # the leaves, in the dendrogram's order
+    assert "adjusted Rand index of 5 clusters against 5 families: 1.00" in panel.title
     c = result["clusters"]
     assert c["en"] == c["de"] == c["sv"] and c["fr"] == c["es"] and c["ru"] == c["uk"]
     assert len({c["en"], c["fr"], c["ru"], c["hi"], c["ar"]}) == 5
@@ -140,13 +227,20 @@ def test_clustering_recovers_families(scored, tmp_path):
     assert -1.0 <= pairs["ari"] <= 1.0
     few = figures.plot_clustering(scored["contrast_iou"], ["de", "fr"], tmp_path / "few.png")
     assert np.isnan(few["ari"])
-    assert_png(tmp_path / "few.png")
+    assert_png(tmp_path / "few.png", min_ink=0.005)
+    assert drawn["few.png"].panels[0].texts == ["clustering needs at least 3 groups, got 2"]
 
 
-def test_activation_probability(scored, tmp_path):
+def test_activation_probability(scored, tmp_path, drawn):
     out = tmp_path / "p.png"
     summary = figures.plot_activation_probability(scored["tables"], out)
     assert_png(out)
+    fig = drawn["p.png"]
+    assert [p.title.split("\n")[0] for p in fig.panels] == ["active", "nonzero", "gate_active"]
+    for panel in fig.panels:  # a histogram of shares: 50 bars summing to 1
+        assert len(panel.bars) == 50 and sum(panel.bars) == pytest.approx(1.0)
+    nonzero = fig.titled("nonzero")[0]
+    assert nonzero.bars[-1] == pytest.approx(1.0)  # every neuron at p = 1: the degenerate criterion
     assert summary.loc["nonzero", "share_above_0.99"] == 1.0  # nonzero counts every token
     assert 0.3 < summary.loc["gate_active", "median"] < 0.6
     assert summary.loc["gate_active", "share_above_0.99"] == 0.0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from neurospec.tables import read_counts, read_metadata, read_table
-from workflow_utils import job_counts, snakemake, write_config
+from workflow_utils import job_counts, report_entries, snakemake, write_config
 
 RESULTS = "results/demo-small/demo/validation"
 
@@ -44,12 +47,22 @@ def test_scores_cover_every_pair_and_figures_are_in_the_report(finished_run):
     workdir, _, _ = finished_run
     freq = read_table(workdir / RESULTS / "scores" / "frequency.parquet")
     assert set(freq["group"]) >= {"en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en"}
-    report = (workdir / "report.html").read_text(errors="replace")
-    pngs = sorted((workdir / RESULTS / "figures").rglob("*.png"))
-    assert pngs, "no figures were drawn"
-    for png in pngs:
-        assert png.stat().st_size > 5000
-        assert png.name in report
+    results, categories = report_entries((workdir / "report.html").read_text(errors="replace"))
+    pngs = {png.relative_to(workdir).as_posix(): png for png in (workdir / RESULTS / "figures").rglob("*.png")}
+    methods = ("frequency", "frequency_language", "lape", "contrast")
+    expected = {f"{RESULTS}/figures/{m}/{f}.png" for m in methods
+                for f in ("iou_layers", "specialized_counts", "family_iou", "clustering")}
+    expected |= {f"{RESULTS}/figures/frequency/direction_iou.png", f"{RESULTS}/figures/activation_probability.png"}
+    assert set(pngs) == set(results) == expected  # every method's own figures, each one its own entry
+    for path, entry in results.items():
+        # the report embeds this very file, under the job that drew it, with its method's caption
+        assert base64.b64decode(entry["data_uri"].split("base64,", 1)[1]) == pngs[path].read_bytes()
+        method = Path(path).parent.name
+        if method in methods:
+            assert entry["job_properties"]["wildcards"] == f"method={method}"
+            assert f"<strong>{method}</strong>" in entry["caption"]
+            category = next(c for c, subs in categories.items() if path in subs.get(method, []))
+            assert category != "Other", path
 
 
 def test_changing_k_reruns_scoring_and_figures_only(finished_run):
@@ -224,7 +237,9 @@ def test_twenty_pairs_load_the_model_once(tmp_path):
     ("override", "message"),
     [
         ({"collect": {"prompt_template": "Translate to {language}: {src}"}}, "unknown placeholder {language}"),
-        ({"dataset": {"name": "demo", "split": "train", "max_samples": 40}}, "dataset.split 'train'"),
+        # (evaluate.split given: a split without a default held-out split is a config error first)
+        ({"dataset": {"name": "demo", "split": "train", "max_samples": 40}, "evaluate": {"split": "validation"}},
+         "dataset.split 'train'"),
     ],
 )
 def test_bad_input_at_run_time_is_one_line_and_no_output(finished_run, tmp_path, override, message):

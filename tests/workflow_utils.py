@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -65,3 +66,40 @@ def job_counts(output: str) -> dict[str, int]:
             elif line.strip().startswith("total") or (not line.strip() and counts):
                 in_table = False
     return counts
+
+
+_EFFECTIVE_CONFIG = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+snakefile, workdir, *configfiles = sys.argv[1:]
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path(snakefile), workdir=Path(workdir),
+                      config_settings=ConfigSettings(configfiles=[Path(c) for c in configfiles]))
+    print("NEUROSPEC-CONFIG=" + json.dumps(wf._workflow.config, sort_keys=True))
+"""
+
+
+def effective_config(workdir: Path, *configfiles: Path, env: dict | None = None) -> dict:
+    """The config the workflow runs with: the Snakefile's config handling (demo config, or the given
+    --configfile(s)), then the schema's defaults; read through Snakemake's API in a child process."""
+    run_env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts"), **(env or {})}
+    proc = subprocess.run([sys.executable, "-c", _EFFECTIVE_CONFIG, str(SNAKEFILE), str(workdir),
+                           *map(str, configfiles)], cwd=workdir, capture_output=True, text=True, timeout=300,
+                          env=run_env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("NEUROSPEC-CONFIG="):
+            return json.loads(line.partition("=")[2])
+    raise AssertionError(f"no config printed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def report_entries(report_html: str) -> tuple[dict, dict]:
+    """The results and categories a Snakemake HTML report embeds: {path: entry} (entry: caption,
+    job_properties with the rule's wildcards, data_uri with the file), {category: {subcategory: [paths]}}."""
+    decoder = json.JSONDecoder()
+    start = report_html.index("var results = ", report_html.index('<script id="results">'))
+    results, _ = decoder.raw_decode(report_html, start + len("var results = "))
+    start = report_html.index("var categories = ")
+    categories, _ = decoder.raw_decode(report_html, start + len("var categories = "))
+    return results, categories

@@ -8,9 +8,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+from neurospec import pairs as pair_sources  # noqa: E402
 from neurospec.errors import NeurospecError  # noqa: E402
-from neurospec.ec40 import remote_path  # noqa: E402
-from neurospec.languages import non_english, parse_pair  # noqa: E402
+from neurospec.languages import parse_pair  # noqa: E402
 from neurospec.workers import enter_run, shutdown_run  # noqa: E402
 
 # Jobs hand their tasks to workers that belong to this Snakemake process (neurospec/workers.py)
@@ -48,8 +48,12 @@ except NeurospecError as exc:
     config_error(str(exc))
 
 PAIRS = list(config["pairs"])
-DATASET = config["dataset"]["name"]
+DATASET = pair_sources.dataset_folder(config["dataset"])
 SPLIT = config["dataset"]["split"]
+try:
+    pair_sources.check_dataset(config["dataset"], PAIRS, SPLIT)
+except NeurospecError as exc:
+    config_error(str(exc))
 MODEL = config["model"]["name"]
 DEMO_MODEL_DIR = "results/models/demo"
 RESULTS = f"results/{MODEL}/{DATASET}/{SPLIT}"
@@ -164,28 +168,15 @@ def figure_targets():
 
 
 def dataset_params(split):
-    """The dataset keys that shape a pair table of ``split`` (the demo ignores the EC40-only keys)."""
-    dataset = {**config["dataset"], "split": split}
-    keys = (
-        ("name", "split", "max_samples")
-        if dataset["name"] == "demo"
-        else tuple(dataset)
-    )
-    return {key: dataset[key] for key in sorted(keys)}
+    """The dataset keys that shape a pair table of ``split``: the source's own, defaults resolved,
+    keys sorted (neurospec.pairs.dataset_params)."""
+    return pair_sources.dataset_params(config["dataset"], split)
 
 
 def dataset_files(wildcards):
-    """A pair's files in dataset.local_dir, as inputs, so that editing them reruns its table.
+    """A pair's local dataset files, as inputs, so that editing one reruns its table (EC40's
+    local_dir, dataset.files.path, a local Hugging Face dataset directory).
 
     Missing files are left out here: the rule then fails with one line naming the file.
     """
-    dataset = config["dataset"]
-    if dataset["name"] != "ec40" or not dataset["local_dir"]:
-        return []
-    try:
-        xx = non_english(wildcards.pair)
-        names = [remote_path(wildcards.split, xx, side) for side in ("en", xx)]
-    except NeurospecError:
-        return []
-    paths = [str(Path(dataset["local_dir"]) / name) for name in names]
-    return [p for p in paths if Path(p).is_file()]
+    return pair_sources.dataset_files(config["dataset"], wildcards.pair, wildcards.split)

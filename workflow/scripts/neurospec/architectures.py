@@ -36,7 +36,8 @@ class MLPTap:
 
 
 # Architecture -> what is hooked (for the README). Every entry was checked against the modeling
-# code of transformers 5.23 and is exercised by tests/test_architectures.py.
+# code of transformers 5.23 and is exercised by tests/test_architectures.py (tiny random models
+# saved, loaded with load_model and collected; tests/reference.py recomputes them from the weights).
 _GATED = "`mlp.down_proj` input; gate: `mlp.act_fn` output ({act})"
 SUPPORTED: dict[str, str] = {
     "Cohere (Aya)": _GATED.format(act="SiLU"),
@@ -44,6 +45,7 @@ SUPPORTED: dict[str, str] = {
     "Qwen2": _GATED.format(act="`hidden_act`, SiLU by default"),
     "Gemma": _GATED.format(act="`hidden_act`, GELU-tanh"),
     "Gemma 2": _GATED.format(act="`hidden_activation`, GELU-tanh"),
+    "Gemma 3": _GATED.format(act="`hidden_activation`, GELU-tanh; text models: `Gemma3ForCausalLM`"),
     "Mistral": _GATED.format(act="`hidden_act`, SiLU by default"),
     "other gated MLPs": "any model whose blocks have `mlp.gate_proj`, `mlp.up_proj`, `mlp.down_proj` "
                         "and whose MLP forward applies `self.act_fn` once, to `gate_proj`'s output "

@@ -8,17 +8,17 @@ Layout of the dataset repository (and of a local copy given as ``dataset.local_d
 
 The text is Moses-tokenized (``@-@``, spaced punctuation); it is detokenized with sacremoses before
 the model sees it unless ``detokenize`` is off.  ``xx-en`` reads the same files with the sides swapped.
+Reading, the integrity check (both files' line counts, in full) and assembly are ``corpus``'s.
 """
 
 from __future__ import annotations
 
 import os
-from itertools import zip_longest
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
+from .corpus import assemble, file_hash, read_parallel
 from .errors import NeurospecError
 from .languages import EC40_LANGUAGES, PIVOT, parse_pair
 
@@ -75,33 +75,6 @@ def fetch_files(split: str, lang: str, *, local_dir: str | os.PathLike | None = 
     return out[0], out[1]
 
 
-def read_parallel(src_path: Path, tgt_path: Path, max_samples: int | None = None
-                  ) -> Iterator[tuple[int, str, str]]:
-    """Stream aligned lines ``(line_index, src, tgt)``; unequal lengths are an error naming both files."""
-    with open(src_path, encoding="utf-8") as fs, open(tgt_path, encoding="utf-8") as ft:
-        for i, (s, t) in enumerate(zip_longest(fs, ft)):
-            if s is None or t is None:
-                short = src_path if s is None else tgt_path
-                raise NeurospecError(
-                    f"dataset files {src_path} and {tgt_path} have unequal lengths: {short} ends at line {i}"
-                )
-            yield i, s.rstrip("\n"), t.rstrip("\n")
-
-
-class Detokenizer:
-    """Moses detokenization per language (sacremoses), cached."""
-
-    def __init__(self) -> None:
-        self._by_lang: dict = {}
-
-    def __call__(self, text: str, lang: str) -> str:
-        from sacremoses import MosesDetokenizer
-
-        if lang not in self._by_lang:
-            self._by_lang[lang] = MosesDetokenizer(lang=lang)
-        return self._by_lang[lang].detokenize(text.split())
-
-
 def build_pair_table(pair: str, split: str, *, local_dir=None, repo_id: str = REPO_ID,
                      revision: str = REVISION, max_samples: int | None = None,
                      detokenize: bool = True, cache_dir=None) -> tuple[pd.DataFrame, dict]:
@@ -115,26 +88,15 @@ def build_pair_table(pair: str, split: str, *, local_dir=None, repo_id: str = RE
     en_path, xx_path = fetch_files(split, xx, local_dir=local_dir, repo_id=repo_id,
                                    revision=revision, cache_dir=cache_dir)
     src_path, tgt_path = (en_path, xx_path) if src_lang == PIVOT else (xx_path, en_path)
-    detok = Detokenizer()
-    rows, n_empty, n_lines = [], 0, 0
-    for i, s, t in read_parallel(src_path, tgt_path):
-        n_lines += 1
-        if not s.strip() or not t.strip():
-            n_empty += 1
-            continue
-        if detokenize:
-            s, t = detok(s, src_lang), detok(t, tgt_lang)
-        rows.append((i, src_lang, tgt_lang, s, t))
-        if max_samples is not None and len(rows) >= max_samples:
-            break
-    if not rows:
-        raise NeurospecError(f"dataset files {src_path} and {tgt_path} hold no non-empty sentence pair")
-    df = pd.DataFrame(rows, columns=["id", "src_lang", "tgt_lang", "src", "tgt"])
+    # both files' line counts are checked in full first, whatever max_samples is
+    df, n_lines, n_empty = assemble(read_parallel(src_path, tgt_path), src_lang, tgt_lang, detokenize=detokenize,
+                                    max_samples=max_samples, where=f"dataset files {src_path} and {tgt_path}")
     stats = {
         "dataset": "ec40",
         "split": split,
         "source": str(local_dir) if local_dir is not None else f"{repo_id}@{revision}",
-        "dataset_revision": "local" if local_dir is not None else revision,
+        # a local copy: a hash of the two files' content; the hub: the pinned commit
+        "dataset_revision": file_hash([en_path, xx_path]) if local_dir is not None else revision,
         "detokenize": detokenize,
         "n_lines_read": n_lines,
         "n_empty_dropped": n_empty,

@@ -84,6 +84,23 @@ LANGUAGES: dict[str, Language] = {
 EC40_LANGUAGES: tuple[str, ...] = tuple(c for c in LANGUAGES if c != "en")
 PIVOT = "en"
 
+# EC40 code -> FLORES-200 / FLORES+ code (ISO 639-3 and ISO 15924), as FLORES+ names its configs.
+# FLORES writes Norwegian as Bokmal (nob), Nepali as npi, Arabic as Modern Standard Arabic (arb), and
+# Serbian in Cyrillic only: EC40's Serbian is Latin, so sr -> srp_Cyrl changes the script.
+FLORES_CODES: dict[str, str] = {
+    "en": "eng_Latn",
+    "de": "deu_Latn", "nl": "nld_Latn", "sv": "swe_Latn", "da": "dan_Latn",
+    "is": "isl_Latn", "af": "afr_Latn", "lb": "ltz_Latn", "no": "nob_Latn",
+    "fr": "fra_Latn", "es": "spa_Latn", "it": "ita_Latn", "pt": "por_Latn",
+    "ro": "ron_Latn", "oc": "oci_Latn", "ast": "ast_Latn", "ca": "cat_Latn",
+    "ru": "rus_Cyrl", "cs": "ces_Latn", "pl": "pol_Latn", "bg": "bul_Cyrl",
+    "uk": "ukr_Cyrl", "sr": "srp_Cyrl", "be": "bel_Cyrl", "bs": "bos_Latn",
+    "hi": "hin_Deva", "bn": "ben_Beng", "kn": "kan_Knda", "mr": "mar_Deva",
+    "sd": "snd_Arab", "gu": "guj_Gujr", "ne": "npi_Deva", "ur": "urd_Arab",
+    "ar": "arb_Arab", "he": "heb_Hebr", "ha": "hau_Latn", "mt": "mlt_Latn",
+    "ti": "tir_Ethi", "am": "amh_Ethi", "so": "som_Latn", "kab": "kab_Latn",
+}
+
 
 def language(code: str) -> Language:
     try:

@@ -69,6 +69,9 @@ class LoadedModel:
 
 
 ATTENTION_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
+# Any of these in a local model directory: a tokenizer to load (fast, sentencepiece or BPE files)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model")
 
 
 def choose_attention(model_class: type, device: torch.device, requested: str = "auto") -> str:
@@ -118,14 +121,18 @@ def _load_error(model_id: str, revision: str, exc: Exception, what: str = "confi
     if any(isinstance(e, RevisionNotFoundError) for e in chain):
         return NeurospecError(f"model.revision {revision!r} does not exist for model {model_id!r}")
     if Path(model_id).expanduser().is_dir():
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return NeurospecError(f"cannot load the {what} of local model directory {model_id!r}: {first}")
+        return NeurospecError(f"cannot load the {what} of local model directory {model_id!r}: {_one_line(exc)}")
     if "repo id must be in the form" in text or "repo_id must be" in text:
         return NeurospecError(f"model.id {model_id!r} is neither a local directory nor a valid hub id")
     if any(isinstance(e, RepositoryNotFoundError) for e in chain) or "not a valid model identifier" in text:
         return NeurospecError(f"model.id {model_id!r} is neither a local directory nor a model on the hub")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return NeurospecError(f"cannot load the {what} of model {model_id!r}: {first}")
+    return NeurospecError(f"cannot load the {what} of model {model_id!r}: {_one_line(exc)}")
+
+
+def _one_line(exc: Exception, limit: int = 400) -> str:
+    """An exception's message as one line (transformers' messages span several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def fingerprint(directory: str | os.PathLike) -> str:
@@ -176,6 +183,7 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
     else the base model (``AutoModel``).  ``require_fast_tokenizer`` fails before the (slow) model
     load when the tokenizer cannot give character offsets (needed by ``token_scope: source``).
     """
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
@@ -184,6 +192,8 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
     local = path.is_dir()
     if not local and model_id.startswith((".", "/", "~")):
         raise NeurospecError(f"model.id {model_id!r}: no such directory")
+    if local and not (path / "config.json").is_file():
+        raise NeurospecError(f"local model directory {model_id!r} has no config.json (not a saved model?)")
     source = str(path) if local else model_id
     kwargs: dict[str, Any] = {} if local else {"revision": revision, "token": os.environ.get("HF_TOKEN")}
     try:
@@ -196,6 +206,9 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
         raise NeurospecError(f"model.id {model_id!r}: transformers has no model class for its config "
                              f"({type(config).__name__}, model_type {getattr(config, 'model_type', '?')!r})")
     attention = choose_attention(model_class, dev, attn_implementation)
+    if local and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise NeurospecError(f"cannot load the tokenizer of local model directory {model_id!r}: it has no "
+                             f"tokenizer files ({', '.join(TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
@@ -206,7 +219,7 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
     try:
         model = auto.from_pretrained(source, config=config, dtype=torch_dtype, attn_implementation=attention,
                                      **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise _load_error(model_id, revision, exc, what="weights") from None
     try:
         model.to(dev).eval()

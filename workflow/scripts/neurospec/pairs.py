@@ -1,33 +1,132 @@
-"""Sources -> the pair table of one direction (``id, src_lang, tgt_lang, src, tgt``)."""
+"""Sources -> the pair table of one direction (``id, src_lang, tgt_lang, src, tgt``).
+
+``dataset.name`` picks the source: ``demo`` (neurospec.demo), ``ec40`` (neurospec.ec40), ``hf`` (a
+Hugging Face dataset) and ``files`` (local TSV / JSONL / Parquet / text files) (neurospec.corpus).
+``dataset_params`` is what the pair_table rule passes (only the keys of the source in use, so that
+editing another source's keys reruns nothing), ``dataset_files`` the local files it reads (rule
+inputs: editing one reruns its tables), ``check_dataset`` the config checks done before anything runs.
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any, Mapping
 
-from . import demo, ec40
+from . import corpus, demo, ec40
 from .errors import NeurospecError
+from .languages import non_english, parse_pair
 from .tables import PAIR_SCHEMA, write_table
 
-DATASETS = ("demo", "ec40")
+DATASETS = ("demo", "ec40", "hf", "files")
+# the dataset keys each source reads, besides name, split and max_samples
+SOURCE_KEYS = {
+    "demo": (),
+    "ec40": ("local_dir", "repo_id", "revision", "detokenize"),
+    "hf": ("hf", "rows", "detokenize"),
+    "files": ("files", "rows", "detokenize"),
+}
+
+
+def _sorted(value: Any) -> Any:
+    """Dicts key-sorted at every level: the same values in another order are the same params."""
+    if isinstance(value, Mapping):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    return value
+
+
+def detokenize_default(name: str) -> bool:
+    """``dataset.detokenize: null``: on for EC40 (Moses-tokenized text), off for everything else."""
+    return name == "ec40"
+
+
+def dataset_folder(dataset: Mapping[str, Any]) -> str:
+    """The ``{dataset}`` folder under results/: ``dataset.folder``, else the name (hf: the last part of
+    its id, so that two Hugging Face datasets never share a folder)."""
+    if dataset.get("folder"):
+        return dataset["folder"]
+    hf_id = (dataset.get("hf") or {}).get("id")
+    if dataset.get("name") == "hf" and hf_id:
+        name = Path(str(hf_id).rstrip("/")).name
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "hf"
+    return dataset.get("name") or "demo"
+
+
+def dataset_params(dataset: Mapping[str, Any], split: str) -> dict[str, Any]:
+    """The dataset keys that shape a pair table of ``split``, defaults resolved, keys sorted."""
+    name = dataset.get("name")
+    if name not in SOURCE_KEYS:
+        raise NeurospecError(f"dataset.name {name!r}: choose one of {', '.join(DATASETS)}")
+    params = {"name": name, "split": split, "max_samples": dataset.get("max_samples")}
+    for key in SOURCE_KEYS[name]:
+        params[key] = dataset.get(key)
+    if "detokenize" in params and params["detokenize"] is None:
+        params["detokenize"] = detokenize_default(name)
+    return _sorted(params)
+
+
+def check_dataset(dataset: Mapping[str, Any], pairs: list[str], split: str) -> None:
+    """Config errors of the dataset keys, raised before anything runs: unknown keys and templates,
+    a required key left out, a split or language the source cannot have."""
+    params = dataset_params(dataset, split)
+    name = params["name"]
+    if name == "ec40":
+        for pair in pairs:
+            ec40.remote_path(split, non_english(pair), "en")
+    elif name == "files":
+        rows = corpus.Rows.from_config(params["rows"])
+        for pair in pairs:
+            corpus.file_paths(params["files"] or {}, pair, split, rows)
+    elif name == "hf":
+        rows = corpus.Rows.from_config(params["rows"])
+        hf = params["hf"] or {}
+        if not hf.get("id"):
+            raise NeurospecError("key 'dataset.hf.id' is required when dataset.name is 'hf'")
+        if hf.get("config"):
+            for pair in pairs:
+                corpus.fill(hf["config"], "dataset.hf.config", pair, split, rows)
+
+
+def dataset_files(dataset: Mapping[str, Any], pair: str, split: str) -> list[str]:
+    """The local files a pair table of ``split`` reads (existing ones; a missing one fails in the job,
+    with one line naming it).  A local Hugging Face dataset directory: all its files."""
+    params = dataset_params(dataset, split)
+    try:
+        if params["name"] == "ec40" and params["local_dir"]:
+            xx = non_english(pair)
+            paths = [Path(params["local_dir"]) / ec40.remote_path(split, xx, side) for side in ("en", xx)]
+        elif params["name"] == "files":
+            found = corpus.file_paths(params["files"], pair, split, corpus.Rows.from_config(params["rows"]))
+            paths = list(found.values()) if isinstance(found, dict) else [found]
+        elif params["name"] == "hf" and Path(str((params["hf"] or {}).get("id"))).expanduser().is_dir():
+            paths = corpus.directory_files(Path(params["hf"]["id"]).expanduser())
+        else:
+            return []
+    except NeurospecError:
+        return []
+    return [str(p) for p in paths if p.is_file()]
 
 
 def build_pair_table(pair: str, dataset: Mapping[str, Any]):
     """Dispatch on ``dataset['name']``; returns (table, metadata)."""
-    name = dataset.get("name")
+    params = dataset_params(dataset, dataset["split"])
+    name, split, max_samples = params["name"], params["split"], params["max_samples"]
+    parse_pair(pair)
     if name == "demo":
-        return demo.build_pair_table(pair, dataset["split"], max_samples=dataset.get("max_samples"))
+        return demo.build_pair_table(pair, split, max_samples=max_samples)
     if name == "ec40":
         return ec40.build_pair_table(
-            pair, dataset["split"], local_dir=dataset.get("local_dir"),
-            repo_id=dataset.get("repo_id", ec40.REPO_ID), revision=dataset.get("revision", ec40.REVISION),
-            max_samples=dataset.get("max_samples"), detokenize=dataset.get("detokenize", True),
+            pair, split, local_dir=params["local_dir"], repo_id=params["repo_id"] or ec40.REPO_ID,
+            revision=params["revision"] or ec40.REVISION, max_samples=max_samples, detokenize=params["detokenize"],
         )
-    raise NeurospecError(f"dataset.name {name!r}: choose one of {', '.join(DATASETS)}")
+    if name == "hf":
+        return corpus.build_hf_pair_table(pair, split, hf=params["hf"] or {}, rows=params["rows"],
+                                          max_samples=max_samples, detokenize=params["detokenize"])
+    return corpus.build_files_pair_table(pair, split, files=params["files"] or {}, rows=params["rows"],
+                                         max_samples=max_samples, detokenize=params["detokenize"])
 
 
 def write_pair_table(pair: str, dataset: Mapping[str, Any], out_path: str) -> None:
-    import logging
-
     df, stats = build_pair_table(pair, dataset)
     logging.getLogger("neurospec").info(
         "%s: %d sentence pairs (%d lines read, %d empty dropped) from %s",
