@@ -196,10 +196,10 @@ def test_slurm_profile_on_cluster(slurm_cluster, tmp_path):
     a = slurm_cluster.run("scontrol", "show", "job", act_job)
     c = slurm_cluster.run("scontrol", "show", "job", cpu_job)
     # GPU rule: --gpus=1, --cpus-per-gpu (not the default cpus_per_task=1),
-    # runtime 120 min from set-resources
+    # runtime 15 min per pair from set-resources (its job group holds one pair here)
     assert re.search(r"gres[:/]gpu[:=]1", a), a
     assert _job_field(a, "NumCPUs") == str(cpus_per_gpu), a
-    assert _job_field(a, "TimeLimit") == "02:00:00", a
+    assert _job_field(a, "TimeLimit") == "00:15:00", a
     # CPU rule: default-resources (1 CPU, 60 min, no GPU)
     assert _job_field(c, "NumCPUs") == "1", c
     assert _job_field(c, "TimeLimit") == "01:00:00", c

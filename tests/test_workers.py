@@ -262,7 +262,8 @@ def test_which_snakemake_process_a_run_belongs_to(monkeypatch):
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         for var in (workers.RUN_ENV, workers.RUN_SCOPE_ENV, "SLURM_JOB_ID"):
-            monkeypatch.delenv(var, raising=False)
+            monkeypatch.setenv(var, "")  # so that monkeypatch restores the variables' absence afterwards
+            monkeypatch.delenv(var)
         workers.enter_run()  # a local run: this process
         assert os.environ[workers.RUN_ENV] == f"{here}:{os.getpid()}"
 

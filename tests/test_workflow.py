@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neurospec.tables import read_counts, read_metadata, read_table
-from workflow_utils import job_counts, report_entries, snakemake, write_config
+from workflow_utils import clean_env, job_counts, report_entries, snakemake, write_config
 
 RESULTS = "results/demo-small/demo/validation"
 
@@ -167,7 +167,7 @@ def test_a_killed_run_loses_nothing(finished_run, tmp_path, point):
         [f"{RESULTS}/scores/frequency.parquet"]
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path), *targets,
            "--cores", "2", "--resources", "gpu=1", "--configfile", str(cfg)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts")}
+    env = {**clean_env(), "PYTHONPATH": str(ROOT / "workflow" / "scripts")}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

@@ -37,6 +37,11 @@ def write_config(workdir: Path, overrides: dict | None = None, name: str = "conf
     return path
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without a run that a Snakemake started from it would join (neurospec.workers)."""
+    return {k: v for k, v in os.environ.items() if k not in ("NEUROSPEC_RUN", "NEUROSPEC_RUN_SLURM_JOB")}
+
+
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True,
               timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     # targets and flags first: --resources and --configfile take several values and would eat them
@@ -44,7 +49,7 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: 
            "--cores", "2", "--resources", "gpu=1"]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
-    run_env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts"), **(env or {})}
+    run_env = {**clean_env(), "PYTHONPATH": str(ROOT / "workflow" / "scripts"), **(env or {})}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=run_env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")

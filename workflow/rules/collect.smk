@@ -9,8 +9,6 @@ if SHARDS == 1:
             f"{RESULTS}/activations/{{pair}}.parquet",
         log:
             f"{LOGS}/activations/{{pair}}.log",
-        benchmark:
-            f"{LOGS}/activations/{{pair}}.benchmark.tsv"
         conda:
             "../../envs/torch.yaml"
         resources:
@@ -33,8 +31,6 @@ else:
             temp(f"{RESULTS}/activations/shards/{{pair}}.{{shard}}-of-{SHARDS}.parquet"),
         log:
             f"{LOGS}/activations/{{pair}}.{{shard}}-of-{SHARDS}.log",
-        benchmark:
-            f"{LOGS}/activations/{{pair}}.{{shard}}-of-{SHARDS}.benchmark.tsv"
         conda:
             "../../envs/torch.yaml"
         resources:

@@ -305,6 +305,17 @@ class Worker:
         raise WorkerError(f"the {kind} worker did not start listening within {START_TIMEOUT_S:.0f} s "
                           f"(log: {self.log_path})")
 
+    def discard(self, pid: int | None) -> None:
+        """Forget a worker that failed its job (the caller holds the busy lock): make sure it is gone and
+        remove its socket and pid file, so that the next job starts a fresh one."""
+        if pid is not None and _pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for path in (self.sock, self.pidfile):
+            path.unlink(missing_ok=True)
+
     def call(self, payload: bytes) -> dict[str, Any]:
         """Send one task and wait for its answer (the worker dying is a WorkerError naming it)."""
         s = self.connect()
@@ -323,6 +334,7 @@ class Worker:
             s.close()
         if reply is None:
             log_path = getattr(self, "log_path", None) or _worker_log_guess(self.name)
+            self.discard(pid)
             raise WorkerError(f"the worker {self.name} (pid {pid}) died while serving this job ({why}); its "
                               f"last log line: {_last_line(log_path)}; rerun to start a fresh one")
         return reply
@@ -581,6 +593,7 @@ class _Server:
         self.n_tasks += 1
         t0 = time.perf_counter()
         target = request["target"]
+        _reset_peak_memory()
         with self.lock:
             self.client, self.running, self.cancelled = conn, True, False
         try:
@@ -591,7 +604,7 @@ class _Server:
                 function(self.model(request["model"]), **request["kwargs"])
             else:
                 function(**request["kwargs"])
-            self.logger.info("task done in %.2f s", time.perf_counter() - t0)
+            self.logger.info("task done in %.2f s (%s)", time.perf_counter() - t0, _peak_memory())
             return {"status": "ok"}
         except TaskCancelled:
             self.logger.warning("task cancelled after %.2f s: its job is gone", time.perf_counter() - t0)
@@ -641,6 +654,33 @@ class _Server:
             self.logger.info("model %s already loaded by worker pid %d (in %.2f s, once for this run)",
                              own.get("model_id"), os.getpid(), self.load_seconds)
         return self.loaded
+
+
+def _cuda():
+    """torch.cuda when torch is already imported and CUDA is in use, else None (never imports torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda
+
+
+def _reset_peak_memory() -> None:
+    cuda = _cuda()
+    if cuda is not None:
+        for i in range(cuda.device_count()):
+            cuda.reset_peak_memory_stats(i)
+
+
+def _peak_memory() -> str:
+    """This task's peak device memory (CUDA) and the worker's peak resident memory, for the job log."""
+    import resource
+
+    text = f"worker peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    cuda = _cuda()
+    if cuda is not None:
+        peak = max(cuda.max_memory_allocated(i) for i in range(cuda.device_count()))
+        text = f"peak GPU memory {peak / 2**20:.0f} MiB, " + text
+    return text
 
 
 def _peer_closed(conn: socket.socket) -> bool:
