@@ -124,6 +124,7 @@ SCORING_METHODS = {
     "frequency_language": {"k": SCORING["k"]},
     "lape": dict(sorted(SCORING["lape"].items())),
     "contrast": dict(sorted(SCORING["contrast"].items())),
+    "diffmeans": dict(sorted(SCORING["diffmeans"].items())),
 }
 
 
@@ -135,14 +136,28 @@ def iou_table(method):
     return f"{RESULTS}/scores/{method}_iou.parquet"
 
 
+def stability_table(method):
+    return f"{RESULTS}/scores/{method}_stability.parquet"
+
+
 def scoring_targets():
-    """Every method's score table and IoU table."""
-    return [f(m) for m in SCORING_METHODS for f in (scores_table, iou_table)]
+    """Every method's score table, IoU table and split-half stability table."""
+    return [
+        f(m)
+        for m in SCORING_METHODS
+        for f in (scores_table, iou_table, stability_table)
+    ]
 
 
 # Methods whose groups are translation directions: they also get the direction figure.
 PAIR_METHODS = ["frequency"]
-METHOD_FIGURES = ["iou_layers", "specialized_counts", "family_iou", "clustering"]
+METHOD_FIGURES = [
+    "iou_layers",
+    "specialized_counts",
+    "family_iou",
+    "clustering",
+    "stability",
+]
 
 
 def figure_path(method, name):
@@ -150,7 +165,7 @@ def figure_path(method, name):
 
 
 def figure_targets():
-    """Every PNG: four per method, the direction figure per pair method, one of activations."""
+    """Every PNG: five per method, the direction figure per pair method, one of activations."""
     return (
         [figure_path(m, f) for m in SCORING_METHODS for f in METHOD_FIGURES]
         + [figure_path(m, "direction_iou") for m in PAIR_METHODS]
