@@ -405,12 +405,14 @@ def test_fused_falls_back_to_matmul_when_compiling_fails(loaded64, monkeypatch, 
 
 
 @pytest.mark.slow
-def test_fused_compiled_equals_matmul(small_model_dir):
+def test_fused_compiled_equals_matmul(small_model_dir, caplog):
     """The CUDA default, torch.compile of fused_row_stats, here through inductor's CPU backend."""
     loaded = load_model(str(small_model_dir), dtype="float32", device="cpu")
     pairs = _demo_pairs("en-fr", 40)
     matmul, _ = collect.collect_pair(loaded, pairs, template=TEMPLATE, token_budget=512, counting="matmul")
-    fused, _ = collect.collect_pair(loaded, pairs, template=TEMPLATE, token_budget=512, counting="fused")
+    with caplog.at_level("INFO", logger="neurospec"):
+        fused, _ = collect.collect_pair(loaded, pairs, template=TEMPLATE, token_budget=512, counting="fused")
+    assert "fused counting is unavailable" not in caplog.text and ", fused counting" in caplog.text
     assert_stats_equal(_table_arrays(fused, 3), _table_arrays(matmul, 3), rtol=1e-5)
 
 

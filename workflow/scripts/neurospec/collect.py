@@ -141,8 +141,8 @@ def fused_row_stats(h: torch.Tensor, g: torch.Tensor | None, counted: torch.Tens
     [batch, seq, 1] bool.  Returns [batch, neurons] tensors in ROW_STATS order: counts of h > 0,
     h != 0, g > 0 (int32: exact) and the sums of h and h**2 (float32; float64 for float64 models).
     Positions that are not counted are masked out before any arithmetic (torch.where), so padding
-    that holds inf or NaN never reaches a sum.  Written for torch.compile, which turns it into one
-    pass over h and g (one kernel reading each once); run eagerly it is the same arithmetic, slowly.
+    that holds inf or NaN never reaches a sum.  Written for torch.compile, which can fuse it into one
+    pass over h and g (its CPU backend makes one kernel); run eagerly it is the same arithmetic, slowly.
     """
     acc = torch.float64 if h.dtype == torch.float64 else torch.float32
     active = ((h > 0) & counted).sum(1, dtype=torch.int32)
@@ -170,8 +170,9 @@ class CountHooks:
       (below 2**24 per row).  For act_sum and act_sumsq, ``torch.where`` first copies h into the
       buffer with every position that is not counted set to 0 (so inf/NaN on padding stay out),
       then the buffer is summed and squared in place and summed again.
-    - ``fused`` (CUDA by default): ``fused_row_stats`` through ``torch.compile``, one pass over h
-      and g; if compiling fails it falls back to ``matmul`` (logged).  ``fused-uncompiled`` runs
+    - ``fused`` (CUDA by default): ``fused_row_stats`` through ``torch.compile``, meant as one pass
+      over h and g (inductor's CPU backend makes it one kernel; on CUDA not yet measured); if
+      compiling fails it falls back to ``matmul`` (logged).  ``fused-uncompiled`` runs
       the same function eagerly (tests: the fused arithmetic on any device).
 
     The per-row statistics [batch, neurons] are small; one matrix product with the rows' weights
@@ -258,21 +259,21 @@ class CountHooks:
         return [rows[0], rows[1], rows[2], act_sum, act_sumsq]
 
     def _fused_rows(self, h: torch.Tensor, g: torch.Tensor | None) -> list[torch.Tensor] | None:
-        """fused_row_stats, compiled on first use; None when compiling failed (then: matmul from now on)."""
+        """fused_row_stats, compiled on first use (and recompiled for new shapes when it must);
+        None when compiling failed: then the matmul path counts, from this layer on."""
         if self.counting == "fused-uncompiled":
             return fused_row_stats(h, g, self.counted)
         if self._fused is None:
             self._fused = torch.compile(fused_row_stats, dynamic=True)
-            try:
-                return self._fused(h, g, self.counted)
-            except Exception as exc:  # noqa: BLE001 - any compiler failure: keep counting, exactly
-                if is_out_of_memory(exc):
-                    raise
-                log.warning("fused counting is unavailable (%s: %s); counting with the matmul path",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                self.counting = "matmul"
-                return None
-        return self._fused(h, g, self.counted)
+        try:
+            return self._fused(h, g, self.counted)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: keep counting, exactly
+            if is_out_of_memory(exc):
+                raise
+            log.warning("fused counting is unavailable (%s: %s); counting with the matmul path",
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self.counting = "matmul"
+            return None
 
     def _commit_rows(self, layer: int, rows: list[torch.Tensor]) -> None:
         """Per-row statistics [batch, neurons] -> this batch's contribution to every additive column."""
