@@ -19,7 +19,7 @@ How it stays close to the bare forward pass:
   row never see its padding: no attention mask is needed, which keeps SDPA on its causal fast path;
 - the base model runs without its LM head, ``use_cache=False``, under ``torch.inference_mode``;
 - the hooks reduce each layer's activations on the device to per-row statistics (one pass over the
-  activations on CUDA, see ``CountHooks``) and those, with one small matrix product, to the
+  activations on CUDA, see ``CountHooks``) and those, with three small matrix products, to the
   batch's sums; they are committed to the totals only when the whole batch succeeded (running out of
   device memory halves the budget and retries), and the totals reach the host once per pair.
 """
@@ -134,22 +134,50 @@ def auto_token_budget(loaded: LoadedModel, max_length: int) -> int:
     return int(min(MAX_TOKEN_BUDGET, max(budget, max_length)))
 
 
-def fused_row_stats(h: torch.Tensor, g: torch.Tensor | None, counted: torch.Tensor) -> list[torch.Tensor]:
+def fused_row_stats(h: torch.Tensor, g: torch.Tensor | None, counted: torch.Tensor) -> torch.Tensor:
     """Per-row statistics of one layer as masked reductions over the sequence: the fused formulation.
 
     h, g: [batch, seq, neurons] (g None for plain MLPs: the activation is the gate); counted:
-    [batch, seq, 1] bool.  Returns [batch, neurons] tensors in ROW_STATS order: counts of h > 0,
-    h != 0, g > 0 (int32: exact) and the sums of h and h**2 (float32; float64 for float64 models).
-    Positions that are not counted are masked out before any arithmetic (torch.where), so padding
-    that holds inf or NaN never reaches a sum.  Written for torch.compile, which can fuse it into one
-    pass over h and g (its CPU backend makes one kernel); run eagerly it is the same arithmetic, slowly.
+    [batch, seq, 1] bool.  Returns [batch, len(ROW_STATS), neurons]: per row the counts of h > 0,
+    h != 0, g > 0 (exact integers) and the sums of h and h**2, in float32 (float64 for float64
+    models).  Positions that are not counted are masked out before any arithmetic (torch.where),
+    so padding that holds inf or NaN never reaches a sum.  Written for torch.compile, which can fuse
+    it into one pass over h and g (its CPU backend makes one kernel); eagerly it is the same
+    arithmetic, slowly.
     """
     acc = torch.float64 if h.dtype == torch.float64 else torch.float32
     active = ((h > 0) & counted).sum(1, dtype=torch.int32)
     nonzero = ((h != 0) & counted).sum(1, dtype=torch.int32)
     gate = active if g is None else ((g > 0) & counted).sum(1, dtype=torch.int32)
     x = torch.where(counted, h.to(acc), 0.0)
-    return [active, nonzero, gate, x.sum(1), (x * x).sum(1)]
+    return torch.stack([active.to(acc), nonzero.to(acc), gate.to(acc), x.sum(1), (x * x).sum(1)], dim=1)
+
+
+def batch_stats(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A batch's share of every additive column, from its per-row statistics: [2, len(TOTAL_COLUMNS), neurons].
+
+    rows: [batch, len(ROW_STATS), neurons] in the accumulation dtype (float32; float64 for float64
+    models); weights: [3, 2, batch] in the same dtype: per half (all sentences, the even half) each
+    row's weight, that over its counted tokens n, and over n**2 (0 for rows without counted
+    tokens: they have no firing rate).  Three small matrix products over the rows: counts and sums
+    with the first weights, the firing-rate sums sum(c / n) with the second, the sums of their
+    squares sum(c**2 / n**2) with the third, so no rate is materialized.  Counts stay exact in
+    float32 (integers below 2**24 per batch).
+    """
+    n_rows, n_stats, n_neurons = rows.shape
+    flat = rows.reshape(n_rows, n_stats * n_neurons)
+    counts = flat[:, : 3 * n_neurons]  # the three criteria's counts, side by side
+    sums = (weights[0] @ flat).reshape(2, n_stats, n_neurons)  # counts, act_sum, act_sumsq
+    rate = (weights[1] @ counts).reshape(2, 3, 1, n_neurons)
+    rate_sq = (weights[2] @ (counts * counts)).reshape(2, 3, 1, n_neurons)
+    rates = torch.cat([rate, rate_sq], dim=2).reshape(2, 6, n_neurons)  # per criterion: sum, sumsq
+    return torch.cat([sums, rates], dim=1)
+
+
+def fused_layer_stats(h: torch.Tensor, g: torch.Tensor | None, counted: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+    """fused_row_stats then batch_stats: the whole per-layer reduction, for torch.compile."""
+    return batch_stats(fused_row_stats(h, g, counted), weights)
 
 
 COUNTING = ("auto", "matmul", "fused", "fused-uncompiled")
@@ -170,16 +198,16 @@ class CountHooks:
       (below 2**24 per row).  For act_sum and act_sumsq, ``torch.where`` first copies h into the
       buffer with every position that is not counted set to 0 (so inf/NaN on padding stay out),
       then the buffer is summed and squared in place and summed again.
-    - ``fused`` (CUDA by default): ``fused_row_stats`` through ``torch.compile``, meant as one pass
-      over h and g (inductor's CPU backend makes it one kernel; on CUDA not yet measured); if
-      compiling fails it falls back to ``matmul`` (logged).  ``fused-uncompiled`` runs
-      the same function eagerly (tests: the fused arithmetic on any device).
+    - ``fused`` (CUDA by default): ``fused_layer_stats`` (``fused_row_stats``, then
+      ``batch_stats``) through ``torch.compile``, meant as one pass over h and g (inductor's CPU
+      backend makes the per-row part one kernel; on CUDA not yet measured); if compiling fails it
+      falls back to ``matmul`` (logged).  ``fused-uncompiled`` runs the same function eagerly
+      (tests: the fused arithmetic on any device).
 
-    The per-row statistics [batch, neurons] are small; one matrix product with the rows' weights
-    [2, batch] (all sentences; the even half) turns them, together with the per-row firing rates
-    count / counted tokens and their squares, into the batch's contribution to every additive
-    column of the count table (float64; ``tables.TOTAL_COLUMNS`` order).  Contributions are
-    committed to the totals only when the whole batch succeeded; totals stay on the device.
+    The per-row statistics [batch, neurons] are small; ``batch_stats`` turns them, with three
+    small matrix products with the rows' weights, into the batch's contribution to every additive
+    column of the count table (``tables.TOTAL_COLUMNS`` order).  Contributions are committed to the float64 totals only when the whole batch
+    succeeded; totals stay on the device.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, counting: str = "auto"):
@@ -190,11 +218,11 @@ class CountHooks:
         self.n_neurons: int | None = None
         self.device = device
         self.counting = ("fused" if device.type == "cuda" else "matmul") if counting == "auto" else counting
-        self._fused = None  # the compiled fused_row_stats, built on first use
+        self._fused = None  # the compiled fused_layer_stats, built on first use
         self._handles: list = []
         self._scratch: torch.Tensor | None = None
         self._gates: dict[int, torch.Tensor] = {}  # fused: the gate activation until its layer's down_proj
-        self._rows: torch.Tensor | None = None  # matmul: [3, batch, 1, neurons] indicator sums per row
+        self._rows: torch.Tensor | None = None  # matmul: [batch, ROW_STATS, neurons], per row
         self.pending: torch.Tensor | None = None  # [2 (all, even), stats, layers, neurons] float64, this batch
         self.totals: torch.Tensor | None = None  # the same, committed batches
 
@@ -204,8 +232,16 @@ class CountHooks:
         self.counted = counted[..., None]  # [batch, seq, 1] bool
         self._masks: dict[torch.dtype, torch.Tensor] = {}
         n_row = counted.sum(1).to(torch.float64)  # counted tokens per row
-        self.inv_n = torch.where(n_row > 0, 1.0 / n_row.clamp(min=1.0), 0.0)[:, None]  # [batch, 1]
-        self.weights = torch.stack([torch.ones_like(n_row), even.to(torch.float64)])  # [2, batch]
+        inv_n = torch.where(n_row > 0, 1.0 / n_row.clamp(min=1.0), 0.0)
+        w = torch.stack([torch.ones_like(n_row), even.to(torch.float64)])  # [2 (all, even), batch]
+        self._weights64 = torch.stack([w, w * inv_n, w * inv_n * inv_n])  # [3, 2, batch]
+        self._weights: dict[torch.dtype, torch.Tensor] = {}
+
+    def weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """batch_stats' row weights [3, 2, batch] in ``dtype`` (converted once per batch)."""
+        if dtype not in self._weights:
+            self._weights[dtype] = self._weights64.to(dtype)
+        return self._weights[dtype]
 
     def _mask(self, dtype: torch.dtype) -> torch.Tensor:
         """The rows' counted-token masks [batch, 1, seq] in ``dtype`` (converted once per batch)."""
@@ -228,45 +264,46 @@ class CountHooks:
             self._scratch = torch.empty(t.numel(), dtype=dtype, device=t.device)
         return self._scratch[: t.numel()].view(t.shape)
 
-    def _indicator_rows(self, fn, t: torch.Tensor, out: torch.Tensor) -> None:
-        """out [batch, 1, neurons] = per row, the counted tokens on which fn(t, 0) holds (matmul path)."""
+    def _indicator_rows(self, fn, t: torch.Tensor, stat: int) -> None:
+        """Row statistic ``stat`` = per row, the counted tokens on which fn(t, 0) holds (matmul path)."""
         buf = self._buffer(t)
         fn(t, 0, out=buf)
-        torch.bmm(self._mask(buf.dtype), buf, out=out)
+        self._row_buffer(t.shape[-1], buf.dtype)[:, stat] = torch.bmm(self._mask(buf.dtype), buf).squeeze(1)
 
     def _row_buffer(self, n_neurons: int, dtype: torch.dtype) -> torch.Tensor:
-        batch = self.shape[0]
-        if self._rows is None or self._rows.shape[1] != batch or self._rows.shape[-1] != n_neurons \
-                or self._rows.dtype != dtype:
-            self._rows = torch.empty((3, batch, 1, n_neurons), dtype=dtype, device=self.device)
+        """The matmul path's per-row statistics [batch, ROW_STATS, neurons] (reused while shapes last)."""
+        shape = (self.shape[0], len(ROW_STATS), n_neurons)
+        if self._rows is None or self._rows.shape != shape or self._rows.dtype != dtype:
+            self._rows = torch.empty(shape, dtype=dtype, device=self.device)
         return self._rows
 
-    def _matmul_rows(self, h: torch.Tensor, gated: bool) -> list[torch.Tensor]:
+    def _matmul_rows(self, h: torch.Tensor, gated: bool) -> torch.Tensor:
         buf = self._buffer(h)
         rows = self._row_buffer(h.shape[-1], buf.dtype)
-        self._indicator_rows(torch.gt, h, rows[0])
-        self._indicator_rows(torch.ne, h, rows[1])
+        self._indicator_rows(torch.gt, h, 0)
+        self._indicator_rows(torch.ne, h, 1)
         if not gated:
-            rows[2].copy_(rows[0])
+            rows[:, 2] = rows[:, 0]
         mask = self._mask(buf.dtype)
         # h on the counted positions, 0 elsewhere (selected, not multiplied: inf * 0 would be NaN)
         if h.dtype == buf.dtype:
             torch.where(self.counted, h, torch.zeros((), dtype=h.dtype, device=h.device), out=buf)
         else:  # half precision: widen into the float32 buffer, then clear what is not counted
             buf.copy_(h).masked_fill_(~self.counted, 0.0)
-        act_sum = torch.bmm(mask, buf)
-        act_sumsq = torch.bmm(mask, buf.mul_(buf))
-        return [rows[0], rows[1], rows[2], act_sum, act_sumsq]
+        rows[:, 3] = torch.bmm(mask, buf).squeeze(1)
+        rows[:, 4] = torch.bmm(mask, buf.mul_(buf)).squeeze(1)
+        return rows
 
-    def _fused_rows(self, h: torch.Tensor, g: torch.Tensor | None) -> list[torch.Tensor] | None:
-        """fused_row_stats, compiled on first use (and recompiled for new shapes when it must);
+    def _fused_stats(self, h: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor | None:
+        """fused_layer_stats, compiled on first use (and recompiled for new shapes when it must);
         None when compiling failed: then the matmul path counts, from this layer on."""
+        weights = self.weights(torch.float64 if h.dtype == torch.float64 else torch.float32)
         if self.counting == "fused-uncompiled":
-            return fused_row_stats(h, g, self.counted)
+            return fused_layer_stats(h, g, self.counted, weights)
         if self._fused is None:
-            self._fused = torch.compile(fused_row_stats, dynamic=True)
+            self._fused = torch.compile(fused_layer_stats, dynamic=True)
         try:
-            return self._fused(h, g, self.counted)
+            return self._fused(h, g, self.counted, weights)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: keep counting, exactly
             if is_out_of_memory(exc):
                 raise
@@ -275,31 +312,20 @@ class CountHooks:
             self.counting = "matmul"
             return None
 
-    def _commit_rows(self, layer: int, rows: list[torch.Tensor]) -> None:
-        """Per-row statistics [batch, neurons] -> this batch's contribution to every additive column."""
-        w = self.weights
-        n_rows = w.shape[1]
-        out = self.pending[:, :, layer]  # [2, stats, neurons]
-        for k, r in enumerate(rows):  # counts, act_sum, act_sumsq
-            out[:, k] = w @ r.reshape(n_rows, -1).to(torch.float64)
-        for c in range(3):  # firing rates per row (0 for rows without counted tokens) and their squares
-            rate = rows[c].reshape(n_rows, -1).to(torch.float64) * self.inv_n  # a new tensor: rows stay
-            out[:, 5 + 2 * c] = w @ rate
-            out[:, 6 + 2 * c] = w @ rate.mul_(rate)
-
     def _down_hook(self, layer: int, gated: bool):
         def hook(module, args):
             h = args[0].reshape(*self.shape, -1)  # [batch, seq, neurons]
             self._ensure(h.shape[-1])
-            rows = None
+            stats = None
             if self.counting != "matmul":
                 g = self._gates.pop(layer, None) if gated else None
-                rows = self._fused_rows(h, g)
-                if rows is None and g is not None:  # compiling failed: the gate's indicator, as the gate hook would
-                    self._indicator_rows(torch.gt, g, self._row_buffer(g.shape[-1], self._buffer(g).dtype)[2])
-            if rows is None:
+                stats = self._fused_stats(h, g)
+                if stats is None and g is not None:  # compiling failed: the gate's indicator, as the gate hook would
+                    self._indicator_rows(torch.gt, g, 2)
+            if stats is None:
                 rows = self._matmul_rows(h, gated)
-            self._commit_rows(layer, rows)
+                stats = batch_stats(rows, self.weights(rows.dtype))
+            self.pending[:, :, layer] = stats
 
         return hook
 
@@ -308,7 +334,7 @@ class CountHooks:
             g = output.reshape(*self.shape, -1)
             self._ensure(g.shape[-1])
             if self.counting == "matmul":
-                self._indicator_rows(torch.gt, g, self._row_buffer(g.shape[-1], self._buffer(g).dtype)[2])
+                self._indicator_rows(torch.gt, g, 2)
             else:  # read with h by the fused reduction at this layer's down_proj
                 self._gates[layer] = g
 
