@@ -195,9 +195,10 @@ class CountHooks:
       written by ``torch.gt``/``torch.ne`` into one reused float scratch buffer and summed per row
       by one batched matrix-vector product with the rows' counted-token masks
       ([batch, 1, seq] @ [batch, seq, neurons]); float sums of 0/1 values are exact integers
-      (below 2**24 per row).  For act_sum and act_sumsq, ``torch.where`` first copies h into the
-      buffer with every position that is not counted set to 0 (so inf/NaN on padding stay out),
-      then the buffer is summed and squared in place and summed again.
+      (below 2**24 per row).  act_sum and act_sumsq are the masks times h and times h**2; when a
+      result is not finite (inf or NaN somewhere, maybe on padding, where 0 * inf = NaN), they are
+      recomputed with ``torch.where`` selecting the counted positions' values (others set to 0),
+      so non-finite values on uncounted positions never reach the sums.
     - ``fused`` (CUDA by default): ``fused_layer_stats`` (``fused_row_stats``, then
       ``batch_stats``) through ``torch.compile``, meant as one pass over h and g (inductor's CPU
       backend makes the per-row part one kernel; on CUDA not yet measured); if compiling fails it
@@ -285,13 +286,21 @@ class CountHooks:
         if not gated:
             rows[:, 2] = rows[:, 0]
         mask = self._mask(buf.dtype)
-        # h on the counted positions, 0 elsewhere (selected, not multiplied: inf * 0 would be NaN)
-        if h.dtype == buf.dtype:
-            torch.where(self.counted, h, torch.zeros((), dtype=h.dtype, device=h.device), out=buf)
-        else:  # half precision: widen into the float32 buffer, then clear what is not counted
-            buf.copy_(h).masked_fill_(~self.counted, 0.0)
-        rows[:, 3] = torch.bmm(mask, buf).squeeze(1)
-        rows[:, 4] = torch.bmm(mask, buf.mul_(buf)).squeeze(1)
+        if h.dtype == buf.dtype:  # the mask times h, and times h**2 (written into the buffer)
+            rows[:, 3] = torch.bmm(mask, h).squeeze(1)
+            rows[:, 4] = torch.bmm(mask, torch.mul(h, h, out=buf)).squeeze(1)
+        else:  # half precision: widened into the float32 buffer first
+            rows[:, 3] = torch.bmm(mask, buf.copy_(h)).squeeze(1)
+            rows[:, 4] = torch.bmm(mask, buf.mul_(buf)).squeeze(1)
+        if not bool(torch.isfinite(rows[:, 3:].sum())):  # one reduction: any inf or NaN makes the sum so
+            # inf or NaN somewhere, maybe on padding, where 0 * inf = NaN: select instead of multiply,
+            # so that only the counted positions' values reach the sums (the fused path always does)
+            if h.dtype == buf.dtype:
+                torch.where(self.counted, h, torch.zeros((), dtype=h.dtype, device=h.device), out=buf)
+            else:
+                buf.copy_(h).masked_fill_(~self.counted, 0.0)
+            rows[:, 3] = torch.bmm(mask, buf).squeeze(1)
+            rows[:, 4] = torch.bmm(mask, buf.mul_(buf)).squeeze(1)
         return rows
 
     def _fused_stats(self, h: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor | None:
