@@ -24,6 +24,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/scoring.smk"
+include: "workflow/rules/stability.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -195,13 +195,20 @@ def capture_mlp_inputs(model: nn.Module, arch: Arch, **forward) -> dict[int, tor
 
 
 def reference_counts(loaded, pairs: pd.DataFrame, template: str, token_scope: str = "source",
-                     max_length: int = 512):
-    """One prompt at a time, no padding: counts [3, layers, neurons] (active, nonzero, gate_active),
-    sums [layers, neurons] and the number of counted tokens, recomputed from the weights."""
+                     max_length: int = 512) -> tuple[dict[str, np.ndarray], int]:
+    """One prompt at a time, no padding: every additive column of the count table, recomputed.
+
+    Returns (stats, n_tokens): stats maps every column of ``tables.ADDITIVE_COLUMNS`` (the counts, the
+    sums of h and h^2, the per-sentence firing-rate sums and sums of squares, and all of them again
+    over the sentences with an even ``id``: the ``_even`` half) to a [layers, neurons] float64 array;
+    the per-sentence rates are computed sentence by sentence from the weights.
+    """
+    from neurospec.tables import ADDITIVE_COLUMNS
+
     base, tok = loaded.model, loaded.tokenizer
     arch = arch_of(base)
     blocks = arch.blocks(base)
-    counts = sums = None
+    stats: dict[str, np.ndarray] | None = None
     n_tokens = 0
     for row in pairs.itertuples():
         if not str(row.src).strip():
@@ -214,23 +221,43 @@ def reference_counts(loaded, pairs: pd.DataFrame, template: str, token_scope: st
             keep = torch.tensor([s < end and e > start for s, e in offs])
         else:
             keep = torch.ones(len(ids), dtype=torch.bool)
-        n_tokens += int(keep.sum())
+        n_keep = int(keep.sum())
+        n_tokens += n_keep
         x_in = capture_mlp_inputs(base, arch, input_ids=torch.tensor([ids]), use_cache=False)
+        suffixes = ("", "_even") if row.id % 2 == 0 else ("",)
         for i, block in enumerate(blocks):
             with torch.no_grad():
                 h, gate = arch.neurons(block, x_in[i][0])
-            h, gate = h[keep], gate[keep]
-            if counts is None:
-                counts = np.zeros((3, len(blocks), h.shape[-1]), dtype=np.int64)
-                sums = np.zeros((len(blocks), h.shape[-1]), dtype=np.float64)
-            counts[0, i] += (h > 0).sum(0).numpy()
-            counts[1, i] += (h != 0).sum(0).numpy()
-            counts[2, i] += (gate > 0).sum(0).numpy()
-            sums[i] += h.double().sum(0).numpy()
-    return counts, sums, n_tokens
+            h, gate = h[keep].double(), gate[keep]
+            if stats is None:
+                stats = {c: np.zeros((len(blocks), h.shape[-1])) for c in ADDITIVE_COLUMNS}
+            counts = {"active": (h > 0).sum(0).numpy(), "nonzero": (h != 0).sum(0).numpy(),
+                      "gate_active": (gate > 0).sum(0).numpy()}
+            for suffix in suffixes:
+                for c, v in counts.items():
+                    stats[c + suffix][i] += v
+                    if n_keep:  # a sentence without counted tokens has no firing rate
+                        stats[f"{c}_rate_sum{suffix}"][i] += v / n_keep
+                        stats[f"{c}_rate_sumsq{suffix}"][i] += (v / n_keep) ** 2
+                stats["act_sum" + suffix][i] += h.sum(0).numpy()
+                stats["act_sumsq" + suffix][i] += (h * h).sum(0).numpy()
+    return stats, n_tokens
 
 
-def table_arrays(df: pd.DataFrame, n_layers: int):
-    """A count table back to counts [3, layers, neurons] and sums [layers, neurons]."""
-    counts = np.stack([df[c].to_numpy().reshape(n_layers, -1) for c in ("active", "nonzero", "gate_active")])
-    return counts, df["act_sum"].to_numpy().reshape(n_layers, -1)
+def table_arrays(df: pd.DataFrame, n_layers: int) -> dict[str, np.ndarray]:
+    """A count table's additive columns as [layers, neurons] arrays."""
+    from neurospec.tables import ADDITIVE_COLUMNS
+
+    return {c: df[c].to_numpy().reshape(n_layers, -1) for c in ADDITIVE_COLUMNS}
+
+
+def assert_stats_equal(got: dict, ref: dict, rtol: float = 1e-9, columns=None) -> None:
+    """Counts exactly; sums to ``rtol`` of each column's largest value."""
+    from neurospec.tables import ADDITIVE_COLUMNS, COUNT_COLUMNS
+
+    for c in columns or ADDITIVE_COLUMNS:
+        if c.removesuffix("_even") in COUNT_COLUMNS:
+            np.testing.assert_array_equal(got[c], ref[c], err_msg=c)
+        else:
+            np.testing.assert_allclose(got[c], ref[c], rtol=rtol, atol=rtol * max(np.abs(ref[c]).max(), 1.0),
+                                       err_msg=c)

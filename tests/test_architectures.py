@@ -18,8 +18,8 @@ from neurospec.architectures import SUPPORTED, ActFn, n_neurons, resolve_mlp_tap
 from neurospec.errors import NeurospecError
 from neurospec.models import load_model
 from neurospec.tables import PAIR_SCHEMA, read_counts, read_table, write_table
-from reference import (ARCHITECTURES, LAYERS, build_model, capture_mlp_inputs, randomize, reference_counts,
-                       table_arrays)
+from reference import (ARCHITECTURES, LAYERS, assert_stats_equal, build_model, capture_mlp_inputs, randomize,
+                       reference_counts, table_arrays)
 
 V = 101  # vocabulary of the directly built models
 TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
@@ -203,16 +203,15 @@ def test_load_and_collect_equal_recomputation(name, tmp_path, tokenizer, pair_ta
     assert meta["attn_implementation"] == arch.attention and meta["model_class"] == arch.causal
     assert meta["dtype"] == arch.dtype and meta["model_revision"].startswith("local-sha256:")
 
-    counts, sums = table_arrays(df, LAYERS)
-    ref_counts, ref_sums, ref_tokens = reference_counts(loaded, pairs, TEMPLATE)
+    got = table_arrays(df, LAYERS)
+    ref, ref_tokens = reference_counts(loaded, pairs, TEMPLATE)
     assert meta["n_tokens"] == ref_tokens and meta["n_sentences"] == len(pairs)
-    assert counts.shape == (3, LAYERS, arch.n_neurons)
-    np.testing.assert_array_equal(counts, ref_counts)
-    tol = 1e-9 if arch.dtype == "float64" else 1e-4
-    np.testing.assert_allclose(sums, ref_sums, rtol=tol, atol=tol * np.abs(ref_sums).max())
-    assert 0 < counts[0].mean() < ref_tokens  # neither all-zero nor all-maximal
+    assert got["active"].shape == (LAYERS, arch.n_neurons)
+    # every column: counts exactly, sums (of h, h^2, per-sentence rates, the even half) to float tolerance
+    assert_stats_equal(got, ref, rtol=1e-9 if arch.dtype == "float64" else 1e-4)
+    assert 0 < got["active"].mean() < ref_tokens  # neither all-zero nor all-maximal
     if arch.tap_names[1] is not None:  # gated: the gate is its own count
-        assert (counts[2] != counts[0]).any()
+        assert (got["gate_active"] != got["active"]).any()
     else:
         np.testing.assert_array_equal(counts[2], counts[0])
 

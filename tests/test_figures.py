@@ -13,7 +13,7 @@ import pytest
 
 from neurospec import figures, scoring
 from neurospec.errors import NeurospecError
-from neurospec.tables import COUNT_SCHEMA, write_table
+from neurospec.tables import write_counts
 from test_scoring import LANGS, N_LAYERS, synthetic
 
 LAYERS = list(range(N_LAYERS))
@@ -250,7 +250,7 @@ def test_draw_from_files(scored, tmp_path):
     paths = []
     for pair, (df, meta) in scored["tables"].items():
         paths.append(tmp_path / f"{pair}.parquet")
-        write_table(df, paths[-1], COUNT_SCHEMA, metadata=meta)
+        write_counts(df, paths[-1], meta)
     for method in ("frequency", "lape"):
         scoring.run_scoring(paths, tmp_path / f"{method}.parquet", tmp_path / f"{method}_iou.parquet",
                             method, "gate_active", {})
@@ -290,7 +290,7 @@ def test_empty_selection_draws(tmp_path):
     paths = []
     for pair, (df, meta) in tables.items():
         paths.append(tmp_path / f"{pair}.parquet")
-        write_table(df, paths[-1], COUNT_SCHEMA, metadata=meta)
+        write_counts(df, paths[-1], meta)
     scoring.run_scoring(paths, tmp_path / "c.parquet", tmp_path / "c_iou.parquet", "contrast", "gate_active", {})
     inputs = {"scores": str(tmp_path / "c.parquet"), "iou": str(tmp_path / "c_iou.parquet")}
     mats = figures.draw("iou_layers", tmp_path / "1.png", **inputs)

@@ -10,7 +10,8 @@ import pytest
 
 from neurospec import collect, demo, models
 from neurospec.errors import NeurospecError
-from neurospec.tables import COUNT_SCHEMA, atomic_path, read_counts, read_table, write_table
+from neurospec.tables import atomic_path, read_counts, read_table, write_counts, write_table
+from synthetic_counts import sentence_table
 
 
 def _digests(directory):
@@ -50,12 +51,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_corrupt_parquet_is_one_clear_error(tmp_path, damage):
     path = tmp_path / "en-de.parquet"
-    df = pd.DataFrame({"layer": np.zeros(4, np.int32), "neuron": np.arange(4, dtype=np.int32),
-                       "active": [1, 2, 3, 4], "nonzero": [4, 4, 4, 4], "gate_active": [0, 1, 2, 3],
-                       "act_sum": [0.5, 1.0, 1.5, 2.0]})
-    write_table(df, path, COUNT_SCHEMA, metadata={"n_tokens": 4})
-    got, meta = read_counts(path)
-    assert got.equals(df) and meta["n_tokens"] == 4
+    df, meta = sentence_table(np.random.default_rng(0), np.full((4, 4), 0.5), np.full(4, 3), 1)
+    write_counts(df, path, meta)
+    got, got_meta = read_counts(path)
+    assert got.equals(df) and got_meta["n_tokens"] == 12 and got_meta["count_schema_version"] == 2
     data = path.read_bytes()
     path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not parquet" * 10, "empty": b""}[damage])
     with pytest.raises(NeurospecError, match=rf"cannot read Parquet file {path}: corrupt or truncated") as exc:
@@ -65,11 +64,44 @@ def test_corrupt_parquet_is_one_clear_error(tmp_path, damage):
 
 def test_missing_count_metadata_and_columns_are_named(tmp_path):
     path = tmp_path / "x.parquet"
-    write_table(pd.DataFrame({"layer": [0], "neuron": [1]}), path)
+    write_table(pd.DataFrame({"layer": [0], "neuron": [1]}), path, metadata={"count_schema_version": 2})
     with pytest.raises(NeurospecError, match=r"lacks column\(s\) active, nonzero, gate_active, act_sum"):
         read_counts(path)
     with pytest.raises(NeurospecError, match="does not exist"):
         read_table(tmp_path / "nope.parquet")
+    with pytest.raises(NeurospecError, match="does not exist"):
+        read_counts(tmp_path / "nope.parquet")
+
+
+def test_old_count_tables_say_what_to_rerun(tmp_path):
+    """A table of the first layout (six columns, no version) is one line naming it and the rerun,
+    wherever it is read: scoring, stability, figures, merging shards."""
+    from neurospec import figures, scoring, stability
+    from neurospec.tables import merge_shard_files
+
+    old = pd.DataFrame({"layer": np.zeros(4, np.int32), "neuron": np.arange(4, dtype=np.int32),
+                        "active": [1, 2, 3, 4], "nonzero": [4, 4, 4, 4], "gate_active": [0, 1, 2, 3],
+                        "act_sum": [0.5, 1.0, 1.5, 2.0]})
+    path = tmp_path / "en-de.parquet"
+    write_table(old, path, metadata={"n_tokens": 4, "pair": "en-de", "counted_lang": "en"})
+    line = (rf"count table {path} has count schema version 1, this neurospec reads version 2 \(per-sentence "
+            r"statistics and split halves\): it was written by an older neurospec; recollect it: "
+            r"`snakemake --forcerun collect_activations`")
+    calls = [
+        lambda: read_counts(path),
+        lambda: scoring.run_scoring([path], tmp_path / "s.parquet", tmp_path / "i.parquet", "lape", "active", {}),
+        lambda: stability.run_stability([path], tmp_path / "t.parquet", "lape", "active", {}),
+        lambda: figures.draw("activation_probability", tmp_path / "a.png", activations=[str(path)]),
+        lambda: merge_shard_files([path, path], tmp_path / "m.parquet"),
+    ]
+    for call in calls:
+        with pytest.raises(NeurospecError, match=line) as exc:
+            call()
+        assert "\n" not in str(exc.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["en-de.parquet"]  # nothing half-written
+    write_table(old, path, metadata={"n_tokens": 4, "count_schema_version": 3})
+    with pytest.raises(NeurospecError, match="version 3, this neurospec reads version 2: it was written by a newer"):
+        read_counts(path)
 
 
 def test_unknown_model_path_is_one_line(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 from neurospec import scoring
 from neurospec.errors import NeurospecError
 from neurospec.languages import language
-from neurospec.tables import COUNT_SCHEMA, SCORE_SCHEMA, read_table, write_table
+from neurospec.tables import SCORE_SCHEMA, read_table, write_counts
+from synthetic_counts import pair_meta, sentence_table, write_tables
 
 LANGS = ("en", "de", "sv", "fr", "es", "ru", "uk", "hi", "ar")  # five EC40 families, English Germanic
 N_LAYERS, N_NEURONS = 4, 512
@@ -23,7 +24,9 @@ def synthetic(seed: int = 0, planted: bool = True, n_tokens: int = 3000, langs=L
 
     Every neuron fires with a base rate in [0.3, 0.6], the same in every language.  Planted
     neurons fire at 0.9 in their language (or in every language of their family) and at a rate in
-    [0.2, 0.4] elsewhere.  Returns (tables, truth) with truth = {language: set of (layer, neuron)}.
+    [0.2, 0.4] elsewhere.  Each pair has n_tokens / 30 sentences of 30 tokens, tokens independent;
+    a neuron's mean activation is its firing rate.  Returns (tables, truth) with
+    truth = {language: set of (layer, neuron)}.
     """
     rng = np.random.default_rng(seed)
     n_units = N_LAYERS * N_NEURONS
@@ -43,17 +46,13 @@ def synthetic(seed: int = 0, planted: bool = True, n_tokens: int = 3000, langs=L
                 rates[lang][unit] = 0.9 if lang in members else low
             for lang in members:
                 truth[lang].add((int(unit) // N_NEURONS, int(unit) % N_NEURONS))
-    layer = np.repeat(np.arange(N_LAYERS), N_NEURONS).astype(np.int32)
-    neuron = np.tile(np.arange(N_NEURONS), N_LAYERS).astype(np.int32)
     tables = {}
+    n_sent = n_tokens // 30
     for xx in langs[1:]:
         for src, tgt in ((xx, "en"), ("en", xx)):
-            counts = rng.binomial(n_tokens, rates[src])
-            df = pd.DataFrame({"layer": layer, "neuron": neuron, "active": counts, "nonzero": n_tokens,
-                               "gate_active": counts, "act_sum": counts * 0.1})
-            meta = {"n_tokens": n_tokens, "n_sentences": 100, "pair": f"{src}-{tgt}", "src_lang": src,
-                    "tgt_lang": tgt, "counted_lang": src}
-            tables[f"{src}-{tgt}"] = (df, meta)
+            p = np.broadcast_to(rates[src], (n_sent, n_units))
+            tables[f"{src}-{tgt}"] = sentence_table(rng, p, np.full(n_sent, 30), N_LAYERS, mu=p,
+                                                    meta=pair_meta(f"{src}-{tgt}"))
     return tables, truth
 
 
@@ -99,7 +98,8 @@ def assert_score_table(df: pd.DataFrame):
 def test_stack_and_pool(planted):
     tables, _, stacked, pooled = planted
     n_units = N_LAYERS * N_NEURONS
-    assert list(stacked.columns) == list(scoring.STACK_COLUMNS)
+    assert list(stacked.columns) == [*scoring.STACK_COLUMNS, "rate_sum", "rate_sumsq", "n_sentences", "act_sum",
+                                     "act_sumsq"]
     assert len(stacked) == len(tables) * n_units
     assert list(stacked["group"].cat.categories) == list(tables)
     de_en = stacked[stacked["group"] == "de-en"]
@@ -112,6 +112,14 @@ def test_stack_and_pool(planted):
     assert (en["n_tokens"] == 8 * 3000).all()
     de = pooled[pooled["group"] == "de"]
     assert (de["count"].to_numpy() == tables["de-en"][0]["gate_active"].to_numpy()).all()
+    # the per-sentence and activation sums pool too, with the sentences
+    expected = sum(tables[f"en-{xx}"][0]["gate_active_rate_sumsq"].to_numpy() for xx in LANGS[1:])
+    np.testing.assert_allclose(en["rate_sumsq"].to_numpy(), expected, rtol=1e-12)
+    assert (en["n_sentences"] == 8 * 100).all() and (de["n_sentences"] == 100).all()
+    np.testing.assert_array_equal(de["act_sum"].to_numpy(), tables["de-en"][0]["act_sum"].to_numpy())
+    # a column only some tables have is left out
+    bare = {pair: (df[["layer", "neuron", "active"]], meta) for pair, (df, meta) in tables.items()}
+    assert list(scoring.stack_counts(bare, "active").columns) == list(scoring.STACK_COLUMNS)
 
 
 def test_stack_sorts_rows_and_checks_them():
@@ -373,11 +381,8 @@ def test_iou_by_hand():
 
 def test_run_scoring_writes_tables(planted, tmp_path):
     tables, truth, _, _ = planted
-    paths = []
-    for pair, (df, meta) in tables.items():
-        path = tmp_path / "activations" / f"{pair}.parquet"
-        write_table(df, path, COUNT_SCHEMA, metadata=meta)
-        paths.append(path)
+    (tmp_path / "activations").mkdir()
+    paths = write_tables(tables, tmp_path / "activations")
     scoring.run_scoring(paths, tmp_path / "contrast.parquet", tmp_path / "contrast_iou.parquet",
                         "contrast", "gate_active", {"fdr": 0.01, "min_log_odds": 1.0})
     scores, meta = scoring.read_scores(tmp_path / "contrast.parquet")
@@ -394,7 +399,133 @@ def test_run_scoring_writes_tables(planted, tmp_path):
     with pytest.raises(NeurospecError, match="bad parameters"):
         scoring.run_scoring(paths, tmp_path / "x.parquet", tmp_path / "y.parquet", "lape", "active", {"k": 1})
     df, meta = tables["de-en"]
-    write_table(df, tmp_path / "bad.parquet", COUNT_SCHEMA, metadata={"n_tokens": 3000, "pair": "de-en"})
+    write_counts(df, tmp_path / "bad.parquet", metadata={"n_tokens": 3000, "pair": "de-en"})
     with pytest.raises(NeurospecError, match="counted_lang"):
         scoring.run_scoring([tmp_path / "bad.parquet", paths[2]], tmp_path / "x.parquet",
                             tmp_path / "y.parquet", "lape", "active", {})
+
+
+# ---------------------------------------------------------------------------- sentence-level contrast
+
+
+def test_sentence_contrast_statistics_by_hand():
+    """Welch's t on the explicit per-sentence rates, against scipy.stats.ttest_ind(equal_var=False)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    rates = {"a": rng.uniform(0.2, 0.9, 12), "b": rng.uniform(0.1, 0.6, 9), "c": rng.uniform(0.1, 0.5, 15)}
+    layer, neuron = np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.int32)
+    tables = {g: (pd.DataFrame({"layer": layer, "neuron": neuron, "active": [len(r)],
+                                "active_rate_sum": [r.sum()], "active_rate_sumsq": [(r * r).sum()]}),
+                  {"n_tokens": 100, "n_rate_sentences": len(r)}) for g, r in rates.items()}
+    stacked = scoring.stack_counts(tables, "active")
+    d, log_odds, p = scoring.sentence_contrast_statistics(stacked)
+    _, _, p_two = scoring.sentence_contrast_statistics(stacked, "two-sided")
+    for gi, g in enumerate(d.groups):
+        rest = np.concatenate([r for h, r in rates.items() if h != g])
+        assert p[0, gi] == pytest.approx(stats.ttest_ind(rates[g], rest, equal_var=False,
+                                                         alternative="greater").pvalue, rel=1e-9)
+        assert p_two[0, gi] == pytest.approx(stats.ttest_ind(rates[g], rest, equal_var=False).pvalue, rel=1e-9)
+        a, n1, b, n2 = rates[g].sum(), len(rates[g]), rest.sum(), len(rest)
+        assert log_odds[0, gi] == pytest.approx(math.log((a + .5) / (n1 - a + .5)) - math.log((b + .5) / (n2 - b + .5)))
+    # no variance anywhere: the difference of the means is exact
+    const = {g: (pd.DataFrame({"layer": layer, "neuron": neuron, "active": [5], "active_rate_sum": [v * 5],
+                               "active_rate_sumsq": [v * v * 5]}), {"n_tokens": 50, "n_rate_sentences": 5})
+             for g, v in (("a", 1.0), ("b", 0.0))}
+    _, _, p = scoring.sentence_contrast_statistics(scoring.stack_counts(const, "active"))
+    assert p[0].tolist() == [0.0, 1.0]
+    # too few sentences, and count tables without per-sentence statistics: one clear line each
+    few = dict(tables)
+    few["a"] = (tables["a"][0], {"n_tokens": 100, "n_rate_sentences": 1})
+    with pytest.raises(NeurospecError, match="at least two sentences in a group.*'a' has 1.*unit: token"):
+        scoring.sentence_contrast_statistics(scoring.stack_counts(few, "active"))
+    bare = {g: (df[["layer", "neuron", "active"]], m) for g, (df, m) in tables.items()}
+    with pytest.raises(NeurospecError, match="sentence-level contrast.*needs rate_sum, rate_sumsq"):
+        scoring.contrast(scoring.stack_counts(bare, "active"))
+    with pytest.raises(NeurospecError, match=r"scoring\.contrast\.unit 'word'"):
+        scoring.contrast(stacked, unit="word")
+
+
+def correlated_null(seed: int, n_sent: int = 60, length: int = 40, n_langs: int = 6, n_units: int = 600):
+    """No language differs from any other, but a neuron's firing rate varies from sentence to sentence
+    (Beta(2, 2) around the neuron's base rate): tokens of one sentence are correlated."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.2, 0.7, n_units)
+    tables = {}
+    for lang in ("en", "de", "fr", "ru", "hi", "ar")[:n_langs]:
+        p = np.clip(base + 0.6 * (rng.beta(2, 2, size=(n_sent, n_units)) - 0.5), 0, 1)  # sentence effects
+        tables[f"{lang}-x"] = sentence_table(rng, p, np.full(n_sent, length), 2, meta={"counted_lang": lang})
+    stacked = scoring.stack_counts(tables, "gate_active")
+    return scoring.pool_by_language(stacked, scoring.counted_languages(tables))
+
+
+def test_sentence_level_keeps_its_fdr_where_the_token_level_does_not():
+    """Correlated tokens, no real difference: every discovery is false.  BH at 5% on valid p-values
+    makes any discovery rare (P(V > 0) <= 0.05); the token-level test, treating 40 correlated tokens
+    of a sentence as 40 independent draws, finds hundreds."""
+    sentence_hits = token_hits = 0
+    n_tests = 0
+    for seed in range(3):
+        pooled = correlated_null(seed)
+        n_tests += len(pooled)
+        sentence_hits += len(scoring.contrast(pooled, fdr=0.05, min_log_odds=0.0, unit="sentence"))
+        token_hits += len(scoring.contrast(pooled, fdr=0.05, min_log_odds=0.0, unit="token"))
+    assert sentence_hits <= 2, sentence_hits
+    assert token_hits > 0.02 * n_tests, (token_hits, n_tests)
+    # the sentence-level p-values are calibrated: about uniform under the null
+    _, _, p = scoring.sentence_contrast_statistics(correlated_null(5))
+    assert 0.03 < (p < 0.05).mean() < 0.07 and 0.45 < (p < 0.5).mean() < 0.55
+
+
+def test_sentence_contrast_recovers_planted_neurons(planted):
+    _, truth, _, pooled = planted
+    scores = scoring.contrast(pooled, unit="sentence")
+    assert_score_table(scores)
+    precision, recall = precision_recall(cells(scores), truth_cells(truth))
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+    # with independent tokens both units find the same neurons
+    token = scoring.contrast(pooled, unit="token")
+    assert len(cells(scores) ^ cells(token)) <= 0.1 * len(cells(token))
+
+
+# ---------------------------------------------------------------------------- diffmeans
+
+
+def test_diffmeans_recovers_planted_neurons(planted):
+    _, truth, _, pooled = planted
+    every_planted = set().union(*truth.values())
+    k = max(sum(1 for u in every_planted if u[0] == layer) for layer in range(N_LAYERS))
+    scores = scoring.diffmeans(pooled, k=k)
+    assert_score_table(scores)
+    assert (scores.groupby(["group", "layer"]).size() == k).all()
+    assert len(scores) == len(LANGS) * N_LAYERS * k
+    for lang, units in truth.items():
+        mine = scores[scores["group"] == lang]
+        sel = lambda m: {(int(r.layer), int(r.neuron)) for r in mine[m].itertuples()}  # noqa: E731
+        # the language's planted neurons (own and family) are selected, with a positive difference ...
+        assert units <= sel(mine["score"] > 0), lang
+        # ... and the clear positive differences are exactly those; the clear negative ones are neurons
+        # planted for other languages (they fire at 0.9 there, at 0.2-0.4 here): ranking by |diff|
+        assert sel(mine["score"] > 0.1) == units, lang
+        assert sel(mine["score"] < -0.1) <= every_planted - units, lang
+    # score: the signed difference of mean activations, by hand for one cell
+    d = scoring._dense(pooled)
+    row = scores.iloc[0]
+    g, u = d.groups.index(row["group"]), int(np.flatnonzero((d.layer == row["layer"]) & (d.neuron == row["neuron"]))[0])
+    act, n = d.extra["act_sum"][:, u], d.n_tokens
+    assert row["score"] == pytest.approx(act[g] / n[g] - (act.sum() - act[g]) / (n.sum() - n[g]))
+
+
+def test_diffmeans_parameters_and_inputs(planted):
+    _, _, _, pooled = planted
+    for k in (0, -2, 2.5, True, "3"):
+        with pytest.raises(NeurospecError, match=r"scoring\.diffmeans\.k must be a positive integer"):
+            scoring.diffmeans(pooled, k=k)
+    with pytest.raises(NeurospecError, match=r"scoring\.diffmeans\.k = 513 exceeds the 512 neurons"):
+        scoring.diffmeans(pooled, k=513)
+    with pytest.raises(NeurospecError, match="diffmeans needs act_sum"):
+        scoring.diffmeans(pooled.drop(columns=["act_sum", "act_sumsq"]), k=2)
+    assert scoring.method_columns("diffmeans", "active", {"k": 5}) == ["active", "act_sum"]
+    assert scoring.method_columns("contrast", "gate_active", {"unit": "token"}) == ["gate_active"]
+    assert scoring.method_columns("contrast", "gate_active", {}) == [
+        "gate_active", "gate_active_rate_sum", "gate_active_rate_sumsq"]

@@ -47,11 +47,18 @@ def test_scores_cover_every_pair_and_figures_are_in_the_report(finished_run):
     workdir, _, _ = finished_run
     freq = read_table(workdir / RESULTS / "scores" / "frequency.parquet")
     assert set(freq["group"]) >= {"en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en"}
+    diffmeans = read_table(workdir / RESULTS / "scores" / "diffmeans.parquet")
+    assert (diffmeans.groupby(["group", "layer"]).size() == 10).all() and len(diffmeans) == 4 * 3 * 10
+    for method, n_groups in (("frequency", 6), ("frequency_language", 4), ("lape", 4), ("contrast", 4),
+                             ("diffmeans", 4)):
+        stab = read_table(workdir / RESULTS / "scores" / f"{method}_stability.parquet")
+        assert len(stab) == n_groups * 3 and (stab["n_neurons"] == 96).all(), method
+        assert stab["iou_chance"].dropna().between(0, 1).all()
     results, categories = report_entries((workdir / "report.html").read_text(errors="replace"))
     pngs = {png.relative_to(workdir).as_posix(): png for png in (workdir / RESULTS / "figures").rglob("*.png")}
-    methods = ("frequency", "frequency_language", "lape", "contrast")
+    methods = ("frequency", "frequency_language", "lape", "contrast", "diffmeans")
     expected = {f"{RESULTS}/figures/{m}/{f}.png" for m in methods
-                for f in ("iou_layers", "specialized_counts", "family_iou", "clustering")}
+                for f in ("iou_layers", "specialized_counts", "family_iou", "clustering", "stability")}
     expected |= {f"{RESULTS}/figures/frequency/direction_iou.png", f"{RESULTS}/figures/activation_probability.png"}
     assert set(pngs) == set(results) == expected  # every method's own figures, each one its own entry
     for path, entry in results.items():
@@ -265,9 +272,25 @@ def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
     counts = job_counts(snakemake(workdir, "--dry-run", configfile=cfg).stdout)
     counts.pop("all", None)
     assert counts.pop("score_lape") == 1, counts
-    assert {"score_frequency", "score_contrast", "score_frequency_language", "collect_activations"}.isdisjoint(counts)
+    assert counts.pop("stability") == 1, counts  # lape's
+    assert {"score_frequency", "score_contrast", "score_frequency_language", "score_diffmeans",
+            "collect_activations"}.isdisjoint(counts)
     assert counts and all(rule.startswith("figure_") for rule in counts), counts
     assert "figure_activation_probability" not in counts
+
+
+def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
+    """diffmeans, its stability and its five figures; nothing of another method, never collection."""
+    workdir, _, _ = finished_run
+    cfg = write_config(workdir, {"scoring": {"k": 10, "diffmeans": {"k": 7}}}, name="config-diffmeans.yaml")
+    proc = snakemake(workdir, "--dry-run", configfile=cfg)
+    counts = job_counts(proc.stdout)
+    counts.pop("all", None)
+    assert counts == {"score_diffmeans": 1, "stability": 1, "figure_iou_layers": 1, "figure_specialized_counts": 1,
+                      "figure_family_iou": 1, "figure_clustering": 1, "figure_stability": 1}, counts
+    outputs = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
+               if line.strip().startswith("output:")]
+    assert outputs and all("diffmeans" in out for out in outputs), outputs
 
 
 def test_a_new_model_revision_reruns_collection(finished_run):

@@ -21,7 +21,7 @@ SMALL_CONFIG = {
     "demo_model": {"seed": 0, "vocab_size": 500, "hidden_size": 32, "intermediate_size": 96,
                    "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2},
     "collect": {"token_budget": 1024},
-    "scoring": {"k": 10},
+    "scoring": {"k": 10, "diffmeans": {"k": 10}},  # 96 neurons per layer
 }
 
 

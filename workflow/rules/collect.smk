@@ -16,6 +16,8 @@ if SHARDS == 1:
         params:
             model=model_params(),
             collect=collect_params(),
+            # the count table's layout: tables of an older layout rerun by themselves
+            table_version=COUNT_SCHEMA_VERSION,
             shard=0,
         script:
             "../scripts/collect_activations.py"
@@ -38,6 +40,8 @@ else:
         params:
             model=model_params(),
             collect=collect_params(),
+            # the count table's layout: tables of an older layout rerun by themselves
+            table_version=COUNT_SCHEMA_VERSION,
             shard=lambda wildcards: int(wildcards.shard),
         script:
             "../scripts/collect_activations.py"

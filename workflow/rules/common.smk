@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from neurospec import pairs as pair_sources  # noqa: E402
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.languages import parse_pair  # noqa: E402
+from neurospec.tables import COUNT_SCHEMA_VERSION  # noqa: E402
 from neurospec.workers import enter_run, shutdown_run  # noqa: E402
 
 # Jobs hand their tasks to workers that belong to this Snakemake process (neurospec/workers.py)
@@ -133,6 +134,7 @@ SCORING_METHODS = {
     "frequency_language": {"k": SCORING["k"]},
     "lape": dict(sorted(SCORING["lape"].items())),
     "contrast": dict(sorted(SCORING["contrast"].items())),
+    "diffmeans": dict(sorted(SCORING["diffmeans"].items())),
 }
 
 
@@ -144,14 +146,28 @@ def iou_table(method):
     return f"{RESULTS}/scores/{method}_iou.parquet"
 
 
+def stability_table(method):
+    return f"{RESULTS}/scores/{method}_stability.parquet"
+
+
 def scoring_targets():
-    """Every method's score table and IoU table."""
-    return [f(m) for m in SCORING_METHODS for f in (scores_table, iou_table)]
+    """Every method's score table, IoU table and split-half stability table."""
+    return [
+        f(m)
+        for m in SCORING_METHODS
+        for f in (scores_table, iou_table, stability_table)
+    ]
 
 
 # Methods whose groups are translation directions: they also get the direction figure.
 PAIR_METHODS = ["frequency"]
-METHOD_FIGURES = ["iou_layers", "specialized_counts", "family_iou", "clustering"]
+METHOD_FIGURES = [
+    "iou_layers",
+    "specialized_counts",
+    "family_iou",
+    "clustering",
+    "stability",
+]
 
 
 def figure_path(method, name):
@@ -159,7 +175,7 @@ def figure_path(method, name):
 
 
 def figure_targets():
-    """Every PNG: four per method, the direction figure per pair method, one of activations."""
+    """Every PNG: five per method, the direction figure per pair method, one of activations."""
     return (
         [figure_path(m, f) for m in SCORING_METHODS for f in METHOD_FIGURES]
         + [figure_path(m, "direction_iou") for m in PAIR_METHODS]
@@ -179,4 +195,6 @@ def dataset_files(wildcards):
 
     Missing files are left out here: the rule then fails with one line naming the file.
     """
-    return pair_sources.dataset_files(config["dataset"], wildcards.pair, wildcards.split)
+    return pair_sources.dataset_files(
+        config["dataset"], wildcards.pair, wildcards.split
+    )

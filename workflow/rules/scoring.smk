@@ -1,4 +1,4 @@
-"""Specialization scores: which neurons each pair (or language) uses, by three methods.
+"""Specialization scores: which neurons each pair (or language) uses, by four methods.
 
 Every rule reads all activation tables and takes its parameters through params only, so a
 change of one method's parameters reruns that method (and its figures) only.
@@ -77,5 +77,24 @@ rule score_contrast:
         method="contrast",
         column=SCORING["column"],
         options=SCORING_METHODS["contrast"],
+    script:
+        "../scripts/score.py"
+
+
+rule score_diffmeans:
+    """Baseline: per language and layer, the k neurons whose mean activation differs most from the rest."""
+    input:
+        activation_tables(),
+    output:
+        scores=scores_table("diffmeans"),
+        iou=iou_table("diffmeans"),
+    log:
+        f"{LOGS}/scores/diffmeans.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        method="diffmeans",
+        column=SCORING["column"],
+        options=SCORING_METHODS["diffmeans"],
     script:
         "../scripts/score.py"

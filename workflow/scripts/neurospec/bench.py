@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-length", type=int, default=512, help="truncate prompts to this many tokens "
                     "(to measure how the cost grows with sequence length)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of (b) and (c); the best of each counts")
+    ap.add_argument("--counting", choices=collect.COUNTING, default="auto",
+                    help="the collector's counting implementation (auto: fused on CUDA, matmul elsewhere)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--e2e", type=int, metavar="N", help="end to end: N pairs through the workflow (neurospec.bench_e2e)")
     ap.add_argument("--e2e-model", default="demo", help="--e2e: demo, gemma3-270m or a local model directory")
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # warm-up (kernels, allocator) on a few sentences
     warm = collect.Encoded(enc.input_ids[:8], enc.counted[:8], 0, 0)
-    collect.run_counts(loaded, warm, budget)
+    collect.run_counts(loaded, warm, budget, counting=args.counting)  # (also compiles the fused path)
     run_bare(base, warm, budget, pad_id, device)
 
     if device.type == "cuda":
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
     best_c = best_b = float("inf")
     stats = {}
     for _ in range(args.repeats):
-        _, _, stats = collect.run_counts(loaded, enc, budget, progress_every_s=1e9)
+        _, _, stats = collect.run_counts(loaded, enc, budget, progress_every_s=1e9, counting=args.counting)
         best_c = min(best_c, stats["seconds"])
         t, n_real = run_bare(base, enc, budget, pad_id, device)
         best_b = min(best_b, t)
@@ -267,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
         "max_length": args.max_length,
         "layers": args.layers if args.model == "aya-shaped" else None,
         "peak_memory_mb": peak,
+        "counting": stats["counting"],
     }
     result["collector_over_bare"] = result["collector_tokens_per_s"] / result["bare_forward_tokens_per_s"]
     result["collector_over_seed"] = result["collector_tokens_per_s"] / result["seed_style_tokens_per_s"]
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{label:<34}{result[key]:>12.1f}{result[key] / result['bare_forward_tokens_per_s']:>10.3f}")
         print(f"collector / seed: {result['collector_over_seed']:.2f}x; collector / bare: "
               f"{result['collector_over_bare']:.3f}; padding efficiency {result['padding_efficiency']:.3f}; "
-              f"peak memory {peak:.0f} MiB")
+              f"peak memory {peak:.0f} MiB; {result['counting']} counting")
     return result
 
 

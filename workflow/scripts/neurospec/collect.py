@@ -7,7 +7,10 @@ accumulates, over the counted tokens of a pair:
 - ``active``: h > 0
 - ``nonzero``: h != 0 (the seed scripts' criterion; degenerate for SiLU models)
 - ``gate_active``: act_fn(gate(x)) > 0 (LAPE's criterion)
-- ``act_sum``: the sum of h (float64)
+- ``act_sum``, ``act_sumsq``: the sums of h and of h**2 (float64)
+- per criterion, over sentences, the sum of each sentence's firing rate (the share of its counted
+  tokens on which the criterion held) and of its square: ``{criterion}_rate_sum``, ``_rate_sumsq``
+- every one of these sums also over the sentences with an even id alone (``*_even``): split halves.
 
 How it stays close to the bare forward pass:
 
@@ -15,9 +18,10 @@ How it stays close to the bare forward pass:
   so padding is rare; rows are right-padded, and since attention is causal the real tokens of a
   row never see its padding: no attention mask is needed, which keeps SDPA on its causal fast path;
 - the base model runs without its LM head, ``use_cache=False``, under ``torch.inference_mode``;
-- the hooks reduce each layer's activations on the device to four vectors of length n_neurons;
-  they are committed to the totals only when the whole batch succeeded (a CUDA out-of-memory
-  halves the budget and retries), and the totals reach the host once per pair.
+- the hooks reduce each layer's activations on the device to per-row statistics (one pass over the
+  activations on CUDA, see ``CountHooks``) and those, with three small matrix products, to the
+  batch's sums; they are committed to the totals only when the whole batch succeeded (running out of
+  device memory halves the budget and retries), and the totals reach the host once per pair.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from .architectures import n_neurons, resolve_mlp_taps
 from .errors import NeurospecError
 from .models import LoadedModel
 from .prompts import check_template, render
-from .tables import package_versions
+from .tables import COUNT_COLUMNS, HALF, TOTAL_COLUMNS, package_versions, write_counts
 
 log = logging.getLogger("neurospec")
 
@@ -52,6 +56,8 @@ class Encoded:
     counted: list[np.ndarray]  # bool per position
     n_truncated: int
     n_skipped: int  # empty or whitespace-only sources (not encoded)
+    kept: list[int] | None = None  # index of each prompt's sentence in encode()'s input
+    even: np.ndarray | None = None  # bool per prompt: in the even half (None: all in the odd half)
 
     @property
     def lengths(self) -> list[int]:
@@ -86,7 +92,7 @@ def encode(tokenizer, src: Sequence[str], src_lang: Sequence[str], tgt_lang: Seq
             mask = np.ones(len(ids), dtype=bool)
         input_ids.append(ids)
         counted.append(mask)
-    return Encoded(input_ids, counted, n_truncated, len(src) - len(keep))
+    return Encoded(input_ids, counted, n_truncated, len(src) - len(keep), kept=keep)
 
 
 def make_batches(lengths: Sequence[int], token_budget: int, min_fill: float = 0.95) -> list[list[int]]:
@@ -128,86 +134,218 @@ def auto_token_budget(loaded: LoadedModel, max_length: int) -> int:
     return int(min(MAX_TOKEN_BUDGET, max(budget, max_length)))
 
 
+def fused_row_stats(h: torch.Tensor, g: torch.Tensor | None, counted: torch.Tensor) -> torch.Tensor:
+    """Per-row statistics of one layer as masked reductions over the sequence: the fused formulation.
+
+    h, g: [batch, seq, neurons] (g None for plain MLPs: the activation is the gate); counted:
+    [batch, seq, 1] bool.  Returns [batch, len(ROW_STATS), neurons]: per row the counts of h > 0,
+    h != 0, g > 0 (exact integers) and the sums of h and h**2, in float32 (float64 for float64
+    models).  Positions that are not counted are masked out before any arithmetic (torch.where),
+    so padding that holds inf or NaN never reaches a sum.  Written for torch.compile, which can fuse
+    it into one pass over h and g (its CPU backend makes one kernel); eagerly it is the same
+    arithmetic, slowly.
+    """
+    acc = torch.float64 if h.dtype == torch.float64 else torch.float32
+    active = ((h > 0) & counted).sum(1, dtype=torch.int32)
+    nonzero = ((h != 0) & counted).sum(1, dtype=torch.int32)
+    gate = active if g is None else ((g > 0) & counted).sum(1, dtype=torch.int32)
+    x = torch.where(counted, h.to(acc), 0.0)
+    return torch.stack([active.to(acc), nonzero.to(acc), gate.to(acc), x.sum(1), (x * x).sum(1)], dim=1)
+
+
+def batch_stats(rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A batch's share of every additive column, from its per-row statistics: [2, len(TOTAL_COLUMNS), neurons].
+
+    rows: [batch, len(ROW_STATS), neurons] in the accumulation dtype (float32; float64 for float64
+    models); weights: [3, 2, batch] in the same dtype: per half (all sentences, the even half) each
+    row's weight, that over its counted tokens n, and over n**2 (0 for rows without counted
+    tokens: they have no firing rate).  Three small matrix products over the rows: counts and sums
+    with the first weights, the firing-rate sums sum(c / n) with the second, the sums of their
+    squares sum(c**2 / n**2) with the third, so no rate is materialized.  Counts stay exact in
+    float32 (integers below 2**24 per batch).
+    """
+    n_rows, n_stats, n_neurons = rows.shape
+    flat = rows.reshape(n_rows, n_stats * n_neurons)
+    counts = flat[:, : 3 * n_neurons]  # the three criteria's counts, side by side
+    sums = (weights[0] @ flat).reshape(2, n_stats, n_neurons)  # counts, act_sum, act_sumsq
+    rate = (weights[1] @ counts).reshape(2, 3, 1, n_neurons)
+    rate_sq = (weights[2] @ (counts * counts)).reshape(2, 3, 1, n_neurons)
+    rates = torch.cat([rate, rate_sq], dim=2).reshape(2, 6, n_neurons)  # per criterion: sum, sumsq
+    return torch.cat([sums, rates], dim=1)
+
+
+def fused_layer_stats(h: torch.Tensor, g: torch.Tensor | None, counted: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+    """fused_row_stats then batch_stats: the whole per-layer reduction, for torch.compile."""
+    return batch_stats(fused_row_stats(h, g, counted), weights)
+
+
+COUNTING = ("auto", "matmul", "fused", "fused-uncompiled")
+ROW_STATS = ("active", "nonzero", "gate_active", "act_sum", "act_sumsq")  # per row, in this order
+
+
 class CountHooks:
     """Forward hooks that reduce each layer's MLP activations to per-neuron statistics on the device.
 
-    Each statistic is one matrix-vector product of the batch's counted-token mask with a 0/1
-    indicator matrix (or with h itself for ``act_sum``): [batch*seq] @ [batch*seq, neurons]. The
-    indicators are written by ``torch.gt``/``torch.ne`` straight into a reused float scratch buffer,
-    and the float sums of 0/1 values are exact integers (below 2**24 tokens per batch).
+    Per layer and batch, the activations h (and the gate g) are first reduced over each row's
+    counted tokens to per-row statistics [batch, neurons] (ROW_STATS), by one of two exact
+    implementations of the same arithmetic (``counting``):
+
+    - ``matmul`` (eager; CPU, and CUDA's fallback): each 0/1 indicator (h > 0, h != 0, g > 0) is
+      written by ``torch.gt``/``torch.ne`` into one reused float scratch buffer and summed per row
+      by one batched matrix-vector product with the rows' counted-token masks
+      ([batch, 1, seq] @ [batch, seq, neurons]); float sums of 0/1 values are exact integers
+      (below 2**24 per row).  act_sum and act_sumsq are the masks times h and times h**2; when a
+      result is not finite (inf or NaN somewhere, maybe on padding, where 0 * inf = NaN), they are
+      recomputed with ``torch.where`` selecting the counted positions' values (others set to 0),
+      so non-finite values on uncounted positions never reach the sums.
+    - ``fused`` (CUDA by default): ``fused_layer_stats`` (``fused_row_stats``, then
+      ``batch_stats``) through ``torch.compile``, meant as one pass over h and g (inductor's CPU
+      backend makes the per-row part one kernel; on CUDA not yet measured); if compiling fails it
+      falls back to ``matmul`` (logged).  ``fused-uncompiled`` runs the same function eagerly
+      (tests: the fused arithmetic on any device).
+
+    The per-row statistics [batch, neurons] are small; ``batch_stats`` turns them, with three
+    small matrix products with the rows' weights, into the batch's contribution to every additive
+    column of the count table (``tables.TOTAL_COLUMNS`` order).  Contributions are committed to the float64 totals only when the whole batch
+    succeeded; totals stay on the device.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device):
+    def __init__(self, model: torch.nn.Module, device: torch.device, counting: str = "auto"):
+        if counting not in COUNTING:
+            raise NeurospecError(f"unknown counting implementation {counting!r}; choose one of {', '.join(COUNTING)}")
         self.taps = resolve_mlp_taps(model)
         self.n_layers = len(self.taps)
         self.n_neurons: int | None = None
         self.device = device
+        self.counting = ("fused" if device.type == "cuda" else "matmul") if counting == "auto" else counting
+        self._fused = None  # the compiled fused_layer_stats, built on first use
         self._handles: list = []
-        self.mask: torch.Tensor | None = None  # [batch*seq] 1.0 for counted tokens, else 0.0
         self._scratch: torch.Tensor | None = None
-        self.pending_counts: torch.Tensor | None = None  # [3, layers, neurons] int64, this batch
-        self.pending_sum: torch.Tensor | None = None  # [layers, neurons] float64, this batch
-        self.counts: torch.Tensor | None = None  # totals
-        self.sums: torch.Tensor | None = None
+        self._gates: dict[int, torch.Tensor] = {}  # fused: the gate activation until its layer's down_proj
+        self._rows: torch.Tensor | None = None  # matmul: [batch, ROW_STATS, neurons], per row
+        self.pending: torch.Tensor | None = None  # [2 (all, even), stats, layers, neurons] float64, this batch
+        self.totals: torch.Tensor | None = None  # the same, committed batches
 
-    def set_batch(self, mask: torch.Tensor) -> None:
-        self.mask = mask  # float32
-        self._mask64: torch.Tensor | None = None
+    def set_batch(self, counted: torch.Tensor, even: torch.Tensor) -> None:
+        """The batch's counted positions [batch, seq] (bool) and which rows are in the even half [batch]."""
+        self.shape = tuple(counted.shape)
+        self.counted = counted[..., None]  # [batch, seq, 1] bool
+        self._masks: dict[torch.dtype, torch.Tensor] = {}
+        n_row = counted.sum(1).to(torch.float64)  # counted tokens per row
+        inv_n = torch.where(n_row > 0, 1.0 / n_row.clamp(min=1.0), 0.0)
+        w = torch.stack([torch.ones_like(n_row), even.to(torch.float64)])  # [2 (all, even), batch]
+        self._weights64 = torch.stack([w, w * inv_n, w * inv_n * inv_n])  # [3, 2, batch]
+        self._weights: dict[torch.dtype, torch.Tensor] = {}
 
-    def _mask_as(self, dtype: torch.dtype) -> torch.Tensor:
-        """The batch's mask in float32 or float64 (converted once per batch, not once per layer)."""
-        if dtype == torch.float32:
-            return self.mask
-        if self._mask64 is None:
-            self._mask64 = self.mask.to(torch.float64)
-        return self._mask64
+    def weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """batch_stats' row weights [3, 2, batch] in ``dtype`` (converted once per batch)."""
+        if dtype not in self._weights:
+            self._weights[dtype] = self._weights64.to(dtype)
+        return self._weights[dtype]
+
+    def _mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """The rows' counted-token masks [batch, 1, seq] in ``dtype`` (converted once per batch)."""
+        if dtype not in self._masks:
+            self._masks[dtype] = self.counted.squeeze(-1).to(dtype)[:, None, :]
+        return self._masks[dtype]
 
     def _ensure(self, n_neurons: int) -> None:
-        if self.counts is None:
+        if self.totals is None:
             self.n_neurons = n_neurons
-            shape = (self.n_layers, n_neurons)
-            self.pending_counts = torch.zeros((3, *shape), dtype=torch.int64, device=self.device)
-            self.pending_sum = torch.zeros(shape, dtype=torch.float64, device=self.device)
-            self.counts = torch.zeros_like(self.pending_counts)
-            self.sums = torch.zeros_like(self.pending_sum)
+            shape = (2, len(TOTAL_COLUMNS), self.n_layers, n_neurons)
+            self.pending = torch.zeros(shape, dtype=torch.float64, device=self.device)
+            self.totals = torch.zeros_like(self.pending)
 
     def _buffer(self, t: torch.Tensor) -> torch.Tensor:
         """A float32 (float64 for float64 models) scratch view of ``t``'s shape, reused across calls."""
         dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
         if self._scratch is None or self._scratch.numel() < t.numel() or self._scratch.dtype != dtype:
+            self._scratch = None
             self._scratch = torch.empty(t.numel(), dtype=dtype, device=t.device)
         return self._scratch[: t.numel()].view(t.shape)
 
-    def _indicator_sum(self, fn, t: torch.Tensor) -> torch.Tensor:
-        """mask @ fn(t, 0) with fn in (torch.gt, torch.ne): counted tokens per neuron, as int64."""
+    def _indicator_rows(self, fn, t: torch.Tensor, stat: int) -> None:
+        """Row statistic ``stat`` = per row, the counted tokens on which fn(t, 0) holds (matmul path)."""
         buf = self._buffer(t)
         fn(t, 0, out=buf)
-        return (self._mask_as(buf.dtype) @ buf).to(torch.int64)
+        self._row_buffer(t.shape[-1], buf.dtype)[:, stat] = torch.bmm(self._mask(buf.dtype), buf).squeeze(1)
+
+    def _row_buffer(self, n_neurons: int, dtype: torch.dtype) -> torch.Tensor:
+        """The matmul path's per-row statistics [batch, ROW_STATS, neurons] (reused while shapes last)."""
+        shape = (self.shape[0], len(ROW_STATS), n_neurons)
+        if self._rows is None or self._rows.shape != shape or self._rows.dtype != dtype:
+            self._rows = torch.empty(shape, dtype=dtype, device=self.device)
+        return self._rows
+
+    def _matmul_rows(self, h: torch.Tensor, gated: bool) -> torch.Tensor:
+        buf = self._buffer(h)
+        rows = self._row_buffer(h.shape[-1], buf.dtype)
+        self._indicator_rows(torch.gt, h, 0)
+        self._indicator_rows(torch.ne, h, 1)
+        if not gated:
+            rows[:, 2] = rows[:, 0]
+        mask = self._mask(buf.dtype)
+        if h.dtype == buf.dtype:  # the mask times h, and times h**2 (written into the buffer)
+            rows[:, 3] = torch.bmm(mask, h).squeeze(1)
+            rows[:, 4] = torch.bmm(mask, torch.mul(h, h, out=buf)).squeeze(1)
+        else:  # half precision: widened into the float32 buffer first
+            rows[:, 3] = torch.bmm(mask, buf.copy_(h)).squeeze(1)
+            rows[:, 4] = torch.bmm(mask, buf.mul_(buf)).squeeze(1)
+        if not bool(torch.isfinite(rows[:, 3:].sum())):  # one reduction: any inf or NaN makes the sum so
+            # inf or NaN somewhere, maybe on padding, where 0 * inf = NaN: select instead of multiply,
+            # so that only the counted positions' values reach the sums (the fused path always does)
+            if h.dtype == buf.dtype:
+                torch.where(self.counted, h, torch.zeros((), dtype=h.dtype, device=h.device), out=buf)
+            else:
+                buf.copy_(h).masked_fill_(~self.counted, 0.0)
+            rows[:, 3] = torch.bmm(mask, buf).squeeze(1)
+            rows[:, 4] = torch.bmm(mask, buf.mul_(buf)).squeeze(1)
+        return rows
+
+    def _fused_stats(self, h: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor | None:
+        """fused_layer_stats, compiled on first use (and recompiled for new shapes when it must);
+        None when compiling failed: then the matmul path counts, from this layer on."""
+        weights = self.weights(torch.float64 if h.dtype == torch.float64 else torch.float32)
+        if self.counting == "fused-uncompiled":
+            return fused_layer_stats(h, g, self.counted, weights)
+        if self._fused is None:
+            self._fused = torch.compile(fused_layer_stats, dynamic=True)
+        try:
+            return self._fused(h, g, self.counted, weights)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: keep counting, exactly
+            if is_out_of_memory(exc):
+                raise
+            log.warning("fused counting is unavailable (%s: %s); counting with the matmul path",
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self.counting = "matmul"
+            return None
 
     def _down_hook(self, layer: int, gated: bool):
         def hook(module, args):
-            h = args[0]
-            h = h.reshape(-1, h.shape[-1])  # [batch*seq, neurons]
+            h = args[0].reshape(*self.shape, -1)  # [batch, seq, neurons]
             self._ensure(h.shape[-1])
-            active = self._indicator_sum(torch.gt, h)
-            self.pending_counts[0, layer] = active
-            self.pending_counts[1, layer] = self._indicator_sum(torch.ne, h)
-            if not gated:  # plain MLP: the activation is the gate
-                self.pending_counts[2, layer] = active
-            if h.dtype in (torch.float32, torch.float64):
-                self.pending_sum[layer] = self._mask_as(h.dtype) @ h
-            else:  # half precision: sum in float32, through the scratch buffer (no new allocation)
-                buf = self._buffer(h)
-                buf.copy_(h)
-                self.pending_sum[layer] = self.mask @ buf
+            stats = None
+            if self.counting != "matmul":
+                g = self._gates.pop(layer, None) if gated else None
+                stats = self._fused_stats(h, g)
+                if stats is None and g is not None:  # compiling failed: the gate's indicator, as the gate hook would
+                    self._indicator_rows(torch.gt, g, 2)
+            if stats is None:
+                rows = self._matmul_rows(h, gated)
+                stats = batch_stats(rows, self.weights(rows.dtype))
+            self.pending[:, :, layer] = stats
 
         return hook
 
     def _gate_hook(self, layer: int):
         def hook(module, args, output):
-            g = output.reshape(-1, output.shape[-1])
+            g = output.reshape(*self.shape, -1)
             self._ensure(g.shape[-1])
-            self.pending_counts[2, layer] = self._indicator_sum(torch.gt, g)
+            if self.counting == "matmul":
+                self._indicator_rows(torch.gt, g, 2)
+            else:  # read with h by the fused reduction at this layer's down_proj
+                self._gates[layer] = g
 
         return hook
 
@@ -223,15 +361,34 @@ class CountHooks:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self.release()
+
+    def release(self) -> None:
+        """Drop the scratch buffers and held activations (before an out-of-memory retry, and at exit)."""
         self._scratch = None
+        self._rows = None
+        self._gates.clear()
 
     def commit(self) -> None:
-        if self.counts is not None:
-            self.counts += self.pending_counts
-            self.sums += self.pending_sum
+        if self.totals is not None:
+            self.totals += self.pending
+
+
+# Messages of CUDA allocation failures that arrive as a plain RuntimeError (cuBLAS/cuDNN handles and
+# workspaces, kernels' own allocations) rather than as torch.OutOfMemoryError.
+OOM_MESSAGES = ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
+                "CUDNN_STATUS_ALLOC_FAILED", "HIP out of memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the device running out of memory, whichever way the allocation failure surfaced."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in OOM_MESSAGES)
 
 
 def batch_tensors(enc: Encoded, rows: list[int], pad_id: int, device: torch.device):
+    """Right-padded ids [batch, seq], counted positions [batch, seq] (bool), counted and processed tokens."""
     width = max(enc.lengths[i] for i in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=bool)
@@ -239,47 +396,61 @@ def batch_tensors(enc: Encoded, rows: list[int], pad_id: int, device: torch.devi
         n = enc.lengths[i]
         ids[r, :n] = enc.input_ids[i]
         mask[r, :n] = enc.counted[i]
-    counted = torch.from_numpy(mask.reshape(-1).astype(np.float32))
     return (torch.from_numpy(ids).to(device, non_blocking=True),
-            counted.to(device, non_blocking=True), int(mask.sum()), ids.size)
+            torch.from_numpy(mask).to(device, non_blocking=True), int(mask.sum()), ids.size)
 
 
 def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = None,
-               progress_every_s: float = 10.0) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Push every encoded prompt through the model once; counts [3, L, N] int64, sums [L, N] float64."""
+               progress_every_s: float = 10.0, counting: str = "auto") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Push every encoded prompt through the model once.
+
+    Returns (totals, even, stats): totals and even are [len(TOTAL_COLUMNS), layers, neurons]
+    float64, the additive columns over all prompts and over the prompts of the even half
+    (``enc.even``); stats holds n_tokens, n_tokens_even, n_rate_sentences(_even) and timings.
+    """
     model, device = loaded.model, loaded.device
     budget = token_budget or auto_token_budget(loaded, max(enc.lengths, default=1))
     pad_id = loaded.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = loaded.tokenizer.eos_token_id or 0
-    hooks = CountHooks(model, device)
+    even = np.zeros(len(enc.input_ids), dtype=bool) if enc.even is None else np.asarray(enc.even, dtype=bool)
+    hooks = CountHooks(model, device, counting)
     queue = make_batches(enc.lengths, budget)
-    stats = {"n_tokens": 0, "n_processed": 0, "n_real": 0, "n_batches": 0, "oom_retries": 0}
+    stats = {"n_tokens": 0, "n_tokens_even": 0, "n_processed": 0, "n_real": 0, "n_batches": 0, "oom_retries": 0,
+             "n_rate_sentences": sum(bool(c.any()) for c in enc.counted),
+             "n_rate_sentences_even": sum(bool(c.any()) for c, e in zip(enc.counted, even) if e)}
     t0 = last = time.perf_counter()
     with hooks, torch.inference_mode():
         while queue:
             rows = queue.pop(0)
             ids, counted, n_counted, n_processed = batch_tensors(enc, rows, pad_id, device)
-            hooks.set_batch(counted)
+            hooks.set_batch(counted, torch.from_numpy(even[rows]).to(device))
+            oom = False
             try:
                 model(input_ids=ids, use_cache=False)
-            except torch.OutOfMemoryError:
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one
+                if not is_out_of_memory(exc):
+                    raise
+                oom = True
+            if oom:  # outside the except block: its traceback no longer holds the batch's tensors
                 if len(rows) == 1:
                     raise NeurospecError(
-                        f"out of device memory on a single prompt of {len(ids[0])} tokens: "
-                        f"lower collect.max_length") from None
+                        f"out of device memory on a single prompt of {ids.shape[1]} tokens: "
+                        f"lower collect.max_length")
                 budget = max(1, budget // 2)
-                log.warning("CUDA out of memory on a batch of %d x %d tokens: token budget halved to %d, "
+                log.warning("out of device memory on a batch of %d x %d tokens: token budget halved to %d, "
                             "retrying", len(rows), ids.shape[1], budget)
                 stats["oom_retries"] += 1
                 del ids, counted
-                torch.cuda.empty_cache()
+                hooks.release()
+                torch.cuda.empty_cache()  # a no-op unless CUDA was initialized
                 remaining = rows + [i for b in queue for i in b]
                 queue = make_batches([enc.lengths[i] for i in remaining], budget)
                 queue = [[remaining[j] for j in b] for b in queue]
                 continue
             hooks.commit()
             stats["n_tokens"] += n_counted
+            stats["n_tokens_even"] += sum(int(enc.counted[i].sum()) for i in rows if even[i])
             stats["n_processed"] += n_processed
             stats["n_real"] += sum(enc.lengths[i] for i in rows)
             stats["n_batches"] += 1
@@ -288,29 +459,29 @@ def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = Non
                 last = now
                 log.info("%d batches, %d prompt tokens, %.0f tokens/s, %d left",
                          stats["n_batches"], stats["n_real"], stats["n_real"] / max(now - t0, 1e-9), len(queue))
-    if hooks.counts is None:  # nothing was run (no sentences, e.g. an empty shard)
-        n = n_neurons(model)
-        counts = np.zeros((3, hooks.n_layers, n), dtype=np.int64)
-        sums = np.zeros((hooks.n_layers, n), dtype=np.float64)
+    if hooks.totals is None:  # nothing was run (no sentences, e.g. an empty shard)
+        totals = np.zeros((2, len(TOTAL_COLUMNS), hooks.n_layers, n_neurons(model)), dtype=np.float64)
     else:
-        counts, sums = hooks.counts.cpu().numpy(), hooks.sums.cpu().numpy()  # the one host sync
+        totals = hooks.totals.cpu().numpy()  # the one host sync
     stats["seconds"] = time.perf_counter() - t0
     stats["token_budget"] = budget
+    stats["counting"] = hooks.counting
     stats["padding_efficiency"] = stats["n_real"] / stats["n_processed"] if stats["n_processed"] else 1.0
-    return counts, sums, stats
+    return totals[0], totals[1], stats
 
 
-def count_table(counts: np.ndarray, sums: np.ndarray) -> pd.DataFrame:
-    """Long table, one row per (layer, neuron), in COUNT_SCHEMA's columns."""
-    n_layers, n_neurons = sums.shape
-    return pd.DataFrame({
+def count_table(totals: np.ndarray, even: np.ndarray) -> pd.DataFrame:
+    """Long table, one row per (layer, neuron), in COUNT_SCHEMA's columns (counts as int64)."""
+    _, n_layers, n_neurons = totals.shape
+    columns: dict[str, np.ndarray] = {
         "layer": np.repeat(np.arange(n_layers, dtype=np.int32), n_neurons),
         "neuron": np.tile(np.arange(n_neurons, dtype=np.int32), n_layers),
-        "active": counts[0].reshape(-1),
-        "nonzero": counts[1].reshape(-1),
-        "gate_active": counts[2].reshape(-1),
-        "act_sum": sums.reshape(-1),
-    })
+    }
+    for suffix, values in (("", totals), (f"_{HALF}", even)):
+        for k, name in enumerate(TOTAL_COLUMNS):
+            v = values[k].reshape(-1)
+            columns[name + suffix] = np.rint(v).astype(np.int64) if name in COUNT_COLUMNS else v
+    return pd.DataFrame(columns)
 
 
 def shard_rows(n_rows: int, shard: int, n_shards: int) -> slice:
@@ -322,17 +493,22 @@ def shard_rows(n_rows: int, shard: int, n_shards: int) -> slice:
 
 def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, token_scope: str = "source",
                  max_length: int = 512, token_budget: int | None = None, shard: int = 0, n_shards: int = 1,
-                 pair_meta: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Count table and metadata of one pair table (or one shard of it)."""
+                 pair_meta: dict[str, Any] | None = None, counting: str = "auto") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Count table and metadata of one pair table (or one shard of it).
+
+    The even half holds the sentences whose pair-table ``id`` (line index in the source file) is
+    even: the same sentences in every direction that shares a source file, in any shard.
+    """
     pairs = pairs.sort_values("id").iloc[shard_rows(len(pairs), shard, n_shards)]
     enc = encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(), pairs["tgt_lang"].tolist(),
                  template=template, token_scope=token_scope, max_length=max_length)
+    enc.even = pairs["id"].to_numpy(np.int64)[enc.kept] % 2 == 0
     log.info("%d prompts (%d skipped as empty), %d truncated to %d tokens, %d prompt tokens",
              len(enc.input_ids), enc.n_skipped, enc.n_truncated, max_length, sum(enc.lengths))
-    counts, sums, stats = run_counts(loaded, enc, token_budget)
-    log.info("done: %d counted tokens in %.1f s (%.0f prompt tokens/s), padding efficiency %.3f",
+    totals, even, stats = run_counts(loaded, enc, token_budget, counting=counting)
+    log.info("done: %d counted tokens in %.1f s (%.0f prompt tokens/s), padding efficiency %.3f, %s counting",
              stats["n_tokens"], stats["seconds"], stats["n_real"] / max(stats["seconds"], 1e-9),
-             stats["padding_efficiency"])
+             stats["padding_efficiency"], stats["counting"])
     if len(pairs):
         src_lang, tgt_lang = pairs["src_lang"].iloc[0], pairs["tgt_lang"].iloc[0]
     else:  # an empty shard: the pair comes from the pair table's metadata
@@ -343,6 +519,10 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
         "n_truncated": enc.n_truncated,
         "n_skipped": enc.n_skipped,
         "n_prompt_tokens": stats["n_real"],
+        "n_tokens_even": stats["n_tokens_even"],
+        "n_rate_sentences": stats["n_rate_sentences"],  # sentences with a counted token: they have a rate
+        "n_rate_sentences_even": stats["n_rate_sentences_even"],
+        "halves": f"{HALF}: sentences with an even id; odd: the rest (total - {HALF})",
         "pair": f"{src_lang}-{tgt_lang}",
         "src_lang": src_lang,
         "tgt_lang": tgt_lang,
@@ -356,14 +536,14 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
         "versions": package_versions(),
         **{k: v for k, v in (pair_meta or {}).items() if k.startswith("dataset") or k in ("detokenize", "split", "source")},
     }
-    return count_table(counts, sums), meta
+    return count_table(totals, even), meta
 
 
 def collect_to_file(loaded: LoadedModel, pairs_path: str, out_path: str, *, prompt_template: str,
                     token_scope: str = "source", max_length: int = 512, token_budget: int | None = None,
                     shard: int = 0, shards: int = 1) -> None:
     """The collection task: count one pair table (or one shard of it) with a loaded model, write atomically."""
-    from .tables import COUNT_SCHEMA, PAIR_SCHEMA, read_metadata, read_table, write_table
+    from .tables import PAIR_SCHEMA, read_metadata, read_table
 
     check_template(prompt_template)
     if token_scope not in TOKEN_SCOPES:
@@ -375,4 +555,4 @@ def collect_to_file(loaded: LoadedModel, pairs_path: str, out_path: str, *, prom
     df, meta = collect_pair(loaded, pairs, template=prompt_template, token_scope=token_scope,
                             max_length=max_length, token_budget=token_budget, shard=shard, n_shards=shards,
                             pair_meta=pair_meta)
-    write_table(df, out_path, COUNT_SCHEMA, metadata=meta)
+    write_counts(df, out_path, meta)

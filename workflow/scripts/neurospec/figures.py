@@ -472,7 +472,7 @@ def draw(figure: str, output: str | os.PathLike, scores: str | None = None, iou:
             raise NeurospecError("the activation_probability figure needs activation tables")
         tables = {}
         for p in activations:
-            df, meta = read_counts(p)
+            df, meta = read_counts(p, COUNT_COLUMNS)  # the counts only: tables hold many more columns
             tables[str(meta.get("pair") or Path(p).stem)] = (df, meta)
         return plot_activation_probability(tables, output)
     if figure == "specialized_counts":

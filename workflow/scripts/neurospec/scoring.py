@@ -2,12 +2,15 @@
 
 All methods start from a *stacked* count table, one row per group x layer x neuron::
 
-    group, layer, neuron, count, n_tokens
+    group, layer, neuron, count, n_tokens [, rate_sum, rate_sumsq, n_sentences] [, act_sum, act_sumsq]
 
 where ``count`` is the number of counted tokens on which the neuron fired (one of the count
 table's criteria, ``gate_active`` by default) and ``n_tokens`` the number of tokens counted for
-the group.  Groups are translation directions (``stack_counts``) or languages
-(``pool_by_language``, which sums the directions that counted the same language's tokens).
+the group; when the count tables hold them, ``rate_sum``/``rate_sumsq`` are the sums over the
+group's ``n_sentences`` sentences of each sentence's firing rate (same criterion) and of its
+square, and ``act_sum``/``act_sumsq`` the sums of the activation and of its square over tokens.
+Groups are translation directions (``stack_counts``) or languages (``pool_by_language``, which
+sums the directions that counted the same language's tokens: every column is additive).
 
 Every method returns the long table of ``SCORE_SCHEMA`` (``group, layer, neuron, score``) holding
 the *selected* (group, neuron) cells only, sorted by group, layer, neuron:
@@ -16,8 +19,11 @@ the *selected* (group, neuron) cells only, sorted by group, layer, neuron:
                ``k`` percent of the layer's activation mass.  score = share of the layer's mass.
 ``lape``       Tang et al. (ACL 2024): low entropy of activation probabilities across languages.
                score = 1 - entropy / log(number of groups).
-``contrast``   ours: each language against all others pooled, log-odds ratio and a two-proportion
-               z-test with Benjamini-Hochberg FDR control.  score = log-odds ratio.
+``contrast``   ours: each language against all others pooled, Welch's t-test on per-sentence
+               firing rates (``unit="sentence"``, default) or a two-proportion z-test on tokens
+               (``unit="token"``), Benjamini-Hochberg FDR control.  score = log-odds ratio.
+``diffmeans``  baseline: per language and layer, the ``k`` neurons whose mean activation differs
+               most from the other languages' (absolute difference).  score = the difference.
 
 ``iou`` compares the selected sets of every two groups per layer.  The functions here are pure
 (no Snakemake); ``run_scoring`` is the file-level entry point of the rule scripts.
@@ -28,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -43,6 +49,10 @@ from .tables import COUNT_COLUMNS, SCORE_SCHEMA, read_counts, read_metadata, rea
 logger = logging.getLogger("neurospec")
 
 STACK_COLUMNS = ("group", "layer", "neuron", "count", "n_tokens")
+# Optional columns of a stacked table (every one additive over the groups that are pooled):
+SENTENCE_STACK_COLUMNS = ("rate_sum", "rate_sumsq", "n_sentences")  # n_sentences: one value per group
+ACTIVATION_STACK_COLUMNS = ("act_sum", "act_sumsq")
+UNIT_EXTRAS = ("rate_sum", "rate_sumsq", *ACTIVATION_STACK_COLUMNS)  # one value per group and unit
 SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
 IOU_COLUMNS = ("layer", "group_a", "group_b", "n_a", "n_b", "intersection", "iou")
 
@@ -53,11 +63,13 @@ IOU_COLUMNS = ("layer", "group_a", "group_b", "n_a", "n_b", "intersection", "iou
 
 
 def stack_counts(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], column: str) -> pd.DataFrame:
-    """One long table (group, layer, neuron, count, n_tokens) from per-group count tables.
+    """One long table (group, layer, neuron, count, n_tokens, ...) from per-group count tables.
 
     ``tables`` maps a group name (e.g. the pair "en-de") to ``(count table, metadata)`` as
     ``tables.read_counts`` returns them.  Every table must hold the same layer x neuron rows.
-    ``group`` is a categorical in the mapping's order.
+    ``group`` is a categorical in the mapping's order.  The optional columns come along when every
+    table has them: ``rate_sum``/``rate_sumsq`` from ``{column}_rate_sum``/``_rate_sumsq`` with
+    ``n_sentences`` from the metadata's ``n_rate_sentences``; ``act_sum``/``act_sumsq``.
     """
     if column not in COUNT_COLUMNS:
         raise NeurospecError(f"unknown count column {column!r} (key 'scoring.column'); "
@@ -66,6 +78,12 @@ def stack_counts(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], c
         raise NeurospecError("no count tables to score")
     ref_units = ref_group = None
     counts, n_tokens = [], []
+    sources = {"rate_sum": f"{column}_rate_sum", "rate_sumsq": f"{column}_rate_sumsq",
+               "act_sum": "act_sum", "act_sumsq": "act_sumsq"}
+    extras = [x for x, col in sources.items() if all(col in df.columns for df, _ in tables.values())]
+    if not all(isinstance(m.get("n_rate_sentences"), (int, np.integer)) for _, m in tables.values()):
+        extras = [x for x in extras if not x.startswith("rate")]
+    extra_values: dict[str, list[np.ndarray]] = {x: [] for x in extras}
     for group, (df, meta) in tables.items():
         missing = [c for c in ("layer", "neuron", column) if c not in df.columns]
         if missing:
@@ -74,7 +92,8 @@ def stack_counts(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], c
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
             raise NeurospecError(f"count table of {group!r} has n_tokens={n!r}: it counted no tokens, "
                                  "so it cannot be scored (empty pair table, or every sentence skipped?)")
-        d = df[["layer", "neuron", column]].sort_values(["layer", "neuron"], kind="stable")
+        d = df[["layer", "neuron", column, *(sources[x] for x in extras)]].sort_values(["layer", "neuron"],
+                                                                                    kind="stable")
         units = d[["layer", "neuron"]].to_numpy(np.int64)
         if len(units) == 0:
             raise NeurospecError(f"count table of {group!r} has no rows")
@@ -94,15 +113,15 @@ def stack_counts(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], c
             raise NeurospecError(f"count table of {group!r} has {column!r} counts outside [0, n_tokens={n}]")
         counts.append(c)
         n_tokens.append(int(n))
-    n_groups, n_units = len(counts), len(ref_units)
-    codes = np.repeat(np.arange(n_groups, dtype=np.int32), n_units)
-    return pd.DataFrame({
-        "group": pd.Categorical.from_codes(codes, categories=[str(g) for g in tables]),
-        "layer": np.tile(ref_units[:, 0].astype(np.int32), n_groups),
-        "neuron": np.tile(ref_units[:, 1].astype(np.int32), n_groups),
-        "count": np.concatenate(counts),
-        "n_tokens": np.repeat(np.asarray(n_tokens, dtype=np.int64), n_units),
-    })
+        for x in extras:
+            extra_values[x].append(d[sources[x]].to_numpy(np.float64))
+    n_groups = len(counts)
+    extra = {x: np.stack(v) for x, v in extra_values.items()}
+    n_sentences = None
+    if "rate_sum" in extra:
+        n_sentences = np.array([int(m["n_rate_sentences"]) for _, m in tables.values()], dtype=np.int64)
+    return _stacked_frame([str(g) for g in tables], ref_units[:, 0], ref_units[:, 1], np.stack(counts),
+                          np.asarray(n_tokens, dtype=np.int64), extra, n_sentences)
 
 
 def _span(values: np.ndarray) -> str:
@@ -110,7 +129,8 @@ def _span(values: np.ndarray) -> str:
 
 
 def pool_by_language(stacked: pd.DataFrame, counted_lang: Mapping[str, str]) -> pd.DataFrame:
-    """Sum ``count`` and ``n_tokens`` of the groups (pairs) that counted the same language.
+    """Sum every column (``count``, ``n_tokens`` and the optional ones) of the groups (pairs) that
+    counted the same language.
 
     ``counted_lang`` maps each group of ``stacked`` to its counted language (the source language
     of a pair).  Languages come out in order of first appearance among the groups.
@@ -121,22 +141,33 @@ def pool_by_language(stacked: pd.DataFrame, counted_lang: Mapping[str, str]) -> 
         raise NeurospecError(f"no counted language for group(s) {', '.join(missing)}")
     langs = list(dict.fromkeys(str(counted_lang[g]) for g in d.groups))
     index = np.array([langs.index(str(counted_lang[g])) for g in d.groups])
-    counts = np.zeros((len(langs), d.counts.shape[1]), dtype=np.int64)
-    np.add.at(counts, index, d.counts)
-    n_tokens = np.bincount(index, weights=d.n_tokens, minlength=len(langs)).astype(np.int64)
-    return _stacked_frame(langs, d.layer, d.neuron, counts, n_tokens)
+    def pooled(values: np.ndarray) -> np.ndarray:  # (G, ...) -> (languages, ...)
+        out = np.zeros((len(langs), *values.shape[1:]), dtype=values.dtype)
+        np.add.at(out, index, values)
+        return out
+
+    n_sentences = None if d.n_sentences is None else pooled(d.n_sentences)
+    return _stacked_frame(langs, d.layer, d.neuron, pooled(d.counts), pooled(d.n_tokens),
+                          {x: pooled(v) for x, v in d.extra.items()}, n_sentences)
 
 
-def _stacked_frame(groups, layer, neuron, counts, n_tokens) -> pd.DataFrame:
+def _stacked_frame(groups, layer, neuron, counts, n_tokens, extra: Mapping[str, np.ndarray] | None = None,
+                   n_sentences: np.ndarray | None = None) -> pd.DataFrame:
     n_groups, n_units = counts.shape
-    return pd.DataFrame({
+    columns = {
         "group": pd.Categorical.from_codes(np.repeat(np.arange(n_groups, dtype=np.int32), n_units),
                                            categories=list(groups)),
-        "layer": np.tile(layer.astype(np.int32), n_groups),
-        "neuron": np.tile(neuron.astype(np.int32), n_groups),
+        "layer": np.tile(np.asarray(layer).astype(np.int32), n_groups),
+        "neuron": np.tile(np.asarray(neuron).astype(np.int32), n_groups),
         "count": counts.reshape(-1).astype(np.int64),
         "n_tokens": np.repeat(np.asarray(n_tokens, dtype=np.int64), n_units),
-    })
+    }
+    for x in UNIT_EXTRAS:
+        if extra and x in extra:
+            columns[x] = np.asarray(extra[x], dtype=np.float64).reshape(-1)
+        if x == "rate_sumsq" and n_sentences is not None:
+            columns["n_sentences"] = np.repeat(np.asarray(n_sentences, dtype=np.int64), n_units)
+    return pd.DataFrame(columns)
 
 
 @dataclass
@@ -148,6 +179,16 @@ class _Dense:
     neuron: np.ndarray  # (U,)
     counts: np.ndarray  # (G, U) int64
     n_tokens: np.ndarray  # (G,) int64
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # UNIT_EXTRAS present: (G, U) float64
+    n_sentences: np.ndarray | None = None  # (G,) int64, with rate_sum and rate_sumsq
+
+    def require(self, what: str, *names: str) -> list[np.ndarray]:
+        """The optional arrays ``names``, or one clear error saying that ``what`` needs them."""
+        missing = [x for x in names if x not in self.extra]
+        if missing:
+            raise NeurospecError(f"{what} needs {', '.join(missing)} in the stacked count table; count "
+                                 "tables of count schema version 2 hold them")
+        return [self.extra[x] for x in names]
 
     def layer_starts(self) -> np.ndarray:
         return np.flatnonzero(np.r_[True, self.layer[1:] != self.layer[:-1]])
@@ -174,6 +215,12 @@ def _dense(stacked: pd.DataFrame) -> _Dense:
     neuron = stacked["neuron"].to_numpy(np.int64)
     counts = stacked["count"].to_numpy(np.int64)
     n_tokens = stacked["n_tokens"].to_numpy(np.int64)
+    extra_names = [x for x in UNIT_EXTRAS if x in stacked.columns]
+    if ("rate_sum" in extra_names) != ("n_sentences" in stacked.columns):
+        raise NeurospecError("a stacked count table with rate_sum needs n_sentences, and the other way round")
+    per_unit = [stacked[x].to_numpy(np.float64) for x in extra_names]
+    if "n_sentences" in stacked.columns:
+        per_unit.append(stacked["n_sentences"].to_numpy(np.int64))
     n_groups = len(groups)
     if len(stacked) % n_groups:
         raise NeurospecError("groups of the stacked count table have different numbers of layer x neuron rows")
@@ -181,7 +228,7 @@ def _dense(stacked: pd.DataFrame) -> _Dense:
 
     def shaped(order=None):
         take = (lambda a: a) if order is None else (lambda a: a[order])
-        return tuple(take(a).reshape(n_groups, n_units) for a in (codes, layer, neuron, counts, n_tokens))
+        return tuple(take(a).reshape(n_groups, n_units) for a in (codes, layer, neuron, counts, n_tokens, *per_unit))
 
     def consistent(c, l, n):
         if not (c == np.arange(n_groups)[:, None]).all():
@@ -190,9 +237,9 @@ def _dense(stacked: pd.DataFrame) -> _Dense:
             return False
         return bool(np.all((l[0, 1:] > l[0, :-1]) | ((l[0, 1:] == l[0, :-1]) & (n[0, 1:] > n[0, :-1]))))
 
-    c, l, n, k, t = shaped()
+    c, l, n, k, t, *more = shaped()
     if not consistent(c, l, n):
-        c, l, n, k, t = shaped(np.lexsort((neuron, layer, codes)))
+        c, l, n, k, t, *more = shaped(np.lexsort((neuron, layer, codes)))
         if not consistent(c, l, n):
             raise NeurospecError("groups of the stacked count table disagree on their layer x neuron rows "
                                  "(or a group holds a layer x neuron row twice)")
@@ -204,7 +251,14 @@ def _dense(stacked: pd.DataFrame) -> _Dense:
         raise NeurospecError(f"group {bad!r} counted no tokens (n_tokens <= 0)")
     if (k < 0).any() or (k > n_tok[:, None]).any():
         raise NeurospecError("counts outside [0, n_tokens] in the stacked count table")
-    return _Dense(groups, l[0].copy(), n[0].copy(), np.ascontiguousarray(k), n_tok)
+    extra = {x: np.ascontiguousarray(v) for x, v in zip(extra_names, more)}
+    n_sentences = None
+    if "n_sentences" in stacked.columns:
+        s_all = more[-1]
+        if not (s_all == s_all[:, :1]).all():
+            raise NeurospecError("n_sentences is not constant within a group of the stacked count table")
+        n_sentences = s_all[:, 0].copy()
+    return _Dense(groups, l[0].copy(), n[0].copy(), np.ascontiguousarray(k), n_tok, extra, n_sentences)
 
 
 def _score_frame(groups: Sequence[str], group_idx, layer, neuron, score) -> pd.DataFrame:
@@ -373,7 +427,7 @@ def contrast_statistics(stacked: pd.DataFrame, alternative: str = "greater",
         s = slice(lo, min(lo + step, n_units))
         a = d.counts[:, s].T.astype(np.float64)  # (u, G)
         b = total[s, None] - a
-        log_odds[s] = np.log(a + 0.5) - np.log(n1 - a + 0.5) - np.log(b + 0.5) + np.log(n2 - b + 0.5)
+        log_odds[s] = _log_odds_ratio(a, n1, b, n2)
         pooled = (a + b) / n_all
         se = np.sqrt(pooled * (1.0 - pooled) * inv)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -382,13 +436,82 @@ def contrast_statistics(stacked: pd.DataFrame, alternative: str = "greater",
     return d, log_odds, pvalue
 
 
+def _log_odds_ratio(a: np.ndarray, n1, b: np.ndarray, n2) -> np.ndarray:
+    """log((a + .5) / (n1 - a + .5)) - log((b + .5) / (n2 - b + .5)): a of n1 against b of n2."""
+    return np.log(a + 0.5) - np.log(n1 - a + 0.5) - np.log(b + 0.5) + np.log(n2 - b + 0.5)
+
+
+def sentence_contrast_statistics(stacked: pd.DataFrame, alternative: str = "greater",
+                                 chunk: int = 1 << 20) -> tuple[_Dense, np.ndarray, np.ndarray]:
+    """Per neuron and group, that group's sentences against all other groups' sentences pooled.
+
+    Each sentence contributes one observation, its firing rate r (the share of its counted tokens
+    on which the neuron fired).  The group's n1 sentences have mean m1 = sum(r) / n1 and variance
+    v1 = (sum(r**2) - n1 m1**2) / (n1 - 1); the others' n2, m2, v2 likewise (totals minus the
+    group's).  Welch's t = (m1 - m2) / sqrt(v1 / n1 + v2 / n2) with Welch-Satterthwaite degrees of
+    freedom; p from Student's t, one-sided ("greater") or two-sided.  Where both variances are 0
+    the difference of the means is exact: t = +-inf (p = 0 or 1), or 0 when the means are equal.
+
+    The effect size is on the token-level test's scale: the log-odds ratio of the mean rates,
+    log((sum(r) + .5) / (n1 - sum(r) + .5)) - the same for the rest, i.e. the token-level formula
+    with sentences in place of tokens and rates in place of 0/1 (so ``min_log_odds`` means the same).
+    Returns (dense, log_odds, p_value) with arrays of shape (units, groups).
+    """
+    if alternative not in ALTERNATIVES:
+        raise NeurospecError(f"unknown alternative {alternative!r}; choose one of {', '.join(ALTERNATIVES)}")
+    d = _dense(stacked)
+    rate_sum, rate_sumsq = d.require("the sentence-level contrast (scoring.contrast.unit: sentence)",
+                                     "rate_sum", "rate_sumsq")
+    n_groups, n_units = d.counts.shape
+    if n_groups < 2:
+        raise NeurospecError(f"contrast needs at least two languages, got {n_groups} ({', '.join(d.groups)})")
+    n1 = d.n_sentences.astype(np.float64)
+    n2 = float(n1.sum()) - n1
+    if (n1 < 2).any() or (n2 < 2).any():
+        bad = d.groups[int(np.flatnonzero((n1 < 2) | (n2 < 2))[0])]
+        raise NeurospecError(f"the sentence-level contrast needs at least two sentences in a group and in the "
+                             f"rest; {bad!r} has {int(n1[d.groups.index(bad)])} of {int(n1.sum())}: "
+                             "use scoring.contrast.unit: token")
+    total, total_sq = rate_sum.sum(axis=0), rate_sumsq.sum(axis=0)
+    log_odds = np.empty((n_units, n_groups))
+    pvalue = np.empty((n_units, n_groups))
+    step = max(1, chunk // n_groups)
+    for lo in range(0, n_units, step):
+        s = slice(lo, min(lo + step, n_units))
+        a, a2 = rate_sum[:, s].T, rate_sumsq[:, s].T  # (u, G)
+        b, b2 = total[s, None] - a, total_sq[s, None] - a2
+        log_odds[s] = _log_odds_ratio(a, n1, b, n2)
+        m1, m2 = a / n1, b / n2
+        v1 = np.maximum(a2 - n1 * m1 * m1, 0.0) / (n1 - 1)  # rounding can make it a hair below 0
+        v2 = np.maximum(b2 - n2 * m2 * m2, 0.0) / (n2 - 1)
+        e1, e2 = v1 / n1, v2 / n2
+        se = np.sqrt(e1 + e2)
+        diff = m1 - m2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.where(se > 0, diff / se, np.sign(diff) * np.inf)
+            df = np.where(se > 0, (e1 + e2) ** 2 / (e1 * e1 / (n1 - 1) + e2 * e2 / (n2 - 1)), n1 + n2 - 2)
+        t = np.where(np.isnan(t), 0.0, t)  # 0 / 0: equal means, no variance
+        pvalue[s] = special.stdtr(df, -t) if alternative == "greater" else 2.0 * special.stdtr(df, -np.abs(t))
+    return d, log_odds, pvalue
+
+
+CONTRAST_UNITS = ("sentence", "token")
+
+
 def contrast(stacked: pd.DataFrame, fdr: float = 0.01, min_log_odds: float = 1.0,
-             alternative: str = "greater") -> pd.DataFrame:
+             alternative: str = "greater", unit: str = "sentence") -> pd.DataFrame:
     """Ours: neurons that fire more often for one language than for all the others pooled.
 
-    For every layer x neuron x language (see ``contrast_statistics``): Benjamini-Hochberg over all
-    tests at level ``fdr``; a neuron is kept for a language when its q-value < ``fdr`` and its
-    log-odds ratio > ``min_log_odds`` (positive specialization only).  score = log-odds ratio.
+    For every layer x neuron x language: a test of that language against the rest, on sentences
+    (``unit="sentence"``: Welch's t on per-sentence firing rates, ``sentence_contrast_statistics``)
+    or on tokens (``unit="token"``: two-proportion z-test, ``contrast_statistics``);
+    Benjamini-Hochberg over all tests at level ``fdr``; a neuron is kept for a language when its
+    q-value < ``fdr`` and its log-odds ratio > ``min_log_odds`` (positive specialization only).
+    score = log-odds ratio (of the mean sentence rates, or of the token proportions).
+
+    Sentences are the sampled units: tokens of one sentence share its topic, words and context,
+    so the token-level test's p-values are too small whenever neurons' firing varies between
+    sentences; the sentence-level test's are not.
 
     The test is one-sided by default: we report positive specialization only, and with
     two-sided p-values the many strong *negative* effects (a language-specific neuron is rarer
@@ -398,10 +521,51 @@ def contrast(stacked: pd.DataFrame, fdr: float = 0.01, min_log_odds: float = 1.0
     fdr = _check_number("fdr", fdr, 0, 1, True, key="scoring.contrast.fdr")
     min_log_odds = _check_number("min_log_odds", min_log_odds, 0, math.inf, False,
                                  key="scoring.contrast.min_log_odds")
-    d, log_odds, pvalue = contrast_statistics(stacked, alternative)
+    if unit not in CONTRAST_UNITS:
+        raise NeurospecError(f"scoring.contrast.unit {unit!r}: choose one of {', '.join(CONTRAST_UNITS)}")
+    statistics = sentence_contrast_statistics if unit == "sentence" else contrast_statistics
+    d, log_odds, pvalue = statistics(stacked, alternative)
     keep = benjamini_hochberg(pvalue, fdr) & (log_odds > min_log_odds)
     unit_i, group_i = np.nonzero(keep)
     return _score_frame(d.groups, group_i, d.layer[unit_i], d.neuron[unit_i], log_odds[unit_i, group_i])
+
+
+def diffmeans(stacked: pd.DataFrame, k: int = 50) -> pd.DataFrame:
+    """Baseline: per group and layer, the ``k`` neurons whose mean activation differs most from the rest's.
+
+    mean[g] = act_sum / n_tokens of group g; rest[g] = the other groups' act_sum over their tokens;
+    diff = mean[g] - rest[g].  Per group and layer the ``k`` neurons with the largest |diff| are
+    kept (ties: lower neuron index first): the sign of the down_proj input is no signal by itself
+    (up_proj's sign is arbitrary), and a difference-of-means steering vector weighs each neuron by
+    its signed difference, so the largest magnitudes are what it uses most.  score = diff.  Like
+    frequency and lape it ranks: it always keeps k neurons per group and layer.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise NeurospecError(f"scoring.diffmeans.k must be a positive integer, got {k!r}")
+    d = _dense(stacked)
+    (act_sum,) = d.require("diffmeans", "act_sum")
+    n_groups = len(d.groups)
+    if n_groups < 2:
+        raise NeurospecError(f"diffmeans needs at least two languages, got {n_groups} ({', '.join(d.groups)})")
+    starts = d.layer_starts()
+    widths = np.diff(np.r_[starts, len(d.layer)])
+    if k > widths.min():
+        raise NeurospecError(f"scoring.diffmeans.k = {k} exceeds the {widths.min()} neurons of a layer")
+    n = d.n_tokens.astype(np.float64)
+    mean = act_sum / n[:, None]
+    rest = (act_sum.sum(axis=0)[None, :] - act_sum) / (n.sum() - n)[:, None]
+    diff = mean - rest  # (G, U)
+    lidx = d.layer_index()
+    units = np.arange(len(d.layer))
+    out_g, out_u = [], []
+    for gi in range(n_groups):
+        order = np.lexsort((units, -np.abs(diff[gi]), lidx))  # per layer, largest |diff| first
+        rank = np.arange(len(order)) - starts[lidx[order]]
+        sel = order[rank < k]
+        out_g.append(np.full(len(sel), gi))
+        out_u.append(sel)
+    g, u = np.concatenate(out_g), np.concatenate(out_u)
+    return _score_frame(d.groups, g, d.layer[u], d.neuron[u], diff[g, u])
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,14 +658,33 @@ METHODS: dict[str, tuple[str, Callable[..., pd.DataFrame]]] = {
     "frequency_language": ("language", frequency),
     "lape": ("language", lape),
     "contrast": ("language", contrast),
+    "diffmeans": ("language", diffmeans),
 }
 
 
-def read_count_tables(paths: Sequence[str | os.PathLike]) -> dict[str, tuple[pd.DataFrame, dict[str, Any]]]:
-    """Count tables keyed by their pair (metadata ``pair``, else the file name)."""
+def method_columns(method: str, column: str, params: Mapping[str, Any] | None = None) -> list[str]:
+    """The count table columns ``method`` reads (so that scoring reads no more than it needs)."""
+    if method not in METHODS:
+        raise NeurospecError(f"unknown scoring method {method!r}; known: {', '.join(METHODS)}")
+    if column not in COUNT_COLUMNS:
+        raise NeurospecError(f"unknown count column {column!r} (key 'scoring.column'); "
+                             f"choose one of {', '.join(COUNT_COLUMNS)}")
+    params = params or {}
+    columns = [column]
+    if method == "contrast" and params.get("unit", "sentence") == "sentence":
+        columns += [f"{column}_rate_sum", f"{column}_rate_sumsq"]
+    if method == "diffmeans":
+        columns += ["act_sum"]
+    return columns
+
+
+def read_count_tables(paths: Sequence[str | os.PathLike],
+                      columns: Sequence[str] | None = None) -> dict[str, tuple[pd.DataFrame, dict[str, Any]]]:
+    """Count tables keyed by their pair (metadata ``pair``, else the file name); ``columns``: as
+    ``tables.read_counts`` (default all)."""
     out: dict[str, tuple[pd.DataFrame, dict[str, Any]]] = {}
     for path in paths:
-        df, meta = read_counts(path)
+        df, meta = read_counts(path, columns)
         pair = str(meta.get("pair") or Path(path).stem)
         if pair in out:
             raise NeurospecError(f"two count tables are for pair {pair!r} (second: {path})")
@@ -558,7 +741,7 @@ def score_tables(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], m
 def run_scoring(paths: Sequence[str | os.PathLike], scores_path: str | os.PathLike, iou_path: str | os.PathLike,
                 method: str, column: str, params: Mapping[str, Any] | None = None) -> None:
     """Rule entry point: read the activation tables, score, write scores and IoU (atomically)."""
-    tables = read_count_tables(paths)
+    tables = read_count_tables(paths, method_columns(method, column, params))
     logger.info("%s: %d count tables, column %s, parameters %s", method, len(tables), column, dict(params or {}))
     scores, overlap, meta = score_tables(tables, method, column, params)
     per_group = scores.groupby("group").size().reindex(meta["groups"], fill_value=0)
@@ -568,14 +751,20 @@ def run_scoring(paths: Sequence[str | os.PathLike], scores_path: str | os.PathLi
     write_table(overlap, iou_path, None, metadata=meta)
 
 
-def read_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A score table and its metadata (method, group_kind, groups, layers, ...)."""
-    df = read_table(path, required=SCORE_COLUMNS)
+def read_result(path: str | os.PathLike, columns: Sequence[str], what: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A table of a method's results (``what``: "score", "stability") and its metadata, which must
+    name the method, its groups and layers."""
+    df = read_table(path, required=tuple(columns))
     meta = read_metadata(path)
     for key in ("method", "groups", "layers"):
         if key not in meta:
-            raise NeurospecError(f"score table {path} lacks the {key!r} metadata key")
+            raise NeurospecError(f"{what} table {path} lacks the {key!r} metadata key")
     return df, meta
+
+
+def read_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A score table and its metadata (method, group_kind, groups, layers, ...)."""
+    return read_result(path, SCORE_COLUMNS, "score")
 
 
 def read_iou(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -30,17 +30,31 @@ PAIR_SCHEMA = pa.schema(
         ("tgt", pa.string()),
     ]
 )
+COUNT_COLUMNS = ("active", "nonzero", "gate_active")  # the counting criteria
+# Per-sentence statistics of each criterion: a sentence's firing rate is the share of its counted
+# tokens on which the neuron fired; the table keeps the sum of the rates over sentences and the sum
+# of their squares (sentences with no counted token have no rate and are left out).
+RATE_COLUMNS = tuple(f"{c}_rate_{s}" for c in COUNT_COLUMNS for s in ("sum", "sumsq"))
+# Every additive column over all sentences (the first six are the table's original columns' order).
+TOTAL_COLUMNS = (*COUNT_COLUMNS, "act_sum", "act_sumsq", *RATE_COLUMNS)
+# The same sums over the sentences with an even id (the "even" half); the odd half is total - even,
+# so split halves, like the totals, sum over shards.
+HALF = "even"
+HALF_COLUMNS = tuple(f"{c}_{HALF}" for c in TOTAL_COLUMNS)
+ADDITIVE_COLUMNS = (*TOTAL_COLUMNS, *HALF_COLUMNS)
+_COUNT_TYPES = {c: pa.int64() for c in COUNT_COLUMNS} | {f"{c}_{HALF}": pa.int64() for c in COUNT_COLUMNS}
 COUNT_SCHEMA = pa.schema(
-    [
-        ("layer", pa.int32()),
-        ("neuron", pa.int32()),
-        ("active", pa.int64()),  # tokens with down_proj input > 0
-        ("nonzero", pa.int64()),  # tokens with down_proj input != 0 (the seed's criterion)
-        ("gate_active", pa.int64()),  # tokens with act_fn(gate_proj(x)) > 0 (LAPE's criterion)
-        ("act_sum", pa.float64()),  # sum of the down_proj input over counted tokens
-    ]
+    [("layer", pa.int32()), ("neuron", pa.int32())]
+    + [(c, _COUNT_TYPES.get(c, pa.float64())) for c in ADDITIVE_COLUMNS]
 )
-COUNT_COLUMNS = ("active", "nonzero", "gate_active")
+# Version of the count table's layout, in its metadata (``count_schema_version``).  1 (no key): the
+# six columns layer, neuron, active, nonzero, gate_active, act_sum; 2: per-sentence statistics,
+# act_sumsq and the even half of every additive column.
+COUNT_SCHEMA_VERSION = 2
+COUNT_VERSION_KEY = "count_schema_version"
+# Metadata that adds up over shards (and whose even-half values exist, where named ``*_even``).
+SUMMED_KEYS = ("n_tokens", "n_sentences", "n_truncated", "n_skipped", "n_prompt_tokens", "n_tokens_even",
+               "n_rate_sentences", "n_rate_sentences_even")
 SCORE_SCHEMA = pa.schema(
     [
         ("group", pa.string()),
@@ -136,20 +150,55 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def read_counts(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A count table (one row per layer x neuron) and its metadata (``n_tokens`` etc.)."""
-    df = read_table(path, required=tuple(COUNT_SCHEMA.names))
+def check_count_version(path: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """One clear line when a count table was written in another layout than this version reads."""
+    version = meta.get(COUNT_VERSION_KEY, 1)
+    if version == COUNT_SCHEMA_VERSION:
+        return
+    older = not isinstance(version, int) or version < COUNT_SCHEMA_VERSION
+    raise NeurospecError(
+        f"count table {path} has count schema version {version}, this neurospec reads version "
+        f"{COUNT_SCHEMA_VERSION}{' (per-sentence statistics and split halves)' if older else ''}: it was "
+        f"written by {'an older' if older else 'a newer'} neurospec; recollect it: "
+        f"`snakemake --forcerun collect_activations` with your usual arguments (or delete it and rerun)")
+
+
+def read_counts(path: str | os.PathLike, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A count table (one row per layer x neuron) and its metadata (``n_tokens`` etc.).
+
+    ``columns``: the additive columns to read besides ``layer`` and ``neuron`` (default: all).
+    A table of another count schema version is one clear error saying what to rerun.
+    """
+    if not Path(path).exists():
+        raise NeurospecError(f"input table {path} does not exist")
     meta = read_metadata(path)
+    check_count_version(path, meta)
+    wanted = list(ADDITIVE_COLUMNS if columns is None else columns)
+    unknown = [c for c in wanted if c not in ADDITIVE_COLUMNS]
+    if unknown:
+        raise NeurospecError(f"unknown count table column(s) {', '.join(unknown)}")
+    names = ["layer", "neuron", *wanted]
+    present = set(pq.read_schema(path).names)  # readable: read_metadata read it
+    missing = [c for c in names if c not in present]
+    if missing:
+        raise NeurospecError(f"table {path} lacks column(s) {', '.join(missing)}")
+    df = read_table(path, columns=names)
     if "n_tokens" not in meta:
         raise NeurospecError(f"count table {path} lacks the 'n_tokens' metadata key")
     return df, meta
 
 
-SUMMED_KEYS = ("n_tokens", "n_sentences", "n_truncated", "n_skipped", "n_prompt_tokens")
+def write_counts(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, Any]) -> None:
+    """Write a count table (every column of COUNT_SCHEMA) atomically, stamped with its schema version."""
+    missing = [c for c in COUNT_SCHEMA.names if c not in df.columns]
+    if missing:
+        raise NeurospecError(f"count table for {path} lacks column(s) {', '.join(missing)}")
+    write_table(df[COUNT_SCHEMA.names], path, COUNT_SCHEMA,
+                metadata={**metadata, COUNT_VERSION_KEY: COUNT_SCHEMA_VERSION})
 
 
 def sum_count_tables(tables: Sequence[tuple[pd.DataFrame, dict[str, Any]]]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Counts are additive: the pair's table is the sum of its shards' tables."""
+    """Counts and sums are additive: the pair's table is the sum of its shards' tables (every column)."""
     if not tables:
         raise NeurospecError("no shard tables to sum")
     first_df, first_meta = tables[0]
@@ -159,11 +208,12 @@ def sum_count_tables(tables: Sequence[tuple[pd.DataFrame, dict[str, Any]]]) -> t
         if len(df) != len(first_df) or not (df["layer"].to_numpy() == first_df["layer"].to_numpy()).all() \
                 or not (df["neuron"].to_numpy() == first_df["neuron"].to_numpy()).all():
             raise NeurospecError("shard tables disagree on their layer x neuron rows")
-        for key in ("model", "model_revision", "prompt_template", "token_scope", "dtype", "pair"):
+        for key in ("model", "model_revision", "prompt_template", "token_scope", "dtype", "pair", COUNT_VERSION_KEY):
             if m.get(key) != first_meta.get(key):
                 raise NeurospecError(f"shard tables disagree on {key!r}: {first_meta.get(key)!r} vs {m.get(key)!r}")
-        for col in ("active", "nonzero", "gate_active", "act_sum"):
-            total[col] = total[col] + df[col]
+        for col in ADDITIVE_COLUMNS:
+            if col in total.columns:
+                total[col] = total[col] + df[col]
         for key in SUMMED_KEYS:
             meta[key] = meta.get(key, 0) + m.get(key, 0)
     meta["shard"] = f"sum of {len(tables)}"
@@ -173,4 +223,4 @@ def sum_count_tables(tables: Sequence[tuple[pd.DataFrame, dict[str, Any]]]) -> t
 def merge_shard_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> None:
     """Sum shard count tables into the pair's table (written atomically)."""
     df, meta = sum_count_tables([read_counts(p) for p in paths])
-    write_table(df, out_path, COUNT_SCHEMA, metadata=meta)
+    write_counts(df, out_path, meta)
