@@ -262,7 +262,10 @@ def _panel(ax, sub: pd.DataFrame, corr: pd.Series | None, xlabel: str, log_x: bo
         ax.set_title(f"\u03c1 = {corr['rho']:+.2f} [{corr['ci_low']:+.2f}, {corr['ci_high']:+.2f}], n = {corr['n']}",
                      fontsize=7)
     else:
-        ax.set_title("\u03c1 undefined" + (f" (n = {int(corr['n'])})" if corr is not None else ""), fontsize=7)
+        why = ("fewer than 3 directions" if len(x) < 3 else "the measure is constant" if np.ptp(x) == 0
+               else "chrF++ is constant" if np.ptp(y) == 0 else "")
+        ax.set_title(f"\u03c1 undefined: {why}, n = {len(x)}" if why else f"\u03c1 undefined, n = {len(x)}",
+                     fontsize=7)
     return {"x": x, "y": y, "labels": sub["pair"].tolist(), "rho": None if corr is None else corr["rho"]}
 
 
