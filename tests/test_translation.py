@@ -73,6 +73,49 @@ def test_batched_generation_equals_one_sentence_at_a_time(small_model_dir, attn,
             assert ref[len(s.tokens)] in eos
 
 
+def _gemma3(tokenizer):
+    """Gemma 3's architecture: sliding-window and global layers (hybrid cache), a window of 8 tokens."""
+    import transformers as tf
+
+    return tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id))
+
+
+def _gpt2(tokenizer):
+    """Absolute learned positions: wrong position ids for padded rows would change the output."""
+    import transformers as tf
+
+    return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_inner=64, n_layer=3, n_head=2,
+                                            n_positions=256, eos_token_id=tokenizer.eos_token_id,
+                                            bos_token_id=tokenizer.bos_token_id))
+
+
+@pytest.mark.parametrize("make", [_gemma3, _gpt2], ids=["gemma3-sliding-window", "gpt2-absolute-positions"])
+def test_batched_generation_equals_one_at_a_time_on_other_architectures(small_model_dir, make):
+    """Padding and rows leaving the batch change nothing with a sliding window shorter than the prompts
+    (Gemma 3) or with absolute position embeddings (GPT-2)."""
+    tokenizer = _load(small_model_dir).tokenizer
+    torch.manual_seed(0)
+    lm = make(tokenizer)
+    lm.config._attn_implementation = "sdpa"
+    lm.eval()
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.normal_(0.0, 0.3)
+    texts = T.prompt_texts(tokenizer, SOURCES, "en", "de", template=TEMPLATE, continuation="\n{tgt_name}:", chat=False)
+    prompts = T.encode_prompts(tokenizer, texts, False)
+    caps = T.token_caps(tokenizer, SOURCES, max_new_tokens=24, ratio=1.5, extra=2)
+    assert min(len(p) for p in prompts) > 8  # longer than Gemma's window
+    batched = T.greedy_generate(lm, tokenizer, prompts, caps, batch_size=len(prompts))
+    single = [T.greedy_generate(lm, tokenizer, [p], [c], batch_size=1)[0] for p, c in zip(prompts, caps)]
+    assert [b.tokens for b in batched] == [s.tokens for s in single]
+    assert [b.stop for b in batched] == [s.stop for s in single]
+    assert len({len(b.tokens) for b in batched}) > 1  # rows left the batch at different steps
+
+
 # --------------------------------------------------------------------------------------------
 # Stopping, on a scripted model whose next token is a function of the last one
 # --------------------------------------------------------------------------------------------
@@ -288,3 +331,14 @@ def test_mean_patching_uses_the_other_languages_means(small_model_dir, tmp_path)
         T.translate_ablated_to_file(loaded, paths, str(tmp_path / "s.parquet"), str(tmp_path / "b.parquet"),
                                     method="m", mode="mean", prompt_template=TEMPLATE, **SETTINGS)
     assert not (tmp_path / "b.parquet").exists()
+
+
+def test_generation_benchmark_runs_every_row_to_its_cap(capsys):
+    import json
+
+    from neurospec import translation_bench
+
+    translation_bench.main(["generate", "--shape", "demo", "--layers", "2", "--device", "cpu", "--dtype", "float32",
+                            "--sentences", "6", "--batch-size", "4", "--prompt-tokens", "5", "--new-tokens", "7"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["layers"] == 2 and out["new_tokens"] == 6 * 7 and out["new_tokens_per_s"] > 0
