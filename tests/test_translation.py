@@ -40,8 +40,8 @@ def _prompts(loaded, chat: bool, src=SOURCES, src_lang="en", tgt_lang="de"):
     return texts, T.encode_prompts(loaded.tokenizer, texts, chat), caps
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat-template"])
+@pytest.mark.parametrize(("attn", "chat"), [("sdpa", False), ("sdpa", True), ("eager", False)],
+                         ids=["sdpa-plain", "sdpa-chat-template", "eager-plain"])
 def test_batched_generation_equals_one_sentence_at_a_time(small_model_dir, attn, chat):
     """fp32: left-padded batches (rows leaving as they finish) give the tokens of unpadded single runs,
     and those equal transformers' own generate() on each sentence alone."""
