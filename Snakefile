@@ -26,6 +26,7 @@ include: "workflow/rules/collect.smk"
 include: "workflow/rules/scoring.smk"
 include: "workflow/rules/stability.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/translation.smk"
 
 
 onsuccess:
@@ -38,8 +39,9 @@ onerror:
 
 rule all:
     default_target: True
-    # every pair's activation table, every method's scores, and every figure
+    # every pair's activation table, every method's scores, every figure, translation quality
     input:
         activation_tables(),
         scoring_targets(),
         figure_targets(),
+        translation_targets(),

@@ -198,3 +198,72 @@ def dataset_files(wildcards):
     return pair_sources.dataset_files(
         config["dataset"], wildcards.pair, wildcards.split
     )
+
+
+# Translation quality and its correlation with specialization (evaluation stage, held-out split).
+TRANSLATE = config["evaluate"]["translate"]
+TRANSLATION = f"{RESULTS}/translation"
+# evaluate.translate keys that only the ablated translations read
+TRANSLATE_ABLATION_KEYS = ("ablate", "ablation_mode")
+IS_DEMO_MODEL = config["model"]["id"] == "demo"
+
+
+def translate_params():
+    """What translation reads: evaluate.translate minus the ablation keys, and the collection prompt.
+
+    Keys sorted; a change reruns translation (and what depends on it), never collection.
+    """
+    params = {
+        key: value
+        for key, value in TRANSLATE.items()
+        if key not in TRANSLATE_ABLATION_KEYS
+    }
+    params["prompt_template"] = config["collect"]["prompt_template"]
+    return dict(sorted(params.items()))
+
+
+def translation_table(pair):
+    """One direction's baseline hypotheses (id, src, ref, hyp, ...)."""
+    return f"{TRANSLATION}/{pair}.parquet"
+
+
+def ablated_translation_table(method):
+    """Every direction's hypotheses with the target's neurons of ``method`` ablated."""
+    return f"{TRANSLATION}/ablated/{method}.parquet"
+
+
+def ablated_translation_tables():
+    return (
+        [ablated_translation_table(m) for m in SCORING_METHODS]
+        if TRANSLATE["ablate"]
+        else []
+    )
+
+
+def ablation_activation_tables(wildcards=None):
+    """Mean patching takes each neuron's mean activation from the count tables."""
+    return activation_tables() if TRANSLATE["ablation_mode"] == "mean" else []
+
+
+def correlation_params():
+    return dict(sorted(config["evaluate"]["correlation"].items()))
+
+
+TRANSLATION_SCORES = f"{TRANSLATION}/scores.parquet"
+CORRELATION_TABLE = f"{TRANSLATION}/correlation.parquet"
+MEASURES_TABLE = f"{TRANSLATION}/measures.parquet"
+
+
+def translation_figure(name):
+    return f"{RESULTS}/figures/translation/{name}.png"
+
+
+def translation_targets():
+    """The translation scores, the correlation tables and both figures (the hypotheses come with them)."""
+    return [
+        TRANSLATION_SCORES,
+        CORRELATION_TABLE,
+        MEASURES_TABLE,
+        translation_figure("quality"),
+        translation_figure("correlation"),
+    ]

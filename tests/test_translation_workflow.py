@@ -1,0 +1,137 @@
+"""The translation stage in the workflow: its tables and figures on the small demo, and what reruns when."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from neurospec.tables import read_metadata, read_table
+from workflow_utils import job_counts, snakemake, write_config
+
+RESULTS = "results/demo-small/demo/validation"
+PAIRS = ["en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en"]
+EVALUATE = {"translate": {"max_sentences": 12, "max_new_tokens": 16, "ablate": True},
+            "correlation": {"n_boot": 200, "seed": 0}}
+STAGE = {"translate", "translate_ablated", "translation_scores", "correlation", "figure_translation_quality",
+         "figure_correlation"}
+UPSTREAM = {"build_demo_model", "pair_table", "collect_activations"}
+
+
+def _evaluate(**changes):
+    out = {key: dict(value) for key, value in EVALUATE.items()}
+    for key, value in changes.items():
+        out[key].update(value)
+    return out
+
+
+@pytest.fixture(scope="module")
+def translated(tmp_path_factory):
+    """The small demo with translation and ablated translation, to its report, once for this module."""
+    workdir = tmp_path_factory.mktemp("translation-run")
+    cfg = write_config(workdir, {"evaluate": _evaluate()})
+    snakemake(workdir, configfile=cfg)
+    snakemake(workdir, "--report", "report.html", configfile=cfg)
+    return workdir, cfg
+
+
+def _methods(workdir):
+    """The scoring methods the run scored (never a hard-coded list)."""
+    return sorted(p.stem for p in (workdir / RESULTS / "scores").glob("*.parquet") if not p.stem.endswith("_iou"))
+
+
+def test_hypotheses_are_held_out_and_scored_as_sacrebleu_scores_them(translated):
+    workdir, _ = translated
+    scores = read_table(workdir / RESULTS / "translation" / "scores.parquet")
+    methods = _methods(workdir)
+    assert len(methods) >= 4
+    assert sorted(p.stem for p in (workdir / RESULTS / "translation" / "ablated").glob("*.parquet")) == methods
+    assert len(scores) == len(PAIRS) * (1 + len(methods))
+    assert sorted(scores.loc[scores["condition"] == "ablated", "method"].unique()) == methods
+    for pair in PAIRS:
+        hyps = read_table(workdir / RESULTS / "translation" / f"{pair}.parquet")
+        meta = read_metadata(workdir / RESULTS / "translation" / f"{pair}.parquet")
+        test = read_table(workdir / "results/data/demo/test" / f"{pair}.parquet").sort_values("id").head(12)
+        assert meta["split"] == "test" and meta["n_sentences"] == 12 and meta["prompt_mode"] == "plain"
+        assert hyps["id"].tolist() == test["id"].tolist() and hyps["ref"].tolist() == test["tgt"].tolist()
+        assert (hyps["n_new_tokens"] <= 16).all()
+    # one direction against the command line, on files written from the saved hypotheses
+    hyps = read_table(workdir / RESULTS / "translation" / "hi-en.parquet")
+    (workdir / "ref.txt").write_text("\n".join(hyps["ref"]) + "\n", encoding="utf-8")
+    (workdir / "hyp.txt").write_text("\n".join(hyps["hyp"]) + "\n", encoding="utf-8")
+    cli = subprocess.run([sys.executable, "-m", "sacrebleu", str(workdir / "ref.txt"), "-i", str(workdir / "hyp.txt"),
+                          "-m", "chrf", "--chrf-word-order", "2", "-b", "-w", "6"], capture_output=True, text=True,
+                         check=True)
+    base = scores[(scores["pair"] == "hi-en") & (scores["condition"] == "base")].iloc[0]
+    assert base["chrf"] == pytest.approx(float(cli.stdout), abs=1e-5)
+    # ablated rows: n_neurons is the size of the selection of the direction's group
+    freq = read_table(workdir / RESULTS / "scores" / "frequency.parquet")
+    row = scores[(scores["pair"] == "en-de") & (scores["method"] == "frequency")].iloc[0]
+    assert row["group"] == "en-de" and row["n_neurons"] == (freq["group"] == "en-de").sum()
+    lang = scores[(scores["pair"] == "en-de") & (scores["method"] == "frequency_language")].iloc[0]
+    assert lang["group"] == "de"
+
+
+def test_correlation_tables_and_figures_are_in_the_report(translated):
+    workdir, _ = translated
+    methods = _methods(workdir)
+    result = read_table(workdir / RESULTS / "translation" / "correlation.parquet")
+    measures = read_table(workdir / RESULTS / "translation" / "measures.parquet")
+    n_measures = 3 * len(methods) + 1  # three per method, and the tier
+    assert len(measures) == len(PAIRS) * n_measures and len(result) == 3 * n_measures
+    freq = read_table(workdir / RESULTS / "scores" / "frequency.parquet")
+    got = measures[(measures["method"] == "frequency") & (measures["measure"] == "n_selected")].set_index("pair")
+    for pair in PAIRS:
+        assert got.loc[pair, "value"] == (freq["group"] == pair).sum()
+    everything = result[result["scope"] == "all"]
+    assert (everything["n"] <= len(PAIRS)).all() and (everything["n_boot"] <= 200).all()
+    report = (workdir / "report.html").read_text(errors="replace")
+    for name in ("quality.png", "correlation.png"):
+        png = workdir / RESULTS / "figures" / "translation" / name
+        assert png.stat().st_size > 5000 and name in report
+    # the demo's noise warning, in both captions
+    assert "random weights: it does not translate" in report and "its selected neurons are noise" in report
+
+
+def _dry(workdir, name, overrides):
+    cfg = write_config(workdir, overrides, name=name)
+    counts = job_counts(snakemake(workdir, "--dry-run", configfile=cfg).stdout)
+    counts.pop("all", None)
+    return counts
+
+
+def test_a_generation_parameter_reruns_translation_only(translated):
+    workdir, _ = translated
+    n_methods = len(_methods(workdir))
+    counts = _dry(workdir, "c-sentences.yaml", {"evaluate": _evaluate(translate={"max_sentences": 10})})
+    assert counts == {"translate": 6, "translate_ablated": n_methods, "translation_scores": 1, "correlation": 1,
+                      "figure_translation_quality": 1, "figure_correlation": 1}
+
+
+def test_the_ablation_mode_reruns_the_ablated_translations_only(translated):
+    workdir, _ = translated
+    counts = _dry(workdir, "c-mean.yaml", {"evaluate": _evaluate(translate={"ablation_mode": "mean"})})
+    assert counts.pop("translate_ablated") == len(_methods(workdir))
+    assert set(counts) == STAGE - {"translate", "translate_ablated"}
+
+
+def test_a_scoring_parameter_reruns_that_methods_ablated_translations(translated):
+    workdir, _ = translated
+    counts = _dry(workdir, "c-lape.yaml", {"evaluate": _evaluate(), "scoring": {"k": 10, "lape": {"top_rate": 0.05}}})
+    assert counts.pop("score_lape") == 1 and counts.pop("translate_ablated") == 1
+    assert not UPSTREAM & set(counts) and "translate" not in counts
+    assert {"translation_scores", "correlation", "figure_correlation"} <= set(counts)
+    assert all(rule in STAGE or rule.startswith("figure_") for rule in counts), counts
+    assert not any(rule.startswith("score_") for rule in counts)
+
+
+def test_a_correlation_parameter_reruns_the_correlation_only(translated):
+    workdir, _ = translated
+    counts = _dry(workdir, "c-boot.yaml", {"evaluate": _evaluate(correlation={"n_boot": 300})})
+    assert counts == {"correlation": 1, "figure_correlation": 1}
+
+
+def test_nothing_to_do_after_the_run(translated):
+    workdir, cfg = translated
+    assert "Nothing to be done" in snakemake(workdir, "--dry-run", configfile=cfg).stdout

@@ -1,0 +1,481 @@
+"""Translation quality: greedy, batched generation of held-out sentences, plain or with neurons ablated.
+
+For every direction the model translates the first ``max_sentences`` sentences of the held-out split
+(``evaluate.split``), greedily, in batches of similar prompt length.  The prompt:
+
+- with a chat template (``chat_template: auto`` and the tokenizer has one, or ``true``): one user
+  turn holding the collection prompt (``collect.prompt_template`` rendered with ``prompts.render``,
+  e.g. ``Translate from German to English: {src}``), then the template's generation prompt;
+- without (``false``, or ``auto`` and no template): the collection prompt followed by
+  ``continuation`` (default ``"\\n{tgt_name}:"``, so the prompt ends ``...: {src}\\nEnglish:``), which
+  makes a base model continue with the translation on the same line.
+
+Generation stops at the end of the first line of text (leading whitespace and blank lines are
+skipped), at an end-of-sequence token (the tokenizer's and the model's), or at the row's cap on new
+tokens: ``min(max_new_tokens, ceil(max_new_tokens_ratio x source tokens) + max_new_tokens_extra)``.
+The hypothesis is that first line, stripped.
+
+Batches are left-padded with an attention mask and position ids that start at 0 on every row's first
+real token, and decoded with the KV cache; a finished row leaves the batch.  In float32 a padded batch
+gives the same tokens as one sentence at a time (tested); in half precision padding and batch shape
+change the rounding, as everywhere.
+
+``translate_to_file`` is the baseline task of one direction; ``translate_ablated_to_file`` repeats the
+same generation for every direction with the *target* language's neurons of one scoring method
+ablated (``interventions.intervene``): the generation-side causal check.  Scores (chrF++, BLEU) are
+computed on the CPU by ``translation_quality``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from string import Formatter
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import NeurospecError
+from .interventions import MODES, intervene, mean_activations, selection_size, selections_from_scores
+from .languages import parse_pair
+from .models import LoadedModel
+from .prompts import PLACEHOLDERS, check_template, render
+from .tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
+
+log = logging.getLogger("neurospec")
+
+CHAT_TEMPLATE_CHOICES = ("auto", True, False)
+STOPS = ("eos", "newline", "cap")
+# One row per translated sentence of a direction (ablated tables add pair, group, n_neurons in front).
+HYPOTHESIS_COLUMNS = ("id", "src", "ref", "hyp", "n_new_tokens", "stop")
+ABLATED_COLUMNS = ("pair", "group", "n_neurons", *HYPOTHESIS_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------
+
+
+def check_continuation(continuation: str) -> None:
+    """The continuation may use every prompt placeholder except ``{src}``."""
+    allowed = [p for p in PLACEHOLDERS if p != "src"]
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in Formatter().parse(continuation) if f is not None]
+    except ValueError as exc:
+        raise NeurospecError(f"evaluate.translate.continuation {continuation!r} is malformed: {exc}") from None
+    for name, spec, conv in fields:
+        if name not in allowed or spec or conv:
+            raise NeurospecError(f"evaluate.translate.continuation has placeholder {{{name}}}; "
+                                 f"allowed: {', '.join('{' + p + '}' for p in allowed)}")
+
+
+def use_chat_template(tokenizer, chat_template: bool | str, model: str = "the model") -> bool:
+    """Whether prompts go through the tokenizer's chat template (``auto``: when it has one)."""
+    if chat_template not in CHAT_TEMPLATE_CHOICES:
+        raise NeurospecError(f"evaluate.translate.chat_template {chat_template!r}: choose auto, true or false")
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if chat_template is True and not has:
+        raise NeurospecError(f"evaluate.translate.chat_template is true, but the tokenizer of {model!r} has no "
+                             "chat template: set it to auto or false (plain prompt and continuation)")
+    return has if chat_template == "auto" else bool(chat_template)
+
+
+def prompt_texts(tokenizer, src: Sequence[str], src_lang: str, tgt_lang: str, *, template: str,
+                 continuation: str, chat: bool) -> list[str]:
+    """The text of every prompt (chat template applied when ``chat``)."""
+    check_template(template)
+    check_continuation(continuation)
+    texts = []
+    for s in src:
+        text, _ = render(template, s, src_lang, tgt_lang)
+        if chat:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+        else:
+            text += render(continuation, "", src_lang, tgt_lang)[0]
+        texts.append(text)
+    return texts
+
+
+def encode_prompts(tokenizer, texts: Sequence[str], chat: bool) -> list[list[int]]:
+    """Token ids; a chat template writes its own special tokens (BOS), a plain prompt gets them added."""
+    if not texts:
+        return []
+    enc = tokenizer(list(texts), add_special_tokens=not chat, return_attention_mask=False)
+    return [list(ids) for ids in enc["input_ids"]]
+
+
+def token_caps(tokenizer, src: Sequence[str], *, max_new_tokens: int, ratio: float, extra: int) -> list[int]:
+    """Cap on new tokens per sentence: min(max_new_tokens, ceil(ratio x source tokens) + extra), at least 1."""
+    if not src:
+        return []
+    lengths = [len(ids) for ids in tokenizer(list(src), add_special_tokens=False,
+                                             return_attention_mask=False)["input_ids"]]
+    return [max(1, min(int(max_new_tokens), math.ceil(ratio * n) + int(extra))) for n in lengths]
+
+
+# --------------------------------------------------------------------------------------------
+# Greedy generation
+# --------------------------------------------------------------------------------------------
+
+
+class StopTokens:
+    """What each token means for stopping: end of sequence, line break, text (decoded on first use).
+
+    A token ends its row when it is an end-of-sequence token, or when it holds a line break and the
+    row already has text (earlier, or in the token before its line break).  Tokens are decoded one at
+    a time without special tokens, as the hypothesis is decoded, and cached.
+    """
+
+    def __init__(self, tokenizer, eos_ids: Sequence[int]):
+        self.tokenizer = tokenizer
+        self.eos = {int(i) for i in eos_ids}
+        self._cache: dict[int, tuple[bool, bool, bool]] = {}
+
+    def flags(self, token: int) -> tuple[bool, bool, bool]:
+        """(has a line break, has text before its first line break, has text)."""
+        got = self._cache.get(token)
+        if got is None:
+            text = self.tokenizer.decode([token], skip_special_tokens=True) if token < len(self.tokenizer) else ""
+            got = ("\n" in text, bool(text.split("\n", 1)[0].strip()), bool(text.strip()))
+            self._cache[token] = got
+        return got
+
+
+def eos_token_ids(lm, tokenizer) -> list[int]:
+    """End-of-sequence ids: the tokenizer's and those of the model's config and generation config."""
+    ids: set[int] = set()
+    sources = [getattr(tokenizer, "eos_token_id", None)]
+    for cfg in (getattr(lm, "config", None), getattr(lm, "generation_config", None)):
+        sources.append(getattr(cfg, "eos_token_id", None) if cfg is not None else None)
+    for value in sources:
+        if value is None:
+            continue
+        ids.update(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    return sorted(ids)
+
+
+def extract_hypothesis(text: str) -> str:
+    """The first line of text of a generation (leading whitespace and blank lines skipped), stripped."""
+    return text.lstrip().split("\n", 1)[0].strip()
+
+
+@dataclass
+class Generated:
+    tokens: list[int] = field(default_factory=list)  # new tokens, an end-of-sequence token excluded
+    stop: str = "cap"  # "eos" | "newline" | "cap"
+
+
+def _generate_batch(lm, prompts: Sequence[Sequence[int]], caps: Sequence[int], stops: StopTokens,
+                    pad_id: int, device: torch.device) -> list[Generated]:
+    """Greedy decoding of one left-padded batch with the KV cache; finished rows leave the batch."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.as_tensor(p, dtype=torch.long)
+        mask[r, width - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    position = (mask.cumsum(-1) - 1).clamp(min=0)  # 0 at each row's first real token
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
+    past = out.past_key_values
+    next_position = position[:, -1:] + 1  # [rows, 1]
+    results = [Generated() for _ in prompts]
+    rows = list(range(len(prompts)))  # the prompts still in the batch, in batch order
+    started = [False] * len(prompts)
+    while True:
+        chosen = out.logits[:, -1].argmax(-1)  # [rows]: greedy, ties to the lowest id
+        keep = []
+        for j, token in enumerate(chosen.tolist()):
+            r = rows[j]
+            if token in stops.eos:
+                results[r].stop = "eos"
+                continue
+            results[r].tokens.append(token)
+            newline, text_before, text = stops.flags(token)
+            if newline and (started[r] or text_before):
+                results[r].stop = "newline"
+                continue
+            started[r] = started[r] or text
+            if len(results[r].tokens) >= caps[r]:
+                results[r].stop = "cap"
+                continue
+            keep.append(j)
+        if not keep:
+            return results
+        if len(keep) < len(rows):
+            index = torch.as_tensor(keep, device=device)
+            past.batch_select_indices(index)
+            mask, chosen, next_position = mask[index], chosen[index], next_position[index]
+            rows = [rows[j] for j in keep]
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        out = lm(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_position,
+                 past_key_values=past, use_cache=True)
+        next_position = next_position + 1
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length (longest first, ties by index), cut into batches of ``batch_size``."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def greedy_generate(lm, tokenizer, prompts: Sequence[Sequence[int]], caps: Sequence[int], *,
+                    batch_size: int = 32, eos_ids: Sequence[int] | None = None,
+                    device: torch.device | str | None = None) -> list[Generated]:
+    """Greedy generation of every prompt (token ids), batched by length; results in input order.
+
+    A batch that runs out of device memory is split in two and retried.
+    """
+    if batch_size < 1:
+        raise NeurospecError(f"evaluate.translate.batch_size must be at least 1, got {batch_size}")
+    if any(len(p) == 0 for p in prompts):
+        raise NeurospecError("an empty prompt cannot be continued")
+    device = torch.device(device) if device is not None else next(lm.parameters()).device
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    stops = StopTokens(tokenizer, eos_token_ids(lm, tokenizer) if eos_ids is None else eos_ids)
+    results: list[Generated | None] = [None] * len(prompts)
+    queue = length_batches([len(p) for p in prompts], batch_size)
+    with torch.inference_mode():
+        while queue:
+            rows = queue.pop(0)
+            try:
+                batch = _generate_batch(lm, [prompts[i] for i in rows], [caps[i] for i in rows], stops,
+                                        pad_id, device)
+            except torch.OutOfMemoryError:
+                if len(rows) == 1:
+                    raise NeurospecError(f"out of device memory generating for a single prompt of "
+                                         f"{len(prompts[rows[0]])} tokens") from None
+                log.warning("out of device memory on a batch of %d prompts: splitting it", len(rows))
+                torch.cuda.empty_cache()
+                half = len(rows) // 2
+                queue[:0] = [rows[:half], rows[half:]]
+                continue
+            for i, g in zip(rows, batch):
+                results[i] = g
+    return results  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# One direction
+# --------------------------------------------------------------------------------------------
+
+
+def held_out_sentences(pairs: pd.DataFrame, max_sentences: int | None) -> pd.DataFrame:
+    """The first ``max_sentences`` sentence pairs by id (the same sentences in en->xx and xx->en)."""
+    pairs = pairs.sort_values("id", kind="stable")
+    pairs = pairs[pairs["src"].astype(str).str.strip() != ""]
+    return pairs if max_sentences is None else pairs.head(int(max_sentences))
+
+
+def generation_settings(*, max_sentences: int | None, chat_template: bool | str, continuation: str,
+                        max_new_tokens: int, max_new_tokens_ratio: float, max_new_tokens_extra: int,
+                        batch_size: int) -> dict[str, Any]:
+    """The generation parameters (``evaluate.translate`` minus the ablation keys), checked."""
+    for key, value, low in (("max_new_tokens", max_new_tokens, 1), ("max_new_tokens_extra", max_new_tokens_extra, 0),
+                            ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise NeurospecError(f"evaluate.translate.{key} must be an integer >= {low}, got {value!r}")
+    if isinstance(max_new_tokens_ratio, bool) or not isinstance(max_new_tokens_ratio, (int, float)) \
+            or not max_new_tokens_ratio >= 0:
+        raise NeurospecError(f"evaluate.translate.max_new_tokens_ratio must be a number >= 0, got "
+                             f"{max_new_tokens_ratio!r}")
+    if max_sentences is not None and (isinstance(max_sentences, bool) or not isinstance(max_sentences, int)
+                                      or max_sentences < 1):
+        raise NeurospecError(f"evaluate.translate.max_sentences must be a positive integer or null, got "
+                             f"{max_sentences!r}")
+    check_continuation(continuation)
+    if chat_template not in CHAT_TEMPLATE_CHOICES:
+        raise NeurospecError(f"evaluate.translate.chat_template {chat_template!r}: choose auto, true or false")
+    return {"max_sentences": max_sentences, "chat_template": chat_template, "continuation": continuation,
+            "max_new_tokens": max_new_tokens, "max_new_tokens_ratio": float(max_new_tokens_ratio),
+            "max_new_tokens_extra": max_new_tokens_extra, "batch_size": batch_size}
+
+
+@dataclass
+class Direction:
+    """One direction's held-out sentences, encoded prompts and caps."""
+
+    pair: str
+    src_lang: str
+    tgt_lang: str
+    sentences: pd.DataFrame  # id, src, tgt
+    prompts: list[list[int]]
+    caps: list[int]
+    example_prompt: str
+    meta: dict[str, Any]  # the pair table's metadata
+
+
+def prepare_direction(loaded: LoadedModel, pairs_path: str, *, prompt_template: str, chat: bool,
+                      settings: Mapping[str, Any]) -> Direction:
+    pairs = read_table(pairs_path, required=tuple(PAIR_SCHEMA.names))
+    meta = read_metadata(pairs_path)
+    if pairs.empty:
+        raise NeurospecError(f"pair table {pairs_path} holds no sentence pair to translate")
+    src_lang, tgt_lang = str(pairs["src_lang"].iloc[0]), str(pairs["tgt_lang"].iloc[0])
+    pair = f"{src_lang}-{tgt_lang}"
+    parse_pair(pair)
+    sentences = held_out_sentences(pairs, settings["max_sentences"])
+    src = sentences["src"].astype(str).tolist()
+    texts = prompt_texts(loaded.tokenizer, src, src_lang, tgt_lang, template=prompt_template,
+                         continuation=settings["continuation"], chat=chat)
+    return Direction(pair, src_lang, tgt_lang, sentences, encode_prompts(loaded.tokenizer, texts, chat),
+                     token_caps(loaded.tokenizer, src, max_new_tokens=settings["max_new_tokens"],
+                                ratio=settings["max_new_tokens_ratio"], extra=settings["max_new_tokens_extra"]),
+                     texts[0] if texts else "", meta)
+
+
+def translate_direction(loaded: LoadedModel, direction: Direction, batch_size: int) -> tuple[pd.DataFrame, dict]:
+    """Hypotheses (id, src, ref, hyp, n_new_tokens, stop) of one direction, and generation statistics."""
+    lm = loaded.require_lm("translation")
+    t0 = time.perf_counter()
+    generated = greedy_generate(lm, loaded.tokenizer, direction.prompts, direction.caps, batch_size=batch_size,
+                                device=loaded.device)
+    seconds = time.perf_counter() - t0
+    hyps = [extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True)) for g in generated]
+    s = direction.sentences
+    df = pd.DataFrame({
+        "id": s["id"].to_numpy(np.int64),
+        "src": s["src"].astype(str).to_numpy(),
+        "ref": s["tgt"].astype(str).to_numpy(),
+        "hyp": hyps,
+        "n_new_tokens": np.asarray([len(g.tokens) for g in generated], dtype=np.int64),
+        "stop": [g.stop for g in generated],
+    })
+    n_new = int(df["n_new_tokens"].sum())
+    stats = {"n_new_tokens": n_new, "n_prompt_tokens": int(sum(len(p) for p in direction.prompts)),
+             "seconds": seconds, "new_tokens_per_s": n_new / max(seconds, 1e-9),
+             **{f"n_stop_{s_}": int((df["stop"] == s_).sum()) for s_ in STOPS}}
+    log.info("%s: %d sentences, %d new tokens in %.1f s (%.1f new tokens/s); stops: %s", direction.pair, len(df),
+             n_new, seconds, stats["new_tokens_per_s"], ", ".join(f"{s_} {stats['n_stop_' + s_]}" for s_ in STOPS))
+    return df, stats
+
+
+def _common_meta(loaded: LoadedModel, *, prompt_template: str, chat: bool, settings: Mapping[str, Any]) -> dict:
+    return {
+        **loaded.info,
+        "prompt_mode": "chat_template" if chat else "plain",
+        "prompt_template": prompt_template,
+        "continuation": None if chat else settings["continuation"],
+        "chat_template": loaded.tokenizer.chat_template if chat else None,
+        "generation": {**dict(settings), "decoding": "greedy"},
+        "versions": package_versions(),
+    }
+
+
+def _split_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k.startswith("dataset") or k in ("split", "detokenize", "source")}
+
+
+def translate_to_file(loaded: LoadedModel, pairs_path: str, out_path: str, *, prompt_template: str,
+                      **settings: Any) -> None:
+    """The baseline task: translate one direction's held-out sentences, write its hypotheses atomically."""
+    settings = generation_settings(**settings)
+    chat = use_chat_template(loaded.tokenizer, settings["chat_template"], loaded.info.get("model", "the model"))
+    check_template(prompt_template)
+    direction = prepare_direction(loaded, pairs_path, prompt_template=prompt_template, chat=chat, settings=settings)
+    df, stats = translate_direction(loaded, direction, settings["batch_size"])
+    meta = {
+        "pair": direction.pair, "src_lang": direction.src_lang, "tgt_lang": direction.tgt_lang,
+        "n_sentences": len(df), **_split_meta(direction.meta),
+        "example_prompt": direction.example_prompt,
+        **_common_meta(loaded, prompt_template=prompt_template, chat=chat, settings=settings), **stats,
+    }
+    write_table(df, out_path, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# With neurons ablated
+# --------------------------------------------------------------------------------------------
+
+
+def ablation_group(pair: str, group_kind: str) -> str:
+    """The group whose neurons are ablated for a direction: the pair itself, or its target language."""
+    src, tgt = parse_pair(pair)
+    if group_kind == "pair":
+        return pair
+    if group_kind == "language":
+        return tgt
+    raise NeurospecError(f"score table has group kind {group_kind!r}; expected 'pair' or 'language'")
+
+
+def excluded_languages(group: str, group_kind: str, counted: Mapping[str, str]) -> list[str]:
+    """The languages whose tokens a group's neurons were selected on: left out of the mean patch values."""
+    if group_kind == "language":
+        return [group]
+    if group not in counted:
+        raise NeurospecError(f"no count table for pair {group!r}: mean patching needs its counted language")
+    return [counted[group]]
+
+
+def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], scores_path: str, out_path: str, *,
+                              method: str, mode: str, prompt_template: str,
+                              activation_paths: Sequence[str] = (), **settings: Any) -> None:
+    """Every direction again, with its target language's (pair methods: its own) neurons of ``method`` ablated.
+
+    ``mode`` "zero" sets the neurons to 0; "mean" to their mean activation over the count tables of the
+    other languages (``activation_paths``: needed for "mean").  A direction whose group selected no
+    neuron is not generated again (it would equal the baseline); its rows are absent and the metadata
+    lists it under ``unablated``.
+    """
+    settings = generation_settings(**settings)
+    if mode not in MODES:
+        raise NeurospecError(f"evaluate.translate.ablation_mode {mode!r}: choose one of {', '.join(MODES)}")
+    chat = use_chat_template(loaded.tokenizer, settings["chat_template"], loaded.info.get("model", "the model"))
+    check_template(prompt_template)
+    scores = read_table(scores_path, required=("group", "layer", "neuron"))
+    score_meta = read_metadata(scores_path)
+    group_kind = str(score_meta.get("group_kind", ""))
+    selections = selections_from_scores(scores)
+    tables = {}
+    counted: dict[str, str] = {}
+    if mode == "mean":
+        if not activation_paths:
+            raise NeurospecError("ablation mode 'mean' needs the activation tables (mean activations)")
+        for path in activation_paths:
+            df, meta = read_counts(path)
+            tables[str(meta.get("pair"))] = (df, meta)
+            counted[str(meta.get("pair"))] = str(meta.get("counted_lang"))
+    lm = loaded.require_lm("translation with ablated neurons")
+    frames, per_pair, unablated = [], {}, {}
+    means: dict[tuple[str, ...], np.ndarray] = {}  # excluded languages -> mean activations [layers, neurons]
+    for path in pairs_paths:
+        direction = prepare_direction(loaded, path, prompt_template=prompt_template, chat=chat, settings=settings)
+        group = ablation_group(direction.pair, group_kind)
+        selection = selections.get(group, {})
+        n_neurons = selection_size(selection)
+        if n_neurons == 0:
+            log.info("%s: %s selected no neuron for group %s: nothing to ablate", direction.pair, method, group)
+            unablated[direction.pair] = group
+            continue
+        values = None
+        if mode == "mean":
+            exclude = tuple(excluded_languages(group, group_kind, counted))
+            if exclude not in means:
+                means[exclude] = mean_activations(tables, exclude=exclude)
+            values = means[exclude]
+        log.info("%s: ablating %d neurons of %s group %s (%s)", direction.pair, n_neurons, method, group, mode)
+        with intervene(lm, selection, mode, values):
+            df, stats = translate_direction(loaded, direction, settings["batch_size"])
+        df.insert(0, "n_neurons", np.int64(n_neurons))
+        df.insert(0, "group", group)
+        df.insert(0, "pair", direction.pair)
+        frames.append(df)
+        per_pair[direction.pair] = {"group": group, "n_neurons": n_neurons, "n_sentences": len(df),
+                                    "example_prompt": direction.example_prompt, **_split_meta(direction.meta),
+                                    **stats}
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {c: pd.Series(dtype=t) for c, t in zip(ABLATED_COLUMNS, (object, object, "int64", "int64", object, object,
+                                                                  object, "int64", object))})
+    meta = {
+        "method": method, "group_kind": group_kind, "mode": mode, "scoring_params": score_meta.get("params"),
+        "pairs": per_pair, "unablated": unablated,
+        **_common_meta(loaded, prompt_template=prompt_template, chat=chat, settings=settings),
+    }
+    write_table(out, out_path, metadata=meta)

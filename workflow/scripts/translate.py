@@ -1,0 +1,6 @@
+"""Rule translate: greedy translation of one direction's held-out sentences with the model."""
+
+from neurospec.workers import run_model_task
+
+run_model_task("neurospec.translation:translate_to_file", model=snakemake.params.model, log=snakemake.log[0],
+               pairs_path=snakemake.input.pairs, out_path=snakemake.output[0], **snakemake.params.translate)

@@ -1,0 +1,6 @@
+"""Rule translation_scores: chrF++ and BLEU (sacrebleu) of every direction's hypotheses."""
+
+from neurospec.workers import run_task
+
+run_task("neurospec.translation_quality:score_to_file", log=snakemake.log[0], base_paths=list(snakemake.input.base),
+         ablated_paths=list(snakemake.input.ablated), out_path=snakemake.output[0])
