@@ -67,3 +67,12 @@ def write_tables(tables: dict, directory) -> list:
         write_counts(df, path, meta)
         paths.append(path)
     return paths
+
+
+def complete(df: pd.DataFrame) -> pd.DataFrame:
+    """A count table with the columns a test does not care about filled with zeros (all of COUNT_SCHEMA)."""
+    df = df.copy()
+    for column in COUNT_SCHEMA.names:
+        if column not in df:
+            df[column] = 0 if str(COUNT_SCHEMA.field(column).type) == "int64" else 0.0
+    return df[COUNT_SCHEMA.names]

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from neurospec import ksweep
-from neurospec.tables import COUNT_SCHEMA, write_counts
+from neurospec.tables import write_counts
+from synthetic_counts import complete
 from test_scoring import synthetic
 
 N_LAYERS, N_NEURONS = 2, 200
@@ -50,10 +51,7 @@ def test_command_line_prints_the_table(tmp_path, capsys):
     paths = []
     for pair, (df, meta) in flat_tables(("de",)).items():
         paths.append(tmp_path / f"{pair}.parquet")
-        for column in COUNT_SCHEMA.names:  # the columns ksweep does not read: zero
-            if column not in df:
-                df[column] = 0 if COUNT_SCHEMA.field(column).type == "int64" else 0.0
-        write_counts(df, paths[-1], meta)
+        write_counts(complete(df), paths[-1], meta)  # the columns ksweep does not read: zero
     assert ksweep.main([*map(str, paths), "--k", "10", "95", "--column", "nonzero"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("| column | k |") and len(out) == 4

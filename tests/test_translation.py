@@ -15,7 +15,8 @@ from neurospec import models
 from neurospec import translation as T
 from neurospec.errors import NeurospecError
 from neurospec.interventions import intervene
-from neurospec.tables import COUNT_SCHEMA, PAIR_SCHEMA, SCORE_SCHEMA, read_metadata, read_table, write_table
+from neurospec.tables import PAIR_SCHEMA, SCORE_SCHEMA, read_metadata, read_table, write_counts, write_table
+from synthetic_counts import complete
 
 TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -309,7 +310,7 @@ def test_mean_patching_uses_the_other_languages_means(small_model_dir, tmp_path)
                            "active": 0, "nonzero": 0, "gate_active": 0,
                            "act_sum": rng.normal(size=288) * n_tokens})
         path = tmp_path / f"counts-{pair}.parquet"
-        write_table(df, path, COUNT_SCHEMA, metadata={"pair": pair, "counted_lang": lang, "n_tokens": n_tokens})
+        write_counts(complete(df), path, {"pair": pair, "counted_lang": lang, "n_tokens": n_tokens})
         counts[lang] = (df["act_sum"].to_numpy().reshape(3, 96), n_tokens, str(path))
     paths = [str(_pair_table(tmp_path / "en-de.parquet", "en-de", SOURCES[:3], SOURCES[:3]))]
     selection = {0: np.arange(0, 96, 2), 1: np.arange(10), 2: np.arange(50, 90)}

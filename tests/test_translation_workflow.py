@@ -38,7 +38,8 @@ def translated(tmp_path_factory):
 
 def _methods(workdir):
     """The scoring methods the run scored (never a hard-coded list)."""
-    return sorted(p.stem for p in (workdir / RESULTS / "scores").glob("*.parquet") if not p.stem.endswith("_iou"))
+    return sorted(p.stem for p in (workdir / RESULTS / "scores").glob("*.parquet")
+                  if not p.stem.endswith(("_iou", "_stability")))
 
 
 def test_hypotheses_are_held_out_and_scored_as_sacrebleu_scores_them(translated):
@@ -120,6 +121,7 @@ def test_a_scoring_parameter_reruns_that_methods_ablated_translations(translated
     workdir, _ = translated
     counts = _dry(workdir, "c-lape.yaml", {"evaluate": _evaluate(), "scoring": {"k": 10, "lape": {"top_rate": 0.05}}})
     assert counts.pop("score_lape") == 1 and counts.pop("translate_ablated") == 1
+    assert counts.pop("stability") == 1  # lape's split-half stability
     assert not UPSTREAM & set(counts) and "translate" not in counts
     assert {"translation_scores", "correlation", "figure_correlation"} <= set(counts)
     assert all(rule in STAGE or rule.startswith("figure_") for rule in counts), counts

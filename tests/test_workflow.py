@@ -60,6 +60,7 @@ def test_scores_cover_every_pair_and_figures_are_in_the_report(finished_run):
     expected = {f"{RESULTS}/figures/{m}/{f}.png" for m in methods
                 for f in ("iou_layers", "specialized_counts", "family_iou", "clustering", "stability")}
     expected |= {f"{RESULTS}/figures/frequency/direction_iou.png", f"{RESULTS}/figures/activation_probability.png"}
+    expected |= {f"{RESULTS}/figures/translation/{f}.png" for f in ("quality", "correlation")}
     assert set(pngs) == set(results) == expected  # every method's own figures, each one its own entry
     for path, entry in results.items():
         # the report embeds this very file, under the job that drew it, with its method's caption
@@ -281,16 +282,19 @@ def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
 
 
 def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
-    """diffmeans, its stability and its five figures; nothing of another method, never collection."""
+    """diffmeans, its stability and its five figures, and the correlation that reads every method's
+    selections; nothing of another method, never collection."""
     workdir, _, _ = finished_run
     cfg = write_config(workdir, {"scoring": {"k": 10, "diffmeans": {"k": 7}}}, name="config-diffmeans.yaml")
     proc = snakemake(workdir, "--dry-run", configfile=cfg)
     counts = job_counts(proc.stdout)
     counts.pop("all", None)
+    evaluation = {"correlation": 1, "figure_correlation": 1}
     assert counts == {"score_diffmeans": 1, "stability": 1, "figure_iou_layers": 1, "figure_specialized_counts": 1,
-                      "figure_family_iou": 1, "figure_clustering": 1, "figure_stability": 1}, counts
+                      "figure_family_iou": 1, "figure_clustering": 1, "figure_stability": 1, **evaluation}, counts
     outputs = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
                if line.strip().startswith("output:")]
+    outputs = [out for out in outputs if "/translation/" not in out and "figures/translation" not in out]
     assert outputs and all("diffmeans" in out for out in outputs), outputs
 
 
