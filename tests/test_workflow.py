@@ -282,7 +282,7 @@ def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
 
 
 def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
-    """diffmeans, its stability and its five figures, and the correlation that reads every method's
+    """diffmeans, its stability (table and figure) and its four figures (one job), and the correlation that reads every method's
     selections; nothing of another method, never collection."""
     workdir, _, _ = finished_run
     cfg = write_config(workdir, {"scoring": {"k": 10, "diffmeans": {"k": 7}}}, name="config-diffmeans.yaml")
@@ -290,8 +290,7 @@ def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
     counts = job_counts(proc.stdout)
     counts.pop("all", None)
     evaluation = {"correlation": 1, "figure_correlation": 1}
-    assert counts == {"score_diffmeans": 1, "stability": 1, "figure_iou_layers": 1, "figure_specialized_counts": 1,
-                      "figure_family_iou": 1, "figure_clustering": 1, "figure_stability": 1, **evaluation}, counts
+    assert counts == {"score_diffmeans": 1, "stability": 1, "figure_method": 1, **evaluation}, counts
     outputs = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
                if line.strip().startswith("output:")]
     outputs = [out for out in outputs if "/translation/" not in out and "figures/translation" not in out]

@@ -1,31 +1,50 @@
 """Figures of every scoring method, and of the activation probabilities, for the HTML report.
 
-Per-method figures read that method's score or IoU table only; the activation-probability figure
-reads the activation tables only, so a scoring parameter change never redraws it.
+Per-method figures read that method's score and IoU tables only (one job draws the four of a method);
+the activation-probability figure reads the activation tables only, so a scoring parameter change
+never redraws it. The stability figure is drawn with the stability table (stability.smk).
 """
 
 
-rule figure_iou_layers:
-    """Per-layer IoU heatmaps of every two groups, ordered by family then resource tier."""
+rule figure_method:
+    """The four figures of one method's selection: overlap per layer, neurons per layer, families,
+    clustering."""
     input:
+        scores=scores_table("{method}"),
         iou=iou_table("{method}"),
     output:
-        report(
+        iou_layers=report(
             figure_path("{method}", "iou_layers"),
             caption="../report/iou_layers.rst",
             category="Overlap per layer",
             subcategory="{method}",
         ),
+        specialized_counts=report(
+            figure_path("{method}", "specialized_counts"),
+            caption="../report/specialized_counts.rst",
+            category="Specialized neurons",
+            subcategory="{method}",
+        ),
+        family_iou=report(
+            figure_path("{method}", "family_iou"),
+            caption="../report/family_iou.rst",
+            category="Language families",
+            subcategory="{method}",
+        ),
+        clustering=report(
+            figure_path("{method}", "clustering"),
+            caption="../report/clustering.rst",
+            category="Clustering",
+            subcategory="{method}",
+        ),
     log:
-        f"{LOGS}/figures/{{method}}/iou_layers.log",
+        f"{LOGS}/figures/{{method}}/figures.log",
     wildcard_constraints:
         method="|".join(SCORING_METHODS),
     conda:
         "../../envs/analysis.yaml"
-    params:
-        figure="iou_layers",
     script:
-        "../scripts/plot.py"
+        "../scripts/plot_method.py"
 
 
 rule figure_direction_iou:
@@ -47,75 +66,6 @@ rule figure_direction_iou:
         "../../envs/analysis.yaml"
     params:
         figure="direction_iou",
-    script:
-        "../scripts/plot.py"
-
-
-rule figure_specialized_counts:
-    """Number of selected neurons per group and layer."""
-    input:
-        scores=scores_table("{method}"),
-    output:
-        report(
-            figure_path("{method}", "specialized_counts"),
-            caption="../report/specialized_counts.rst",
-            category="Specialized neurons",
-            subcategory="{method}",
-        ),
-    log:
-        f"{LOGS}/figures/{{method}}/specialized_counts.log",
-    wildcard_constraints:
-        method="|".join(SCORING_METHODS),
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        figure="specialized_counts",
-    script:
-        "../scripts/plot.py"
-
-
-rule figure_family_iou:
-    """Mean IoU within a language family against across families, per layer."""
-    input:
-        iou=iou_table("{method}"),
-    output:
-        report(
-            figure_path("{method}", "family_iou"),
-            caption="../report/family_iou.rst",
-            category="Language families",
-            subcategory="{method}",
-        ),
-    log:
-        f"{LOGS}/figures/{{method}}/family_iou.log",
-    wildcard_constraints:
-        method="|".join(SCORING_METHODS),
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        figure="family_iou",
-    script:
-        "../scripts/plot.py"
-
-
-rule figure_clustering:
-    """Hierarchical clustering of languages by neuron overlap, against their families."""
-    input:
-        iou=iou_table("{method}"),
-    output:
-        report(
-            figure_path("{method}", "clustering"),
-            caption="../report/clustering.rst",
-            category="Clustering",
-            subcategory="{method}",
-        ),
-    log:
-        f"{LOGS}/figures/{{method}}/clustering.log",
-    wildcard_constraints:
-        method="|".join(SCORING_METHODS),
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        figure="clustering",
     script:
         "../scripts/plot.py"
 

@@ -7,11 +7,18 @@ expected by chance, says whether a selection (and any overlap drawn from it) is 
 
 
 rule stability:
-    """One method on each half of the sentences: split-half IoU per group and layer against chance."""
+    """One method on each half of the sentences: split-half IoU per group and layer against chance,
+    as a table and a figure."""
     input:
         activation_tables(),
     output:
-        stability_table("{method}"),
+        table=stability_table("{method}"),
+        figure=report(
+            figure_path("{method}", "stability"),
+            caption="../report/stability.rst",
+            category="Stability",
+            subcategory="{method}",
+        ),
     log:
         f"{LOGS}/scores/{{method}}_stability.log",
     wildcard_constraints:
@@ -24,24 +31,3 @@ rule stability:
         options=lambda wildcards: SCORING_METHODS[wildcards.method],
     script:
         "../scripts/score_stability.py"
-
-
-rule figure_stability:
-    """Split-half IoU per layer and group against chance."""
-    input:
-        stability=stability_table("{method}"),
-    output:
-        report(
-            figure_path("{method}", "stability"),
-            caption="../report/stability.rst",
-            category="Stability",
-            subcategory="{method}",
-        ),
-    log:
-        f"{LOGS}/figures/{{method}}/stability.log",
-    wildcard_constraints:
-        method="|".join(SCORING_METHODS),
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/plot_stability.py"

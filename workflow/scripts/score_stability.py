@@ -1,7 +1,7 @@
-"""Rule stability: one method's selection on each half of the sentences, compared."""
+"""Rule stability: one method's selection on each half of the sentences, compared; table and figure."""
 
 from neurospec.workers import run_task
 
 run_task("neurospec.stability:run_stability", log=snakemake.log[0], paths=list(snakemake.input),
-         out_path=snakemake.output[0], method=snakemake.params.method, column=snakemake.params.column,
-         params=dict(snakemake.params.options))
+         out_path=snakemake.output.table, figure_path=snakemake.output.figure, method=snakemake.params.method,
+         column=snakemake.params.column, params=dict(snakemake.params.options))

@@ -496,3 +496,10 @@ def draw(figure: str, output: str | os.PathLike, scores: str | None = None, iou:
     if figure == "family_iou":
         return plot_family_iou(table, groups, layers, output, title)
     return plot_clustering(table, groups, output, title)
+
+
+def draw_many(outputs: Mapping[str, str | os.PathLike], scores: str | None = None, iou: str | None = None,
+              activations: Sequence[str] | None = None) -> dict[str, Any]:
+    """Draw every figure named in ``outputs`` ({figure: path}) from the same inputs (one job per method)."""
+    return {figure: draw(figure, path, scores=scores, iou=iou, activations=activations)
+            for figure, path in outputs.items()}

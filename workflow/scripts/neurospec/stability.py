@@ -134,9 +134,9 @@ def summarize(table: pd.DataFrame) -> dict[str, float]:
 
 
 def run_stability(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, method: str, column: str,
-                  params: Mapping[str, Any] | None = None) -> None:
+                  params: Mapping[str, Any] | None = None, figure_path: str | os.PathLike | None = None) -> None:
     """Rule entry point: read the activation tables (the columns the method needs, both halves), write
-    the stability table (atomically)."""
+    the stability table (atomically), and draw its figure into ``figure_path`` when given."""
     if method not in METHODS:
         raise NeurospecError(f"unknown scoring method {method!r}; known: {', '.join(METHODS)}")
     columns = method_columns(method, column, params)
@@ -147,6 +147,8 @@ def run_stability(paths: Sequence[str | os.PathLike], out_path: str | os.PathLik
                 "selection; %.0f%% above chance (p < 0.05)", method, s["median_iou"], s["median_chance"],
                 s["cells"], 100 * s["share_above_chance"] if s["cells"] else 0)
     write_table(table, out_path, None, metadata=meta)
+    if figure_path is not None:
+        draw_stability(out_path, figure_path)
 
 
 def read_stability(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
