@@ -21,12 +21,14 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/scoring.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/ablation.smk"
 
 
 rule all:
     default_target: True
-    # every pair's activation table, every method's scores, and every figure
+    # every pair's activation table, every method's scores, and every figure; the evaluation
     input:
         activation_tables(),
         scoring_targets(),
         figure_targets(),
+        ablation_targets(),

@@ -47,6 +47,9 @@ DATASET = config["dataset"]["name"]
 SPLIT = config["dataset"]["split"]
 MODEL = config["model"]["name"]
 DEMO_MODEL_DIR = "results/models/demo"
+GEMMA3_MODEL_DIR = "results/models/gemma3-270m"
+# model.id values that name a model the workflow builds itself, and the directory it builds
+BUILT_MODELS = {"demo": DEMO_MODEL_DIR, "gemma3-270m": GEMMA3_MODEL_DIR}
 RESULTS = f"results/{MODEL}/{DATASET}/{SPLIT}"
 LOGS = f"results/logs/{MODEL}/{DATASET}/{SPLIT}"
 SHARDS = config["collect"]["shards"]
@@ -91,12 +94,14 @@ def activation_tables():
 
 
 def model_inputs(wildcards=None):
-    """The demo model's directory when the workflow builds it; nothing for hub ids and local paths."""
-    return [DEMO_MODEL_DIR] if config["model"]["id"] == "demo" else []
+    """The model's directory when the workflow builds it (BUILT_MODELS); nothing for hub ids and local paths."""
+    built = BUILT_MODELS.get(config["model"]["id"])
+    return [built] if built else []
 
 
 def model_path():
-    return DEMO_MODEL_DIR if config["model"]["id"] == "demo" else config["model"]["id"]
+    """What jobs load: a built model's directory, else model.id (a hub id or a local directory)."""
+    return BUILT_MODELS.get(config["model"]["id"], config["model"]["id"])
 
 
 def model_params():
@@ -184,3 +189,43 @@ def dataset_files(wildcards):
         return []
     paths = [str(Path(dataset["local_dir"]) / name) for name in names]
     return [p for p in paths if Path(p).is_file()]
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: ablation
+# --------------------------------------------------------------------------------------------
+
+
+def ablation_params():
+    """Everything ablation reads from config (keys sorted): a change reruns ablation only."""
+    return dict(sorted(config["evaluate"]["ablation"].items()))
+
+
+def eval_language_tables():
+    """The held-out pair table of each non-English language (the first pair in `pairs` that has
+    it): their two sides are the held-out sentences of every evaluated language, English included.
+    """
+    first = {}
+    for pair in PAIRS:
+        first.setdefault(non_english(pair), pair)
+    return [eval_pair_table(pair) for pair in first.values()]
+
+
+def ablation_count_tables(wildcards=None):
+    """The count tables, whose act_sum gives the values of mode 'mean'; none for mode 'zero'."""
+    return (
+        activation_tables() if config["evaluate"]["ablation"]["mode"] == "mean" else []
+    )
+
+
+def ablation_table(method):
+    return f"{RESULTS}/ablation/{method}.parquet"
+
+
+def ablation_targets():
+    """Every method's ablation table and heatmap, and the figure comparing the methods."""
+    return (
+        [ablation_table(m) for m in SCORING_METHODS]
+        + [figure_path(m, "ablation") for m in SCORING_METHODS]
+        + [f"{RESULTS}/figures/ablation_specificity.png"]
+    )

@@ -1,0 +1,76 @@
+"""Evaluation, ablation: do the selected neurons matter for their language?
+
+Per scoring method one GPU job zeroes (or mean-patches) every group's selected neurons and random
+controls, and measures the NLL of every language's held-out sentences (the evaluation split).
+It reads the method's score table, so a scoring parameter reruns that method's ablation only;
+evaluate.ablation.* reach it through params, so they rerun ablation (and its figures) only.
+"""
+
+
+rule ablation:
+    """Per group of one method: NLL of each language's held-out sentences with its neurons ablated."""
+    input:
+        scores=scores_table("{method}"),
+        pairs=eval_language_tables(),
+        counts=ablation_count_tables,
+        model=model_inputs,
+    output:
+        ablation_table("{method}"),
+    log:
+        f"{LOGS}/ablation/{{method}}.log",
+    benchmark:
+        f"{LOGS}/ablation/{{method}}.benchmark.tsv"
+    wildcard_constraints:
+        method="|".join(SCORING_METHODS),
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        gpu=1,
+    params:
+        model=model_params(),
+        ablation=ablation_params(),
+    script:
+        "../scripts/ablate.py"
+
+
+rule figure_ablation:
+    """Heatmap of delta NLL, group x evaluated language, selected minus the random controls' mean."""
+    input:
+        ablation=ablation_table("{method}"),
+    output:
+        report(
+            figure_path("{method}", "ablation"),
+            caption="../report/ablation.rst",
+            category="Ablation",
+            subcategory="{method}",
+        ),
+    log:
+        f"{LOGS}/figures/{{method}}/ablation.log",
+    wildcard_constraints:
+        method="|".join(SCORING_METHODS),
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        figure="heatmap",
+    script:
+        "../scripts/plot_ablation.py"
+
+
+rule figure_ablation_specificity:
+    """Own-language delta NLL against the other languages' and the random controls', per method."""
+    input:
+        ablation=[ablation_table(m) for m in SCORING_METHODS],
+    output:
+        report(
+            f"{RESULTS}/figures/ablation_specificity.png",
+            caption="../report/ablation_specificity.rst",
+            category="Ablation",
+        ),
+    log:
+        f"{LOGS}/figures/ablation_specificity.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        figure="specificity",
+    script:
+        "../scripts/plot_ablation.py"
