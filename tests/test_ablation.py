@@ -298,3 +298,45 @@ def test_ablate_to_file_reads_scores_tables_and_count_means(small_model_dir, tmp
     for lang in ("en", "de", "ru"):
         assert got[lang] == pytest.approx(expected[lang], rel=1e-9)
     assert (df[df.group == "en-de"]["delta_nll"] == 0).all()  # selected nothing
+
+
+def _planted_table():
+    """de's neurons hurt German by 1.0, everything else by 0.1; ru's hurt Russian by 0.05 only,
+    less than one of its random controls (0.08); random controls hurt by 0.02 otherwise."""
+    rows = []
+    for group in ("de", "ru"):
+        for lang in ("en", "de", "ru"):
+            own = lang == group
+            sel = (1.0 if group == "de" else 0.05) if own else 0.1 * (group == "de")
+            rows.append((group, lang, "selected", -1, 5, 100, 3.0 + sel, 3.0, sel))
+            for seed, d in ((0, 0.02), (1, 0.08 if (group, lang) == ("ru", "ru") else 0.02)):
+                rows.append((group, lang, "random", seed, 5, 100, 3.0 + d, 3.0, d))
+    df = pd.DataFrame(rows, columns=["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
+                                     "base_nll", "delta_nll"])
+    meta = {"method": "lape", "mode": "zero", "random_sets": 2, "eval_languages": ["en", "de", "ru"],
+            "group_lang": {"de": "de", "ru": "ru"}, "demo_model": True}
+    return df, meta
+
+
+def test_figures_recover_planted_specificity(tmp_path):
+    import matplotlib.image as mpimg
+
+    from neurospec.ablation_figures import delta_matrix, plot_heatmap, plot_specificity
+
+    df, meta = _planted_table()
+    matrix = delta_matrix(df, meta)
+    assert list(matrix.index) == ["de", "ru"] and list(matrix.columns) == ["en", "de", "ru"]
+    assert matrix.loc["de", "de"] == pytest.approx(1.0 - 0.02)
+    assert matrix.loc["ru", "ru"] == pytest.approx(0.05 - 0.05)
+    assert matrix.loc["de", "en"] == pytest.approx(0.1 - 0.02)
+    drawn = plot_heatmap(df, meta, tmp_path / "heat.png")
+    pd.testing.assert_frame_equal(drawn, matrix)
+    spec = plot_specificity([(df, meta), (df.assign(delta_nll=0.0), {**meta, "method": "contrast"})],
+                            tmp_path / "spec.png").set_index(["method", "group"])
+    assert spec.loc[("lape", "de"), "specific"] and not spec.loc[("lape", "ru"), "specific"]
+    assert spec.loc[("lape", "de"), "own"] == 1.0 and spec.loc[("lape", "de"), "others"] == pytest.approx(0.1)
+    assert spec.loc[("lape", "ru"), "random_max"] == pytest.approx(0.08)
+    assert not spec.loc["contrast", "specific"].any()  # nothing beats ties
+    for png in ("heat.png", "spec.png"):
+        pixels = mpimg.imread(tmp_path / png)[..., :3]
+        assert (pixels < 0.9).mean() > 0.02
