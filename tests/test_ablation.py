@@ -340,3 +340,15 @@ def test_figures_recover_planted_specificity(tmp_path):
     for png in ("heat.png", "spec.png"):
         pixels = mpimg.imread(tmp_path / png)[..., :3]
         assert (pixels < 0.9).mean() > 0.02
+
+
+def test_the_summary_command_prints_the_specific_groups(tmp_path, capsys):
+    from neurospec.ablation_figures import main
+
+    df, meta = _planted_table()
+    write_table(df, tmp_path / "lape.parquet", None, metadata=meta)
+    assert main([str(tmp_path / "lape.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "lape: 1 of 2 groups specific (de)" in out
+    assert out.splitlines()[0].split() == ["method", "group", "lang", "n_neurons", "own", "others", "others_max",
+                                           "random", "random_max", "specific"]

@@ -192,3 +192,26 @@ def draw(figure: str, output: str | os.PathLike, paths: Sequence[str]) -> Any:
         logger.info("%s: %d of %d groups specific (own-language delta NLL above every other language's and "
                     "every random control's)", method, int(d["specific"].sum()), len(d))
     return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m neurospec.ablation_figures TABLE...``: the specificity of each ablation table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m neurospec.ablation_figures",
+                                     description="Print per group the own-language delta NLL, the other "
+                                                 "languages' and the random controls', and per method how "
+                                                 "many groups are specific.")
+    parser.add_argument("tables", nargs="+", help="ablation tables (results/.../ablation/{method}.parquet)")
+    args = parser.parse_args(argv)
+    data = pd.concat([specificity(*read(p)) for p in args.tables], ignore_index=True)
+    with pd.option_context("display.width", 200, "display.max_rows", 1000):
+        print(data.round(3).to_string(index=False))
+    for method, d in data.groupby("method", sort=False):
+        print(f"{method}: {int(d['specific'].sum())} of {len(d)} groups specific "
+              f"({', '.join(d.loc[d['specific'], 'lang'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
