@@ -76,14 +76,20 @@ def test_gemma3_mlp_taps_read_the_gated_activation():
 LANGS = ("de", "fr", "ru", "hi", "ar", "he")
 
 
+# Sizes that keep the test to a few minutes on 2 cores: EC40's sentences are long (NTREX/FLORES,
+# about 45 tokens), the demo corpus's names short (about 4), so the demo scores more of them.
+SIZES = {"ec40": dict(max_samples=100, max_sentences=6), "demo": dict(max_samples=200, max_sentences=40)}
+
+
 def real_model_config(workdir, ec40: bool):
-    """config/gemma3-270m.yaml, subsampled to keep the test to a few minutes."""
+    """config/gemma3-270m.yaml, subsampled, LAPE's ablation with one random control per language."""
     cfg = yaml.safe_load((ROOT / "config" / "gemma3-270m.yaml").read_text())
     assert cfg["pairs"] == [f"{lang}-en" for lang in LANGS]
     if ec40:
         cfg["dataset"].update(name="ec40", local_dir=str(SHARED_EC40))
-    cfg["dataset"]["max_samples"] = 100
-    cfg["evaluate"]["ablation"].update(max_sentences=6, random_sets=1)
+    sizes = SIZES[cfg["dataset"]["name"]]
+    cfg["dataset"]["max_samples"] = sizes["max_samples"]
+    cfg["evaluate"]["ablation"].update(max_sentences=sizes["max_sentences"], random_sets=1)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     return path, cfg
@@ -91,21 +97,28 @@ def real_model_config(workdir, ec40: bool):
 
 @pytest.mark.slow
 def test_zeroing_a_languages_lape_neurons_raises_its_own_nll_most(tmp_path):
+    """On EC40 (the README's result, subsampled): LAPE's neurons of every language hurt it by more
+    than 0.3 nats and by more than 5x a random set of the same per-layer sizes, and for at least 5
+    of the 6 languages more than any other language (the probe: de +0.96, ru +3.04, hi +5.10,
+    ar +4.58 with a fuller selection).  On the demo corpus (names: little text per language for
+    LAPE) the non-Latin languages still show it: at least 3 of 6 specific."""
     from neurospec.ablation_figures import read, specificity
 
     ec40 = (SHARED_EC40 / "Ntrex-eval-set").is_dir() and (SHARED_EC40 / "Flores200-test-set").is_dir()
     config, cfg = real_model_config(tmp_path, ec40)
     results = f"results/gemma3-270m/{cfg['dataset']['name']}/validation"
     target = f"{results}/ablation/lape.parquet"
-    snakemake(tmp_path, target, configfile=config, timeout=1500)
+    snakemake(tmp_path, target, configfile=config, timeout=2400)
     df, meta = read(tmp_path / target)
     assert meta["eval_languages"] == ["en", *sorted(LANGS)] and meta["demo_model"] is False
     assert meta["model_class"] == "Gemma3ForCausalLM" and meta["head_check_relative_difference"] < 1e-4
     spec = specificity(df, meta).set_index("lang")
     print(spec.round(3).to_string())  # shown with -s: the numbers behind the assertions
     assert sorted(spec.index) == sorted(LANGS)
-    # the reference probe found +0.96 (de) to +5.10 (hi) nats with 1997 NTREX sentences for selection;
-    # here 100 sentences select: every language is still hurt clearly, most specifically
-    assert (spec["own"] > 0.3).all(), spec
-    assert spec["specific"].sum() >= 5, spec
-    assert (spec["random_max"] < 0.2).all(), spec
+    assert (spec["own"] > 5 * spec["random_max"]).all(), spec  # far beyond random neurons of the same sizes
+    if ec40:
+        assert (spec["own"] > 0.3).all(), spec
+        assert spec["specific"].sum() >= 5, spec
+    else:
+        assert spec.loc[["ar", "he", "hi", "ru"], "own"].min() > 3.0, spec
+        assert spec["specific"].sum() >= 3, spec

@@ -189,6 +189,7 @@ def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
     counts = job_counts(snakemake(workdir, "--dry-run", configfile=cfg).stdout)
     counts.pop("all", None)
     assert counts.pop("score_lape") == 1, counts
+    assert counts.pop("ablation") == 1, counts  # lape's ablation only
     assert {"score_frequency", "score_contrast", "score_frequency_language", "collect_activations"}.isdisjoint(counts)
     assert counts and all(rule.startswith("figure_") for rule in counts), counts
     assert "figure_activation_probability" not in counts
