@@ -71,7 +71,6 @@ ABLATION_SCHEMA = pa.schema(
     ]
 )
 ABLATION_COLUMNS = tuple(ABLATION_SCHEMA.names)
-CONDITIONS = ("selected", "random")
 # Batches may hold up to 20% padding: padded positions cost the body's forward pass but never the
 # LM head (only predicted positions reach it), and fewer, fuller batches save per-call overhead.
 MIN_FILL = 0.8
