@@ -26,6 +26,7 @@ include: "workflow/rules/collect.smk"
 include: "workflow/rules/scoring.smk"
 include: "workflow/rules/stability.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/ablation.smk"
 include: "workflow/rules/translation.smk"
 
 
@@ -39,9 +40,11 @@ onerror:
 
 rule all:
     default_target: True
-    # every pair's activation table, every method's scores, every figure, translation quality
+    # every pair's activation table, every method's scores and figures, the ablation and the
+    # translation quality of the evaluation stage
     input:
         activation_tables(),
         scoring_targets(),
         figure_targets(),
         translation_targets(),
+        ablation_targets(),

@@ -35,3 +35,22 @@ def small_model_dir(tmp_path_factory) -> Path:
     models.build_demo_model(out, texts, seed=1, vocab_size=600, hidden_size=32, intermediate_size=96,
                             num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def gemma3_workdir(tmp_path_factory) -> Path:
+    """A workdir whose results/models/gemma3-270m was built by the workflow's own rule
+    (`snakemake results/models/gemma3-270m --configfile config/gemma3-270m.yaml`), once per session;
+    the slow real-model tests copy or read it. Skips when the optional extra is not installed."""
+    from neurospec import gemma3
+    from neurospec.errors import NeurospecError
+    from workflow_utils import snakemake
+
+    try:
+        gemma3.check_installed()
+    except NeurospecError as exc:  # pip install -e ".[gemma3]"; CI installs it
+        pytest.skip(str(exc))
+    workdir = tmp_path_factory.mktemp("gemma3-build")
+    snakemake(workdir, "results/models/gemma3-270m", configfile=ROOT / "config" / "gemma3-270m.yaml", timeout=1800)
+    assert (workdir / "results/models/gemma3-270m/model.safetensors").is_file()
+    return workdir

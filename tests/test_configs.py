@@ -44,7 +44,13 @@ def leaves(cfg: dict, prefix: str = "") -> dict[str, object]:
 
 def test_shipped_configs_are_listed():
     names = {p.name for p in CONFIGS}
-    assert {"config.yaml", "ec40-aya23.yaml", "flores-plus-aya23.yaml"} <= names
+    assert {"config.yaml", "ec40-aya23.yaml", "flores-plus-aya23.yaml", "gemma3-270m.yaml"} <= names
+
+
+def test_the_demo_config_lists_every_key():
+    """config/config.yaml is the reference of every key: none is left to the schema's defaults."""
+    demo = load(ROOT / "config" / "config.yaml")
+    assert sorted(set(leaves(with_defaults(demo))) - set(leaves(demo))) == []
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -229,3 +229,26 @@ def test_profiles_parse(profile, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "gpu_job" in proc.stdout + proc.stderr
+
+
+def gpu_rules() -> set[str]:
+    """The rules of the workflow whose resources ask for a GPU (gpu=1), read from the rule files."""
+    found = set()
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        for rule, body in re.findall(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", path.read_text(), re.S | re.M):
+            if re.search(r"^\s+resources:\n(?:\s+.*\n)*?\s+gpu=1,", body, re.M):
+                found.add(rule)
+    return found
+
+
+def test_every_gpu_rule_has_its_resources_in_the_profiles():
+    """A GPU rule without set-resources in profiles/slurm would get the CPU defaults (8 GB, 60 min)."""
+    import yaml
+
+    rules = gpu_rules()
+    assert {"collect_activations", "ablation", "translate", "translate_ablated"} <= rules
+    slurm = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())["set-resources"]
+    local = yaml.safe_load((REPO / "profiles/local-multigpu/config.yaml").read_text())["set-resources"]
+    for rule in rules:
+        assert slurm[rule]["gpu"] == 1 and slurm[rule]["mem_mb"] >= 32000 and slurm[rule]["runtime"] > 0, rule
+        assert local[rule]["gpu"] == 1, rule

