@@ -110,7 +110,8 @@ def test_figure_data_are_selected_minus_random(ablation_run):
 def test_an_ablation_parameter_reruns_ablation_only(ablation_run):
     for change in ({"random_sets": 3}, {"max_sentences": 5}, {"mode": "mean"}, {"seed": 0}):
         counts = job_counts(snakemake(ablation_run, "--dry-run", configfile=_config(ablation_run, change)).stdout)
-        assert counts == {"ablation": len(METHODS), "figure_ablation": 1, "all": 1}, (change, counts)
+        assert counts == {"ablation": len(METHODS), "figure_ablation": len(METHODS), "figure_ablation_specificity": 1,
+                          "all": 1}, (change, counts)
 
 
 def test_a_scoring_parameter_reruns_that_methods_ablation_only(ablation_run):
@@ -118,6 +119,7 @@ def test_a_scoring_parameter_reruns_that_methods_ablation_only(ablation_run):
     out = snakemake(ablation_run, "--dry-run", configfile=cfg).stdout
     counts = job_counts(out)
     assert counts.get("score_lape") == 1 and counts.get("ablation") == 1 and counts.get("figure_ablation") == 1
+    assert counts.get("figure_ablation_specificity") == 1
     assert "results/demo-small/demo/validation/ablation/lape.parquet" in out
     assert not {"collect_activations", "pair_table", "build_demo_model", "score_frequency",
                 "score_contrast"} & set(counts), counts

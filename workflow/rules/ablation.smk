@@ -32,28 +32,43 @@ rule ablation:
 
 
 rule figure_ablation:
-    """Every method's heatmap of delta NLL (group x evaluated language, selected minus the random
-    controls' mean) and the figure comparing the methods' specificity: one job."""
+    """Heatmap of delta NLL, group x evaluated language, selected minus the random controls' mean."""
     input:
-        tables=[ablation_table(m) for m in SCORING_METHODS],
+        ablation=ablation_table("{method}"),
     output:
-        heatmaps=[
-            report(
-                figure_path(m, "ablation"),
-                caption="../report/ablation.rst",
-                category="Ablation",
-                subcategory=m,
-            )
-            for m in SCORING_METHODS
-        ],
-        specificity=report(
+        report(
+            figure_path("{method}", "ablation"),
+            caption="../report/ablation.rst",
+            category="Ablation",
+            subcategory="{method}",
+        ),
+    log:
+        f"{LOGS}/figures/{{method}}/ablation.log",
+    wildcard_constraints:
+        method="|".join(SCORING_METHODS),
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        figure="heatmap",
+    script:
+        "../scripts/plot_ablation.py"
+
+
+rule figure_ablation_specificity:
+    """Own-language delta NLL against the other languages' and the random controls', per method."""
+    input:
+        ablation=[ablation_table(m) for m in SCORING_METHODS],
+    output:
+        report(
             f"{RESULTS}/figures/ablation_specificity.png",
             caption="../report/ablation_specificity.rst",
             category="Ablation",
         ),
     log:
-        f"{LOGS}/figures/ablation.log",
+        f"{LOGS}/figures/ablation_specificity.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        figure="specificity",
     script:
         "../scripts/plot_ablation.py"

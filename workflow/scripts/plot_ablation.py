@@ -1,6 +1,6 @@
-"""Rule figure_ablation: every method's ablation heatmap and the specificity figure, in one job."""
+"""Rules figure_ablation*: draw an ablation figure from the ablation tables."""
 
 from neurospec.workers import run_task
 
-run_task("neurospec.ablation_figures:draw_all", log=snakemake.log[0], tables=list(snakemake.input.tables),
-         heatmaps=list(snakemake.output.heatmaps), specificity_figure=snakemake.output.specificity)
+run_task("neurospec.ablation_figures:draw", log=snakemake.log[0], figure=snakemake.params.figure,
+         output=snakemake.output[0], paths=list(snakemake.input))

@@ -194,17 +194,6 @@ def draw(figure: str, output: str | os.PathLike, paths: Sequence[str]) -> Any:
     return data
 
 
-def draw_all(tables: Sequence[str], heatmaps: Sequence[str | os.PathLike],
-             specificity_figure: str | os.PathLike) -> pd.DataFrame:
-    """Every ablation figure in one job: each method's heatmap (``heatmaps[i]`` from ``tables[i]``)
-    and the figure comparing the methods."""
-    if len(tables) != len(heatmaps):
-        raise NeurospecError(f"{len(tables)} ablation tables for {len(heatmaps)} heatmaps")
-    for table, heatmap in zip(tables, heatmaps):
-        draw("heatmap", heatmap, [table])
-    return draw("specificity", specificity_figure, tables)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m neurospec.ablation_figures TABLE...``: the specificity of each ablation table."""
     import argparse
