@@ -1,4 +1,4 @@
-"""Specialization scores: which neurons each pair (or language) uses, by four methods.
+"""Specialization scores: which neurons each pair (or language) uses: four methods, five selections.
 
 Every rule reads all activation tables and takes its parameters through params only, so a
 change of one method's parameters reruns that method (and its figures) only.
@@ -63,7 +63,7 @@ rule score_lape:
 
 
 rule score_contrast:
-    """Ours: each language against the rest, log-odds and a z-test under FDR control."""
+    """Ours: each language against the rest, log-odds and a test under FDR control (Welch on sentences, or z on tokens)."""
     input:
         activation_tables(),
     output:

@@ -19,7 +19,10 @@ and reads off the logs:
   counting included);
 - ``wall_s``: the whole ``snakemake`` command (start-up and DAG included);
 - ``ratio``: wall_s / (load_s + forward_s). 1.0 would mean nothing but one load and the forward
-  passes; the rest is Snakemake and the N jobs' own start-up.
+  passes; the rest is Snakemake and the N jobs' own start-up;
+- ``stage_s`` and ``stage_ratio``: the collection stage alone, from the model worker's start (the
+  first collection job's first step) to its last task's end, over (load_s + forward_s): what the
+  wall time adds to the jobs between them, without Snakemake's own start, DAG and end.
 
 With ``--e2e-baseline`` the same timed run is repeated with ``NEUROSPEC_WORKERS=0`` (every job loads
 the model itself, as before workers), for a side-by-side ratio measured in the same session.
@@ -86,14 +89,18 @@ def _read_logs(workdir: Path, pairs: list[str]) -> dict:
     """load_s (from the model worker's log) and forward_s (from the N collection job logs)."""
     worker_logs = sorted((workdir / "results/logs/workers").glob("*model*.log"))
     loads, n_loads = 0.0, 0
+    first, last = None, None  # the collection stage: the worker's start to its last task's end
     for path in worker_logs:
         lines = path.read_text(errors="replace").splitlines()
         start = next((STAMP.match(ln).group(1) for ln in lines if STAMP.match(ln) and "listening" in ln), None)
+        first = first or start
         for ln in lines:
             m = STAMP.match(ln)
             if m and "model loaded in" in ln and start:
                 loads += _seconds(start, m.group(1))
                 n_loads += 1
+            if m and "task done in" in ln:
+                last = m.group(1)
     forward = 0.0
     for pair in pairs:
         text = (workdir / f"results/logs/bench/ec40/validation/activations/{pair}.log")
@@ -101,7 +108,8 @@ def _read_logs(workdir: Path, pairs: list[str]) -> dict:
             text = workdir / f"results/logs/bench/demo/validation/activations/{pair}.log"
         m = re.search(r"done: \d+ counted tokens in ([\d.]+) s", text.read_text())
         forward += float(m.group(1)) if m else float("nan")
-    return {"load_s": loads, "model_loads": n_loads, "forward_s": forward}
+    stage = _seconds(first, last) if first and last and len(worker_logs) == 1 else float("nan")
+    return {"load_s": loads, "model_loads": n_loads, "forward_s": forward, "stage_s": stage}
 
 
 def run(n_pairs: int, model: str = "demo", sentences: int = 200, cores: int = 1, baseline: bool = False,
@@ -122,6 +130,7 @@ def run(n_pairs: int, model: str = "demo", sentences: int = 200, cores: int = 1,
         wall = _snakemake(workdir, config, targets, cores)
         result.update(_read_logs(workdir, pairs), wall_s=wall)
         result["ratio"] = wall / (result["load_s"] + result["forward_s"])
+        result["stage_ratio"] = result["stage_s"] / (result["load_s"] + result["forward_s"])
         if baseline:
             shutil.rmtree(workdir / "results/bench")
             shutil.rmtree(workdir / "results/logs", ignore_errors=True)
@@ -193,7 +202,10 @@ def report(result: dict) -> str:
     lines = [f"{result['pairs']} pairs x {result['sentences_per_pair']} sentences ({result['dataset']}), model "
              f"{result['model']}, --cores {result['cores']}",
              f"  model loads: {result['model_loads']}   load {result['load_s']:.1f} s   forward {result['forward_s']:.1f} s"
-             f"   wall {result['wall_s']:.1f} s   wall / (load + forward) = {result['ratio']:.2f}"]
+             f"   wall {result['wall_s']:.1f} s   wall / (load + forward) = {result['ratio']:.2f}",
+             f"  collection stage (the model worker's start to its last task's end) {result['stage_s']:.1f} s"
+             f"   stage / (load + forward) = {result['stage_ratio']:.2f}   (the rest of the wall time: Snakemake's"
+             f" start, DAG, end)"]
     if "wall_without_workers_s" in result:
         lines.append(f"  without workers (one load per job): wall {result['wall_without_workers_s']:.1f} s; "
                      f"workers are {result['speedup']:.1f}x faster")

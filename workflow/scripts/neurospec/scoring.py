@@ -1,4 +1,4 @@
-"""Which neurons specialize in which group (a translation direction or a language): three methods.
+"""Which neurons specialize in which group (a translation direction or a language): four methods.
 
 All methods start from a *stacked* count table, one row per group x layer x neuron::
 
