@@ -134,3 +134,26 @@ def test_selections_random_controls_and_means():
     np.testing.assert_allclose(mean_activations(tables, exclude=["de"]), [[0.5, 1.0], [1.5, 2.0]])
     with pytest.raises(NeurospecError, match="no count table"):
         mean_activations(tables, exclude=["de", "en"])
+
+
+def test_mean_patch_values_read_the_tables_once_and_leave_the_language_out(tmp_path):
+    from synthetic_counts import complete
+
+    from neurospec.interventions import MeanPatchValues
+    from neurospec.tables import write_counts
+
+    rng = np.random.default_rng(3)
+    paths, sums = [], {}
+    for pair, lang, n in (("de-en", "de", 10), ("ru-en", "ru", 30), ("hi-en", "hi", 60)):
+        df = pd.DataFrame({"layer": np.repeat(np.arange(2), 4).astype(np.int32),
+                           "neuron": np.tile(np.arange(4), 2).astype(np.int32), "act_sum": rng.normal(size=8)})
+        write_counts(complete(df), tmp_path / f"{pair}.parquet", {"pair": pair, "counted_lang": lang, "n_tokens": n})
+        paths.append(str(tmp_path / f"{pair}.parquet"))
+        sums[lang] = (df["act_sum"].to_numpy().reshape(2, 4), n)
+    patch = MeanPatchValues(paths, "evaluate.ablation")
+    assert patch.counted == {"de-en": "de", "ru-en": "ru", "hi-en": "hi"}
+    expected = (sums["ru"][0] + sums["hi"][0]) / (30 + 60)
+    np.testing.assert_allclose(patch.excluding(["de"]), expected, rtol=1e-12)
+    assert patch.excluding(["de"]) is patch.excluding(("de",))  # computed once per exclusion
+    with pytest.raises(NeurospecError, match="evaluate.ablation: mode 'mean' needs the count tables"):
+        MeanPatchValues([], "evaluate.ablation")

@@ -328,7 +328,7 @@ def test_mean_patching_uses_the_other_languages_means(small_model_dir, tmp_path)
         want = [T.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
                 for g in T.greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=1)]
     assert got["hyp"].tolist() == want
-    with pytest.raises(NeurospecError, match="needs the activation tables"):
+    with pytest.raises(NeurospecError, match="evaluate.translate: mode .mean. needs the count tables"):
         T.translate_ablated_to_file(loaded, paths, str(tmp_path / "s.parquet"), str(tmp_path / "b.parquet"),
                                     method="m", mode="mean", prompt_template=TEMPLATE, **SETTINGS)
     assert not (tmp_path / "b.parquet").exists()

@@ -49,11 +49,11 @@ import torch
 from .architectures import n_neurons as model_neurons
 from .batching import auto_token_budget, make_batches
 from .errors import NeurospecError
-from .interventions import (MODES, Selection, intervene, mean_activations, random_like, selection_size,
+from .interventions import (MODES, MeanPatchValues, Selection, intervene, random_like, selection_size,
                             selections_from_scores)
 from .languages import PIVOT, parse_pair
 from .models import LoadedModel, is_demo_model
-from .tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
+from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
 
 log = logging.getLogger("neurospec")
 
@@ -440,21 +440,8 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
     selections = {g: selected.get(g, {}) for g in groups}
     held_out = held_out_sentences([(read_table(p, required=tuple(PAIR_SCHEMA.names)), read_metadata(p))
                                    for p in pair_tables], max_sentences)
-    mean_values = None
-    if mode == "mean":
-        if not count_tables:
-            raise NeurospecError("ablation mode 'mean' needs the count tables (act_sum, n_tokens)")
-        counts = {}
-        for path in count_tables:
-            df, meta = read_counts(path, ["act_sum"])
-            counts[str(meta.get("pair") or path)] = (df, meta)
-        cache: dict[str, np.ndarray] = {}
-
-        def mean_values(lang: str) -> np.ndarray:
-            if lang not in cache:
-                cache[lang] = mean_activations(counts, exclude=[lang])
-            return cache[lang]
-
+    patch = MeanPatchValues(count_tables, "evaluate.ablation") if mode == "mean" else None
+    mean_values = (lambda lang: patch.excluding([lang])) if patch is not None else None
     method = score_meta.get("method", "?")
     log.info("%s: %d groups (%d with neurons), mode %s, %d random sets each", method, len(groups),
              sum(selection_size(s) > 0 for s in selections.values()), mode, random_sets)

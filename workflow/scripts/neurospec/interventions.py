@@ -90,6 +90,31 @@ def mean_activations(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]
     return total / n_tokens
 
 
+class MeanPatchValues:
+    """Mode "mean"'s values from a stage's count tables: read once, and the mean over the tables
+    outside each set of excluded languages computed once (``excluding``)."""
+
+    def __init__(self, count_paths: Sequence[str], needed_by: str) -> None:
+        from .tables import read_counts
+
+        if not count_paths:
+            raise NeurospecError(f"{needed_by}: mode 'mean' needs the count tables (act_sum, n_tokens)")
+        self.tables: dict[str, tuple[pd.DataFrame, Mapping[str, Any]]] = {}
+        for path in count_paths:
+            df, meta = read_counts(path, ["act_sum"])
+            self.tables[str(meta.get("pair") or path)] = (df, meta)
+        # pair -> the language whose tokens its table counted
+        self.counted = {pair: str(meta.get("counted_lang")) for pair, (_, meta) in self.tables.items()}
+        self._cache: dict[tuple[str, ...], np.ndarray] = {}
+
+    def excluding(self, languages: Sequence[str]) -> np.ndarray:
+        """[layers, neurons]: each neuron's mean activation over the tables of the other languages."""
+        key = tuple(sorted(set(languages)))
+        if key not in self._cache:
+            self._cache[key] = mean_activations(self.tables, exclude=key)
+        return self._cache[key]
+
+
 def _check(selection: Mapping[int, np.ndarray], n_layers: int, n_neurons: int) -> None:
     for layer, idx in selection.items():
         if not 0 <= int(layer) < n_layers:

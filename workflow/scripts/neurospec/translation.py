@@ -40,11 +40,11 @@ import pandas as pd
 import torch
 
 from .errors import NeurospecError
-from .interventions import MODES, intervene, mean_activations, selection_size, selections_from_scores
+from .interventions import MODES, MeanPatchValues, intervene, selection_size, selections_from_scores
 from .languages import parse_pair
 from .models import LoadedModel
 from .prompts import PLACEHOLDERS, check_template, render
-from .tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
+from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
 
 log = logging.getLogger("neurospec")
 
@@ -433,18 +433,9 @@ def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], s
     score_meta = read_metadata(scores_path)
     group_kind = str(score_meta.get("group_kind", ""))
     selections = selections_from_scores(scores)
-    tables = {}
-    counted: dict[str, str] = {}
-    if mode == "mean":
-        if not activation_paths:
-            raise NeurospecError("ablation mode 'mean' needs the activation tables (mean activations)")
-        for path in activation_paths:
-            df, meta = read_counts(path, ["act_sum"])
-            tables[str(meta.get("pair"))] = (df, meta)
-            counted[str(meta.get("pair"))] = str(meta.get("counted_lang"))
+    patch = MeanPatchValues(activation_paths, "evaluate.translate") if mode == "mean" else None
     lm = loaded.require_lm("translation with ablated neurons")
     frames, per_pair, unablated = [], {}, {}
-    means: dict[tuple[str, ...], np.ndarray] = {}  # excluded languages -> mean activations [layers, neurons]
     for path in pairs_paths:
         direction = prepare_direction(loaded, path, prompt_template=prompt_template, chat=chat, settings=settings)
         group = ablation_group(direction.pair, group_kind)
@@ -455,11 +446,8 @@ def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], s
             unablated[direction.pair] = group
             continue
         values = None
-        if mode == "mean":
-            exclude = tuple(excluded_languages(group, group_kind, counted))
-            if exclude not in means:
-                means[exclude] = mean_activations(tables, exclude=exclude)
-            values = means[exclude]
+        if patch is not None:
+            values = patch.excluding(excluded_languages(group, group_kind, patch.counted))
         log.info("%s: ablating %d neurons of %s group %s (%s)", direction.pair, n_neurons, method, group, mode)
         with intervene(lm, selection, mode, values):
             df, stats = translate_direction(loaded, direction, settings["batch_size"])
