@@ -30,6 +30,10 @@ include: "workflow/rules/ablation.smk"
 include: "workflow/rules/translation.smk"
 
 
+onstart:
+    start_early()
+
+
 onsuccess:
     shutdown_run()
 

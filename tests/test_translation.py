@@ -260,7 +260,8 @@ def test_ablated_translation_equals_generation_with_zeroed_weight_columns(small_
     equal those of a copy of the model whose down_proj columns of those neurons are zero."""
     loaded = _load(small_model_dir)
     lm = loaded.require_lm("test")
-    paths = [str(_pair_table(tmp_path / f"{p}.parquet", p, SOURCES[:4], SOURCES[:4])) for p in ("en-de", "de-en")]
+    pairs = ("de-en", "en-de", "fr-en")  # de-en and fr-en share the group "en": generated together
+    paths = [str(_pair_table(tmp_path / f"{p}.parquet", p, SOURCES[:4], SOURCES[:4])) for p in pairs]
     selection = {"de": {0: [1, 5, 7], 2: list(range(0, 96, 3))}, "en": {1: list(range(40))}}
     rows = [(g, layer, n) for g, sel in selection.items() for layer, idx in sel.items() for n in idx]
     scores = pd.DataFrame(rows, columns=["group", "layer", "neuron"]).assign(score=1.0)
@@ -271,8 +272,12 @@ def test_ablated_translation_equals_generation_with_zeroed_weight_columns(small_
     meta = read_metadata(tmp_path / "ablated.parquet")
     assert list(out.columns) == list(T.ABLATED_COLUMNS)
     assert meta["pairs"]["en-de"]["group"] == "de" and meta["pairs"]["de-en"]["group"] == "en"
+    assert list(dict.fromkeys(out["pair"])) == list(pairs) == list(meta["pairs"])  # the order of the inputs
+    assert meta["pairs"]["fr-en"]["generated_with"] == ["de-en", "fr-en"]
+    assert "generated_with" not in meta["pairs"]["en-de"]
     base = {}
-    for pair, (src, tgt), group in (("en-de", ("en", "de"), "de"), ("de-en", ("de", "en"), "en")):
+    for pair, (src, tgt), group in (("en-de", ("en", "de"), "de"), ("de-en", ("de", "en"), "en"),
+                                    ("fr-en", ("fr", "en"), "en")):
         edited = copy.deepcopy(lm)
         with torch.no_grad():
             for layer, idx in selection[group].items():
@@ -296,7 +301,7 @@ def test_ablated_translation_equals_generation_with_zeroed_weight_columns(small_
     out2 = read_table(tmp_path / "ablated2.parquet")
     meta2 = read_metadata(tmp_path / "ablated2.parquet")
     assert set(out2["pair"]) == {"de-en"} and (out2["group"] == "de-en").all() and (out2["n_neurons"] == 2).all()
-    assert meta2["unablated"] == {"en-de": "en-de"}
+    assert meta2["unablated"] == {"en-de": "en-de", "fr-en": "fr-en"}
 
 
 def test_mean_patching_uses_the_other_languages_means(small_model_dir, tmp_path):

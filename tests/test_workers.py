@@ -114,6 +114,71 @@ def test_the_model_is_loaded_once_for_many_jobs(run, small_model_dir):
     assert "already loaded by worker pid" in (run / "job2.log").read_text()
 
 
+def test_a_model_worker_started_early_serves_the_first_model_job(run, small_model_dir):
+    """Started as the run starts (onstart), the worker imports torch before any task; the first model
+    job finds it (no second worker, one model load); starting it again starts nothing."""
+    model = _model(small_model_dir)
+    assert workers.start_model_worker_early(model) is True
+    (pidfile,) = workers.run_dir().glob("model-*.pid")
+    early_pid = int(pidfile.read_text())
+    assert workers.start_model_worker_early(model) is False  # it runs already
+    run_model_task("worker_tasks:model_info", model=model, path=str(run / "a.json"))
+    assert _read(run / "a.json")["pid"] == early_pid
+    (text,) = [t for name, t in _worker_logs(run).items() if "-model-" in name]
+    assert "started with the run: torch and transformers imported" in text
+    assert text.index("started with the run") < text.index("task 1 of") and text.count("loading model") == 1
+
+
+def test_an_early_start_never_waits_for_a_busy_gpu(run, monkeypatch, small_model_dir):
+    from neurospec.devices import lock_path, try_lock
+
+    monkeypatch.setenv("NEUROSPEC_FAKE_GPUS", "1")
+    other = try_lock(lock_path(0))  # another run holds the only GPU
+    try:
+        t0 = time.monotonic()
+        assert workers.start_model_worker_early(_model(small_model_dir, "auto")) is False
+        assert time.monotonic() - t0 < 5 and not list(workers.run_dir().glob("*.pid"))
+    finally:
+        other.close()
+    monkeypatch.setenv(workers.MODE_ENV, "0")
+    assert workers.start_model_worker_early(_model(small_model_dir, "auto")) is False  # workers off
+
+
+def test_a_task_that_uses_torch_goes_to_an_idle_model_worker(run, small_model_dir):
+    """uses_torch (building the demo model): an idle model worker of the run serves it (torch is imported
+    there); without one, a CPU worker; other CPU tasks always go to CPU workers."""
+    run_task("worker_tasks:whoami", uses_torch=True, path=str(run / "a.json"))
+    cpu_pid = _read(run / "a.json")["pid"]
+    run_model_task("worker_tasks:model_info", model=_model(small_model_dir), path=str(run / "m.json"))
+    model_pid = _read(run / "m.json")["pid"]
+    assert cpu_pid != model_pid
+    run_task("worker_tasks:whoami", uses_torch=True, path=str(run / "b.json"))
+    run_task("worker_tasks:whoami", path=str(run / "c.json"))
+    assert _read(run / "b.json")["pid"] == model_pid and _read(run / "c.json")["pid"] == cpu_pid
+    # while the model worker serves a model job, a torch task does not wait for it
+    job = _job(run, {"target": "worker_tasks:model_info", "path": str(run / "long.json"), "hold_s": 4.0},
+               _model(small_model_dir))
+    assert _wait(lambda: _busy(run))
+    run_task("worker_tasks:whoami", uses_torch=True, path=str(run / "d.json"))
+    assert _read(run / "d.json")["pid"] == cpu_pid and not (run / "long.json").exists()
+    job.communicate(timeout=60)
+    assert job.returncode == 0
+
+
+def _busy(run) -> bool:
+    """Whether a model worker of the run is held by a job."""
+    import fcntl
+
+    for busy in workers.run_dir().glob("model-*.busy"):
+        with open(busy, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
 def test_bad_input_is_one_line_in_the_job_log_and_on_stderr(run, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_task("worker_tasks:fail", log=str(run / "job.log"), message="dataset file x.en is missing")

@@ -234,7 +234,14 @@ def test_twenty_pairs_load_the_model_once(tmp_path):
     assert len(worker_logs) == 1
     text = worker_logs[0].read_text()
     assert text.count("loading model") == 1 and text.count("model loaded in") == 1
-    assert text.count("task done") == 20
+    assert text.count("neurospec.collect:collect_to_file") == 20
+    # started with the run (its imports overlap the pair tables), it also built the demo model: the
+    # task that needs torch went to it, not to a CPU worker that would have imported torch again
+    assert "started with the run: torch and transformers imported" in text
+    assert text.index("started with the run") < text.index("task 1 of")
+    assert text.count("neurospec.demo:build_model") == 1 and text.count("task done") == 21
+    cpu_logs = " ".join(p.read_text() for p in (tmp_path / "results/logs/workers").glob("*-cpu-*.log"))
+    assert "neurospec.pairs:write_pair_table" in cpu_logs and "build_model" not in cpu_logs
     served_by = set()
     for pair in pairs:
         job_log = (tmp_path / f"results/logs/demo-small/demo/validation/activations/{pair}.log").read_text()

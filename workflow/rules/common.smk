@@ -12,7 +12,11 @@ from neurospec import pairs as pair_sources  # noqa: E402
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.languages import non_english, parse_pair  # noqa: E402
 from neurospec.tables import COUNT_SCHEMA_VERSION  # noqa: E402
-from neurospec.workers import enter_run, shutdown_run  # noqa: E402
+from neurospec.workers import (  # noqa: E402
+    enter_run,
+    shutdown_run,
+    start_model_worker_early,
+)
 
 # Jobs hand their tasks to workers that belong to this Snakemake process (neurospec/workers.py)
 # and exit with it; inside a SLURM job, to the Snakemake process of that SLURM job.
@@ -124,6 +128,18 @@ def model_params():
         "model_id": model_path(),
         "revision": model["revision"],
     }
+
+
+def start_early():
+    """At the start of a local run that will load the model (onstart): start its model worker now,
+    so that its imports overlap the jobs before the first model job (neurospec/workers.py). Not for
+    a cluster's submitting process, jobs in their own conda environments, or --touch."""
+    if not workflow.local_exec or not workflow.is_main_process or workflow.touch:
+        return
+    if "conda" in str(workflow.deployment_settings.deployment_method).lower():
+        return
+    if any("gpu" in job.rule.resources for job in workflow.dag.needrun_jobs()):
+        start_model_worker_early(model_params())
 
 
 def collect_params():

@@ -2,5 +2,5 @@
 
 from neurospec.workers import run_task
 
-run_task("neurospec.demo:build_model", log=snakemake.log[0], out_dir=snakemake.output[0],
+run_task("neurospec.demo:build_model", log=snakemake.log[0], uses_torch=True, out_dir=snakemake.output[0],
          **snakemake.params.shapes)

@@ -333,28 +333,49 @@ def prepare_direction(loaded: LoadedModel, pairs_path: str, *, prompt_template: 
 
 def translate_direction(loaded: LoadedModel, direction: Direction, batch_size: int) -> tuple[pd.DataFrame, dict]:
     """Hypotheses (id, src, ref, hyp, n_new_tokens, stop) of one direction, and generation statistics."""
+    return translate_directions(loaded, [direction], batch_size)[0]
+
+
+def translate_directions(loaded: LoadedModel, directions: Sequence[Direction],
+                         batch_size: int) -> list[tuple[pd.DataFrame, dict]]:
+    """``translate_direction`` of several directions generated together (batched by length across them:
+    fewer, fuller batches when they share an intervention); per direction its hypotheses and statistics,
+    whose ``seconds`` is the time of the whole generation (``generated_with`` names the directions)."""
     lm = loaded.require_lm("translation")
+    prompts = [p for d in directions for p in d.prompts]
+    caps = [c for d in directions for c in d.caps]
     t0 = time.perf_counter()
-    generated = greedy_generate(lm, loaded.tokenizer, direction.prompts, direction.caps, batch_size=batch_size,
-                                device=loaded.device)
+    generated = greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=batch_size, device=loaded.device)
     seconds = time.perf_counter() - t0
-    hyps = [extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True)) for g in generated]
-    s = direction.sentences
-    df = pd.DataFrame({
-        "id": s["id"].to_numpy(np.int64),
-        "src": s["src"].astype(str).to_numpy(),
-        "ref": s["tgt"].astype(str).to_numpy(),
-        "hyp": hyps,
-        "n_new_tokens": np.asarray([len(g.tokens) for g in generated], dtype=np.int64),
-        "stop": [g.stop for g in generated],
-    })
-    n_new = int(df["n_new_tokens"].sum())
-    stats = {"n_new_tokens": n_new, "n_prompt_tokens": int(sum(len(p) for p in direction.prompts)),
-             "seconds": seconds, "new_tokens_per_s": n_new / max(seconds, 1e-9),
-             **{f"n_stop_{s_}": int((df["stop"] == s_).sum()) for s_ in STOPS}}
-    log.info("%s: %d sentences, %d new tokens in %.1f s (%.1f new tokens/s); stops: %s", direction.pair, len(df),
-             n_new, seconds, stats["new_tokens_per_s"], ", ".join(f"{s_} {stats['n_stop_' + s_]}" for s_ in STOPS))
-    return df, stats
+    out, start = [], 0
+    for direction in directions:
+        mine = generated[start:start + len(direction.prompts)]
+        start += len(direction.prompts)
+        hyps = [extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True)) for g in mine]
+        s = direction.sentences
+        df = pd.DataFrame({
+            "id": s["id"].to_numpy(np.int64),
+            "src": s["src"].astype(str).to_numpy(),
+            "ref": s["tgt"].astype(str).to_numpy(),
+            "hyp": hyps,
+            "n_new_tokens": np.asarray([len(g.tokens) for g in mine], dtype=np.int64),
+            "stop": [g.stop for g in mine],
+        })
+        n_new = int(df["n_new_tokens"].sum())
+        stats = {"n_new_tokens": n_new, "n_prompt_tokens": int(sum(len(p) for p in direction.prompts)),
+                 "seconds": seconds, "new_tokens_per_s": n_new / max(seconds, 1e-9),
+                 **{f"n_stop_{s_}": int((df["stop"] == s_).sum()) for s_ in STOPS}}
+        if len(directions) > 1:
+            stats["generated_with"] = [d.pair for d in directions]
+            stats["new_tokens_per_s"] = sum(len(g.tokens) for g in generated) / max(seconds, 1e-9)
+        log.info("%s: %d sentences, %d new tokens%s; stops: %s", direction.pair, len(df), n_new,
+                 f" in {seconds:.1f} s ({stats['new_tokens_per_s']:.1f} new tokens/s)" if len(directions) == 1
+                 else "", ", ".join(f"{s_} {stats['n_stop_' + s_]}" for s_ in STOPS))
+        out.append((df, stats))
+    if len(directions) > 1:
+        log.info("%d directions generated together: %d new tokens in %.1f s (%.1f new tokens/s)", len(directions),
+                 sum(len(g.tokens) for g in generated), seconds, out[0][1]["new_tokens_per_s"])
+    return out
 
 
 def _common_meta(loaded: LoadedModel, *, prompt_template: str, chat: bool, settings: Mapping[str, Any]) -> dict:
@@ -436,28 +457,38 @@ def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], s
     patch = MeanPatchValues(activation_paths, "evaluate.translate") if mode == "mean" else None
     lm = loaded.require_lm("translation with ablated neurons")
     frames, per_pair, unablated = [], {}, {}
+    by_group: dict[str, list[Direction]] = {}  # directions that share an intervention are generated together
+    order: list[str] = []
+    done: dict[str, tuple[pd.DataFrame, dict]] = {}
     for path in pairs_paths:
         direction = prepare_direction(loaded, path, prompt_template=prompt_template, chat=chat, settings=settings)
         group = ablation_group(direction.pair, group_kind)
-        selection = selections.get(group, {})
-        n_neurons = selection_size(selection)
-        if n_neurons == 0:
+        if selection_size(selections.get(group, {})) == 0:
             log.info("%s: %s selected no neuron for group %s: nothing to ablate", direction.pair, method, group)
             unablated[direction.pair] = group
             continue
+        by_group.setdefault(group, []).append(direction)
+        order.append(direction.pair)
+    for group, directions in by_group.items():
+        selection = selections[group]
+        n_neurons = selection_size(selection)
         values = None
         if patch is not None:
             values = patch.excluding(excluded_languages(group, group_kind, patch.counted))
-        log.info("%s: ablating %d neurons of %s group %s (%s)", direction.pair, n_neurons, method, group, mode)
+        log.info("%s: ablating %d neurons of %s group %s (%s)", ", ".join(d.pair for d in directions), n_neurons,
+                 method, group, mode)
         with intervene(lm, selection, mode, values):
-            df, stats = translate_direction(loaded, direction, settings["batch_size"])
-        df.insert(0, "n_neurons", np.int64(n_neurons))
-        df.insert(0, "group", group)
-        df.insert(0, "pair", direction.pair)
-        frames.append(df)
-        per_pair[direction.pair] = {"group": group, "n_neurons": n_neurons, "n_sentences": len(df),
-                                    "example_prompt": direction.example_prompt, **_split_meta(direction.meta),
-                                    **stats}
+            results = translate_directions(loaded, directions, settings["batch_size"])
+        for direction, (df, stats) in zip(directions, results):
+            df.insert(0, "n_neurons", np.int64(n_neurons))
+            df.insert(0, "group", group)
+            df.insert(0, "pair", direction.pair)
+            done[direction.pair] = df, {"group": group, "n_neurons": n_neurons, "n_sentences": len(df),
+                                        "example_prompt": direction.example_prompt,
+                                        **_split_meta(direction.meta), **stats}
+    for pair in order:  # the order of pairs_paths
+        frames.append(done[pair][0])
+        per_pair[pair] = done[pair][1]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {c: pd.Series(dtype=t) for c, t in zip(ABLATED_COLUMNS, (object, object, "int64", "int64", object, object,
                                                                   object, "int64", object))})

@@ -25,6 +25,13 @@ persistent workers, a worker serves one task at a time, for any number of jobs:
 - **CPU workers**, one per concurrently running CPU job (pair tables, scores, figures): they save
   the imports (pandas, pyarrow, matplotlib, scipy: ~2 s per job).
 
+**Started with the run.** A local run that will load the model starts its first model worker as it
+starts (the Snakefile's ``onstart`` calls ``start_model_worker_early``): the worker claims its device
+as a job would and imports torch and transformers (5-7 s here) while the jobs before the first model
+job (pair tables) run, instead of when that job arrives. A CPU task that itself needs torch (building
+the demo model: ``run_task(..., uses_torch=True)``) goes to an idle model worker of the run when there
+is one, so torch is imported once per run, not once per kind of worker.
+
 **Lifetime.** A worker belongs to the Snakemake process whose pid ``common.smk`` puts into
 ``NEUROSPEC_RUN`` (inherited by every job). It exits when that process is gone (checked every 0.2 s,
 so a killed run leaves no process holding a GPU), when the run ends (the Snakefile's
@@ -69,6 +76,9 @@ IDLE_ENV = "NEUROSPEC_WORKER_IDLE_S"
 IDLE_DEFAULT = {"model": 600.0, "cpu": 60.0}
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(message)s"
 WATCH_S = 0.2  # how often a worker checks its run and its client
+# what a model worker started with the run imports before its first task (start_model_worker_early)
+EARLY_IMPORTS = ("torch", "transformers", "transformers.modeling_utils", "transformers.generation",
+                 "neurospec.models", "neurospec.collect", "neurospec.ablation", "neurospec.translation")
 START_TIMEOUT_S = 120.0  # a worker must accept connections this soon after its start
 
 log = logging.getLogger("neurospec")
@@ -92,9 +102,10 @@ def _check_target(target: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def run_task(target: str, *, log: str | None = None, **kwargs: Any) -> None:
-    """Run a CPU task as a rule's job."""
-    _run(target, None, log, kwargs)
+def run_task(target: str, *, log: str | None = None, uses_torch: bool = False, **kwargs: Any) -> None:
+    """Run a CPU task as a rule's job. ``uses_torch``: the task imports torch and transformers (building
+    a model), so an idle model worker of this run, which has them imported, serves it when there is one."""
+    _run(target, None, log, kwargs, uses_torch=uses_torch)
 
 
 def run_model_task(target: str, *, model: Mapping[str, Any], log: str | None = None, **kwargs: Any) -> None:
@@ -125,7 +136,22 @@ def workers_enabled() -> bool:
     return bool(os.environ.get(RUN_ENV)) and os.environ.get(MODE_ENV, "1") != "0"
 
 
-def _run(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs: dict[str, Any]) -> None:
+def start_model_worker_early(model: Mapping[str, Any]) -> bool:
+    """Start the run's first model worker as the run starts (the Snakefile's ``onstart``, for local
+    runs with a job that loads the model), so that its imports of torch and transformers (seconds;
+    more on a cluster's shared filesystem) overlap the jobs that come before the first model job
+    (pair tables, building the model) instead of delaying it. The worker claims its device as a job
+    would, and is then the one that job finds: the model is still loaded once, by the first model
+    task. Returns whether one was started (False: workers are off, one runs already, or every
+    device is busy; jobs then start their worker as usual)."""
+    if not workers_enabled():
+        return False
+    with _acquire(model, early=True) as worker:
+        return worker is not None and worker.proc is not None
+
+
+def _run(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs: dict[str, Any],
+         uses_torch: bool = False) -> None:
     _check_target(target)
     if not workers_enabled():
         return _run_here(target, model, log_path, kwargs)
@@ -136,7 +162,7 @@ def _run(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs
     except TypeError as exc:  # a bug in a rule script, not bad input
         raise TypeError(f"task {target}: arguments must be JSON-serialisable: {exc}") from None
     try:
-        with _acquire(model) as worker:
+        with _acquire(model, uses_torch=uses_torch) as worker:
             reply = worker.call(payload)
     except WorkerError as exc:
         _fail(str(exc), log_path)
@@ -269,7 +295,7 @@ class Worker:
         return True
 
     def start(self, kind: str, model: Mapping[str, Any] | None, device: str | None,
-              device_lock: IO | None) -> None:
+              device_lock: IO | None, early: bool = False) -> None:
         """Start this slot's worker process (the caller holds the busy lock) and wait until it listens."""
         for stale in (self.sock, self.pidfile):
             stale.unlink(missing_ok=True)
@@ -284,6 +310,8 @@ class Worker:
                 "--idle", str(float(os.environ.get(IDLE_ENV) or IDLE_DEFAULT[kind]))]
         if model is not None:
             args += ["--model", json.dumps({**model, "device": device or model.get("device", "auto")})]
+        if early:
+            args += ["--early"]
         fds = ()
         if device_lock is not None:
             args += ["--device-lock-fd", str(device_lock.fileno())]
@@ -380,9 +408,25 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextmanager
-def _acquire(model: Mapping[str, Any] | None) -> Iterator[Worker]:
-    """A live worker for this job, held (busy) for the block: an idle one of this run, or a new one."""
+def _acquire(model: Mapping[str, Any] | None, *, early: bool = False,
+             uses_torch: bool = False) -> Iterator[Worker | None]:
+    """A live worker for this job, held (busy) for the block: an idle one of this run, or a new one.
+
+    ``early`` (``start_model_worker_early``): start a model worker that imports its libraries at once,
+    and never wait: yields None when every device is busy. ``uses_torch`` (a CPU task): an idle model
+    worker of this run first (torch imported, or being imported by an early start), then CPU workers."""
     directory = run_dir()
+    if model is None and uses_torch:
+        for sock in sorted(directory.glob("model-*.sock")):
+            worker = Worker(directory, sock.stem)
+            if not worker.try_hold():
+                continue  # it serves a model job
+            try:
+                if worker.alive():
+                    yield worker
+                    return
+            finally:
+                worker.let_go()
     if model is None:
         key = _env_key("cpu", None)
         for i in range(1000):
@@ -407,7 +451,7 @@ def _acquire(model: Mapping[str, Any] | None) -> Iterator[Worker]:
     while True:
         for device, lock_path in pool:
             worker = Worker(directory, f"model-{key}-{_slot_name(device)}")
-            if len(pool) == 1 and lock_path is None:
+            if len(pool) == 1 and lock_path is None and not early:
                 worker.hold()  # the one device: wait for its worker to be free
             elif not worker.try_hold():
                 continue  # its worker serves another job of this run
@@ -417,7 +461,7 @@ def _acquire(model: Mapping[str, Any] | None) -> Iterator[Worker]:
                     if lock_path is not None and device_lock is None:
                         continue  # held by another run (or a job without workers)
                     try:
-                        worker.start("model", model, device, device_lock)
+                        worker.start("model", model, device, device_lock, early=early)
                     finally:
                         if device_lock is not None:
                             device_lock.close()  # the worker holds the lock through its own descriptor
@@ -425,6 +469,9 @@ def _acquire(model: Mapping[str, Any] | None) -> Iterator[Worker]:
                 return
             finally:
                 worker.let_go()
+        if early:
+            yield None
+            return
         if not waited:
             log_line = f"all {len(pool)} GPUs are busy (this run's workers, or other runs); waiting for one"
             print(f"neurospec: {log_line}", file=sys.stderr, flush=True)
@@ -549,6 +596,8 @@ class _Server:
         threading.Thread(target=self.watch, daemon=True).start()
         self.logger.info("%s worker %s (pid %d) for run pid %d: listening", self.kind, self.args.name,
                          os.getpid(), self.args.run_pid)
+        if self.args.early:
+            self.import_early()
         while True:
             try:
                 conn, _ = listener.accept()
@@ -626,6 +675,21 @@ class _Server:
             with self.lock:
                 self.client, self.running = None, False
             self._drop_job_logs()
+
+    def import_early(self) -> None:
+        """Import what model tasks need before the first one arrives (a job that connects meanwhile
+        waits in the listen queue). A failure here is left to the task that needs the import."""
+        t0 = time.perf_counter()
+        try:
+            for module in EARLY_IMPORTS:
+                importlib.import_module(module)
+        except Exception as exc:  # the task that imports it reports it in its job's log
+            self.logger.warning("early import stopped: %s: %s", type(exc).__name__, exc)
+        else:
+            self.logger.info("started with the run: torch and transformers imported in %.2f s, before "
+                             "its first task", time.perf_counter() - t0)
+        with self.lock:
+            self.last_active = time.monotonic()
 
     def _drop_job_logs(self) -> None:
         while self.job_handlers:
@@ -714,6 +778,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--idle", type=float, default=600.0)
     ap.add_argument("--model", default=None)
     ap.add_argument("--device-lock-fd", type=int, default=None)
+    ap.add_argument("--early", action="store_true", help="import what model tasks need before the first one")
     args = ap.parse_args(argv)
     if args.device_lock_fd is not None:
         # this worker holds the device's lock until it exits; no process it starts may inherit it
