@@ -133,10 +133,11 @@ def model_params():
 def start_early():
     """At the start of a local run that will load the model (onstart): start its model worker now,
     so that its imports overlap the jobs before the first model job (neurospec/workers.py). Not for
-    a cluster's submitting process, jobs in their own conda environments, or --touch."""
+    a cluster's submitting process, --touch, or jobs deployed elsewhere (--use-conda, containers:
+    their Python is not this one, so they would not use it)."""
     if not workflow.local_exec or not workflow.is_main_process or workflow.touch:
         return
-    if "conda" in str(workflow.deployment_settings.deployment_method).lower():
+    if workflow.deployment_settings.deployment_method:
         return
     if any("gpu" in job.rule.resources for job in workflow.dag.needrun_jobs()):
         start_model_worker_early(model_params())

@@ -27,6 +27,7 @@ import torch
 from .architectures import n_neurons as model_neurons
 from .architectures import resolve_mlp_taps
 from .errors import NeurospecError
+from .tables import read_counts
 
 MODES = ("zero", "mean")
 
@@ -95,8 +96,6 @@ class MeanPatchValues:
     outside each set of excluded languages computed once (``excluding``)."""
 
     def __init__(self, count_paths: Sequence[str], needed_by: str) -> None:
-        from .tables import read_counts
-
         if not count_paths:
             raise NeurospecError(f"{needed_by}: mode 'mean' needs the count tables (act_sum, n_tokens)")
         self.tables: dict[str, tuple[pd.DataFrame, Mapping[str, Any]]] = {}

@@ -347,6 +347,8 @@ def translate_directions(loaded: LoadedModel, directions: Sequence[Direction],
     t0 = time.perf_counter()
     generated = greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=batch_size, device=loaded.device)
     seconds = time.perf_counter() - t0
+    together = len(directions) > 1
+    rate = sum(len(g.tokens) for g in generated) / max(seconds, 1e-9)  # of the whole generation
     out, start = [], 0
     for direction in directions:
         mine = generated[start:start + len(direction.prompts)]
@@ -363,18 +365,14 @@ def translate_directions(loaded: LoadedModel, directions: Sequence[Direction],
         })
         n_new = int(df["n_new_tokens"].sum())
         stats = {"n_new_tokens": n_new, "n_prompt_tokens": int(sum(len(p) for p in direction.prompts)),
-                 "seconds": seconds, "new_tokens_per_s": n_new / max(seconds, 1e-9),
+                 "seconds": seconds, "new_tokens_per_s": rate,
                  **{f"n_stop_{s_}": int((df["stop"] == s_).sum()) for s_ in STOPS}}
-        if len(directions) > 1:
+        if together:
             stats["generated_with"] = [d.pair for d in directions]
-            stats["new_tokens_per_s"] = sum(len(g.tokens) for g in generated) / max(seconds, 1e-9)
-        log.info("%s: %d sentences, %d new tokens%s; stops: %s", direction.pair, len(df), n_new,
-                 f" in {seconds:.1f} s ({stats['new_tokens_per_s']:.1f} new tokens/s)" if len(directions) == 1
-                 else "", ", ".join(f"{s_} {stats['n_stop_' + s_]}" for s_ in STOPS))
+        log.info("%s: %d sentences, %d new tokens; stops: %s", direction.pair, len(df), n_new,
+                 ", ".join(f"{s_} {stats['n_stop_' + s_]}" for s_ in STOPS))
         out.append((df, stats))
-    if len(directions) > 1:
-        log.info("%d directions generated together: %d new tokens in %.1f s (%.1f new tokens/s)", len(directions),
-                 sum(len(g.tokens) for g in generated), seconds, out[0][1]["new_tokens_per_s"])
+    log.info("%s: %.1f s of generation (%.1f new tokens/s)", ", ".join(d.pair for d in directions), seconds, rate)
     return out
 
 

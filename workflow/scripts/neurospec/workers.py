@@ -27,7 +27,7 @@ persistent workers, a worker serves one task at a time, for any number of jobs:
 
 **Started with the run.** A local run that will load the model starts its first model worker as it
 starts (the Snakefile's ``onstart`` calls ``start_model_worker_early``): the worker claims its device
-as a job would and imports torch and transformers (5-7 s here) while the jobs before the first model
+as a job would and imports torch and transformers (about 7 s here) while the jobs before the first model
 job (pair tables) run, instead of when that job arrives. A CPU task that itself needs torch (building
 the demo model: ``run_task(..., uses_torch=True)``) goes to an idle model worker of the run when there
 is one, so torch is imported once per run, not once per kind of worker.
