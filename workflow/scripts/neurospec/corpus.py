@@ -513,8 +513,9 @@ def records(tables: Mapping[str, Table] | Table, src_lang: str, tgt_lang: str, r
         for i, item in enumerate(table.column(rows.translation_column, "dataset.rows.translation_column")):
             if not isinstance(item, Mapping) or src_code not in item or tgt_code not in item:
                 have = ", ".join(map(repr, item)) if isinstance(item, Mapping) else type(item).__name__
+                line = f"; line {table.row_lines[i]}" if table.row_lines else ""
                 raise NeurospecError(f"dataset source {table.name}, {table.unit.rstrip('s')} {i + 1}: "
-                                     f"{rows.translation_column!r} lacks {src_code!r} or {tgt_code!r} (has {have})")
+                                     f"{rows.translation_column!r} lacks {src_code!r} or {tgt_code!r} (has {have}{line})")
             out.append((i, item[src_code], item[tgt_code]))
         return out
     if layout == "columns":
