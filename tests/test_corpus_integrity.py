@@ -75,6 +75,29 @@ def test_iter_lines_splits_at_newline_only_and_reports(tmp_path):
     assert corpus.read_lines(path)[0] == ["x", "y "]
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 24])
+def test_scan_in_blocks_finds_what_reading_line_by_line_finds(tmp_path, chunk):
+    """scan_file (blocks cut after a \\n, for speed) and iter_lines (line by line) agree on every count."""
+    lines = ["\ufeffBOM first", "plain", "two\rcarriage\rreturns", "", "nel\x85", "ls\u2028ps\u2029", "é ü ß",
+             "\r", "\r\x0b\x0c", *[f"filler {k}" for k in range(12)], *[f"sep\x1c{k}" for k in range(12)]]
+    endings = ["\n", "\r\n"]
+    raw = "".join(line + endings[k % 2] for k, line in enumerate(lines)) + "tail\r"
+    path = write_bytes(tmp_path / "h.txt", raw.encode("utf-8"))
+    by_line = corpus.FileScan(str(path))
+    read = list(corpus.iter_lines(path, scan=by_line))
+    by_block = corpus.scan_file(path, chunk=chunk)
+    assert by_block == by_line and by_block.n_lines == len(read) == len(lines) + 1
+    assert (by_block.crlf_lines, by_block.separator_lines, by_block.bom) == (len(lines) // 2, 18, True)
+    assert by_block.first_separator_lines == [3, 5, 6, 8, 9, 22, 23, 24, 25, 26]
+    bad = write_bytes(tmp_path / "bad.txt", raw.encode("utf-8") + "\nStraße\n".encode("latin-1"))
+    with pytest.raises(NeurospecError) as by_block_exc:
+        corpus.scan_file(bad, chunk=chunk)
+    with pytest.raises(NeurospecError) as by_line_exc:
+        list(corpus.iter_lines(bad))
+    assert str(by_block_exc.value) == str(by_line_exc.value)
+    assert f"byte offset {len(raw.encode()) + 5} (line {len(lines) + 2})" in str(by_line_exc.value)
+
+
 def test_decoding_error_names_file_byte_offset_and_line(tmp_path):
     lines = ["Hello", "Grüße", "Straße", "Ende"]
     raw = "".join(f"{s}\n" for s in lines).encode("latin-1")

@@ -193,11 +193,65 @@ def iter_lines(path: Path, encoding: str = DEFAULT_ENCODING, scan: FileScan | No
             yield line
 
 
-def scan_file(path: Path, encoding: str = DEFAULT_ENCODING, fix: str = ENCODING_FIX) -> FileScan:
-    """Read a text file in full (decoding every line): what ``iter_lines`` finds."""
+_SEPARATOR_IN_TEXT = re.compile("\r(?!\n)|[" + re.escape(LINE_SEPARATORS.replace("\r", "")) + "]")
+
+
+def scan_file(path: Path, encoding: str = DEFAULT_ENCODING, fix: str = ENCODING_FIX,
+              chunk: int = 1 << 24) -> FileScan:
+    """Read a text file in full, decoding every byte: what ``iter_lines`` finds (the same ``FileScan``),
+    in blocks of ``chunk`` bytes cut after a ``\n`` (several times faster than line by line: EC40's
+    train files have millions of lines)."""
     scan = FileScan(str(path), encoding)
-    for _ in iter_lines(path, encoding, scan, fix):
-        pass
+    offset = n_lines = 0  # bytes and lines before the block
+    last_sep = last_cr = 0
+    rest = b""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            data = rest + block
+            if not data:
+                break
+            if block:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than the block: read on
+                    rest = data
+                    continue
+                data, rest = data[:cut], data[cut:]
+            else:
+                rest = b""
+            if offset == 0 and data.startswith(_UTF8_BOM) and encoding != "utf-8":
+                next(iter_lines(path, encoding, fix=fix))  # the error
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError:  # where: line by line
+                line_offset = offset
+                for n, raw in enumerate(data.split(b"\n"), start=n_lines + 1):
+                    try:
+                        raw.decode(encoding)
+                    except UnicodeDecodeError as exc:
+                        raise _decode_error(path, raw, exc, line_offset, n, encoding, fix) from None
+                    line_offset += len(raw) + 1
+                raise
+            if offset == 0 and text.startswith(BOM):
+                scan.bom = True
+            crlf = text.count("\r\n")
+            scan.crlf_lines += crlf
+            found = text.count("\r") != crlf or any(c in text for c in LINE_SEPARATORS[1:])  # fast: no regex
+            pos, line = 0, n_lines + 1
+            for m in _SEPARATOR_IN_TEXT.finditer(text) if found else ():
+                line += text.count("\n", pos, m.start())
+                pos = m.start()
+                if line != last_sep:
+                    scan.separator_lines += 1
+                    if len(scan.first_separator_lines) < _FIRST_LINES:
+                        scan.first_separator_lines.append(line)
+                    last_sep = line
+                if m.group() == "\r" and line != last_cr:
+                    scan.cr_lines += 1
+                    last_cr = line
+            n_lines += text.count("\n") + (0 if text.endswith("\n") else 1)
+            offset += len(data)
+    scan.n_lines = n_lines
     return scan.check()
 
 
@@ -515,7 +569,8 @@ def records(tables: Mapping[str, Table] | Table, src_lang: str, tgt_lang: str, r
                 have = ", ".join(map(repr, item)) if isinstance(item, Mapping) else type(item).__name__
                 line = f"; line {table.row_lines[i]}" if table.row_lines else ""
                 raise NeurospecError(f"dataset source {table.name}, {table.unit.rstrip('s')} {i + 1}: "
-                                     f"{rows.translation_column!r} lacks {src_code!r} or {tgt_code!r} (has {have}{line})")
+                                     f"{rows.translation_column!r} lacks {src_code!r} or {tgt_code!r} "
+                                     f"(has {have}{line})")
             out.append((i, item[src_code], item[tgt_code]))
         return out
     if layout == "columns":

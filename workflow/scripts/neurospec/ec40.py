@@ -8,7 +8,8 @@ Layout of the dataset repository (and of a local copy given as ``dataset.local_d
 
 The text is Moses-tokenized (``@-@``, spaced punctuation); it is detokenized with sacremoses before
 the model sees it unless ``detokenize`` is off.  ``xx-en`` reads the same files with the sides swapped.
-Reading, the integrity check (both files' line counts, in full) and assembly are ``corpus``'s.
+Reading (lines split at ``\\n`` only, every byte decoded as UTF-8), the integrity check (both files' line
+counts, in full) and assembly are ``corpus``'s.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .languages import EC40_LANGUAGES, PIVOT, parse_pair
 REPO_ID = "ShaomuTan/EC40"
 REVISION = "93f0ec4fbc6ac1198668871b3e7a411c57c1c260"
 # EC40's files are UTF-8: a byte that does not decode means a damaged copy
-ENCODING_FIX = "EC40's files are UTF-8: this copy is damaged; download it again (or set dataset.local_dir to a good copy)"
+ENCODING_FIX = ("EC40's files are UTF-8: this copy is damaged; download it again (or set dataset.local_dir to a "
+                "good copy)")
 SPLITS = {
     "validation": "Ntrex-eval-set/test.en-{xx}.{side}",
     "test": "Flores200-test-set/en-test-set/test.en-{xx}.{side}",
