@@ -1,4 +1,4 @@
-"""Parallel corpora -> pair tables: reading, checking and assembling sentence pairs, and the two
+r"""Parallel corpora -> pair tables: reading, checking and assembling sentence pairs, and the two
 sources of one's own corpus.
 
 Every source ends in ``assemble``: pairs where either side is empty or whitespace-only are dropped
@@ -24,7 +24,7 @@ Text files (plain text, TSV, JSON lines; EC40's files) are read as bytes, in ``i
 - A byte order mark at the start of a file is stripped and reported (``bom_stripped``; a sentence
   that starts with U+FEFF, e.g. a Parquet cell, is stripped and counted too).
 - The encoding is ``dataset.files.encoding`` (UTF-8 by default; EC40: UTF-8).  A byte that does not
-  decode is one error naming the file, the byte offset (0-based, as ``xxd`` and ``cmp`` show it) and
+  decode is one error naming the file, the byte offset (0-based, as ``xxd`` and ``grep -b`` show it) and
   the line (1-based), and the fix.  Only encodings that write ``\n`` as the byte 0x0A are supported
   (not UTF-16/32: convert those to UTF-8).
 
@@ -139,10 +139,9 @@ class FileScan:
 
     def report(self) -> dict[str, Any]:
         """For the pair table's metadata (``text_files``)."""
-        out: dict[str, Any] = {"lines": self.n_lines, "encoding": self.encoding, "bom_stripped": self.bom,
-                               "crlf_lines": self.crlf_lines, "separator_lines": self.separator_lines,
-                               "first_separator_lines": self.first_separator_lines}
-        return out
+        return {"lines": self.n_lines, "encoding": self.encoding, "bom_stripped": self.bom,
+                "crlf_lines": self.crlf_lines, "separator_lines": self.separator_lines,
+                "first_separator_lines": self.first_separator_lines}
 
 
 def _decode_error(path: Path, raw: bytes, exc: UnicodeDecodeError, offset: int, line: int, encoding: str,
@@ -199,7 +198,7 @@ _SEPARATOR_IN_TEXT = re.compile("\r(?!\n)|[" + re.escape(LINE_SEPARATORS.replace
 def scan_file(path: Path, encoding: str = DEFAULT_ENCODING, fix: str = ENCODING_FIX,
               chunk: int = 1 << 24) -> FileScan:
     """Read a text file in full, decoding every byte: what ``iter_lines`` finds (the same ``FileScan``),
-    in blocks of ``chunk`` bytes cut after a ``\n`` (several times faster than line by line: EC40's
+    in blocks of ``chunk`` bytes cut after a ``\\n`` (several times faster than line by line: EC40's
     train files have millions of lines)."""
     scan = FileScan(str(path), encoding)
     offset = n_lines = 0  # bytes and lines before the block
@@ -614,7 +613,7 @@ def read_file(path: Path, fmt: str, text_column: str = "text", encoding: str = D
     """One local file as a table. TSV: a header row, every row with as many fields; JSON lines: one
     object per line (blank lines skipped and counted; a key an object lacks is ``MISSING``); Parquet;
     text: one sentence per line, as the column ``text_column``.  Text formats are read with
-    ``iter_lines`` (lines split at ``\n`` only, BOM stripped, ``encoding``)."""
+    ``iter_lines`` (lines split at ``\\n`` only, BOM stripped, ``encoding``)."""
     if not path.is_file():
         raise NeurospecError(f"dataset file {path} is missing (dataset.files.path)")
     name = str(path)
@@ -690,7 +689,7 @@ def build_files_pair_table(pair: str, split: str, *, files: Mapping[str, Any], r
         if formats == {"text"}:
             scans = list(scan_parallel(src_path, tgt_path, encoding))  # line counts checked in full first
             recs: Iterable = aligned_lines(src_path, tgt_path, encoding)
-            tables = []
+            tables: list[Table] = []
         else:
             by_lang = {lang: read_file(p, file_format(p, fmt), spec.text_column, encoding) for lang, p in paths.items()}
             recs = records(by_lang, src_lang, tgt_lang, spec)
@@ -703,7 +702,8 @@ def build_files_pair_table(pair: str, split: str, *, files: Mapping[str, Any], r
         tables = [table]
         used = [paths]
         where = f"dataset file {paths}"
-    scans = [scan for t in tables for scan in t.scans] if tables else scans
+    if tables:
+        scans = [scan for t in tables for scan in t.scans]
     df, read = assemble(recs, src_lang, tgt_lang, detokenize=detokenize, max_samples=max_samples, where=where)
     if any(t.unit == "objects" for t in tables):  # JSON lines: blank lines are skipped, counted as drops
         read["dropped"]["blank_line"] = sum(scan.blank_lines for scan in scans)

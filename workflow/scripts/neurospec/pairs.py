@@ -133,7 +133,7 @@ DROP_LABELS = {"empty_src": "empty source", "empty_tgt": "empty target", "empty_
 
 def log_lines(pair: str, n_pairs: int, stats: Mapping[str, Any]) -> list[tuple[int, str]]:
     """What a pair table's job log says about its source: pairs kept, rows dropped by cause, and what
-    reading the text files found (a BOM stripped, in-line separators replaced, ``\r\n`` endings)."""
+    reading the text files found (a BOM stripped, in-line separators replaced, ``\\r\\n`` endings)."""
     dropped = stats.get("dropped") or {}
     causes = ", ".join(f"{n} {DROP_LABELS.get(c, c)}" for c, n in dropped.items()) or "none"
     out = [(logging.INFO, f"{pair}: {n_pairs} sentence pairs ({stats['n_lines_read']} lines read; dropped: "
