@@ -168,6 +168,8 @@ def test_flores_config_through_the_stand_in_hub(tmp_path):
     ({"name": "files", "files": {"path": "c/{language}.txt"}}, "key 'dataset.files.path' has unknown placeholder "
                                                               "{language}"),
     ({"name": "hf", "hf": {"id": "a/b"}, "rows": {"layout": "rows"}}, "key 'dataset.rows.layout': 'rows' is not one of"),
+    ({"name": "files", "files": {"path": "c/{split}.{lang}", "encoding": "klingon"}},
+     "key 'dataset.files.encoding': 'klingon' is not a text encoding Python knows"),
 ])
 def test_bad_dataset_config_is_one_line_before_anything_runs(tmp_path, dataset, message):
     """Wired in at parse time: the schema and neurospec.pairs.check_dataset, before any job."""

@@ -1,11 +1,32 @@
-"""Parallel corpora -> pair tables: reading, checking and assembling sentence pairs, and the two
+r"""Parallel corpora -> pair tables: reading, checking and assembling sentence pairs, and the two
 sources of one's own corpus.
 
 Every source ends in ``assemble``: pairs where either side is empty or whitespace-only are dropped
-and counted, the rest optionally Moses-detokenized, and ``max_samples`` keeps the first N in source
+and counted by cause (empty source, empty target, both; JSON lines also count the blank lines they
+skip), the rest optionally Moses-detokenized, and ``max_samples`` keeps the first N in source
 order.  The integrity of the source is checked in full before that, whatever ``max_samples`` is:
-two line-aligned files must have the same number of lines (``read_parallel``), rows matched by id
-must match one to one (``align``).
+every byte of a text file is decoded, two line-aligned files must have the same number of lines
+(``scan_parallel``), rows matched by id must match one to one (``align``), and every JSON object must
+have the keys read from it.
+
+Text files (plain text, TSV, JSON lines; EC40's files) are read as bytes, in ``iter_lines``:
+
+- A line ends at ``\n`` and nowhere else (as ``wc -l`` counts; never Python's universal newlines,
+  which also split at ``\r``, ``\v``, ``\f``, ``\x1c``-``\x1e``, U+0085, U+2028 and U+2029 and so
+  shift every later pair of a line-aligned corpus).  A ``\r\n`` ending is a line ending: its ``\r`` is
+  stripped and the lines so ended are counted per file.
+- **Decision: normalise and report.**  Any of those other separators (``LINE_SEPARATORS``) *inside* a
+  line is replaced by a space; the lines where that happened are counted per file, with their first
+  line numbers, in the pair table's metadata (``text_files``) and as a warning in the job log.  The
+  line is one sentence either way (the other file of the pair counts lines the same way); an error
+  would reject corpora whose only fault is a stray control character.  The one exception: a file
+  that is a single line holding ``\r`` (classic Mac OS endings, no ``\n`` at all) is an error.
+- A byte order mark at the start of a file is stripped and reported (``bom_stripped``; a sentence
+  that starts with U+FEFF, e.g. a Parquet cell, is stripped and counted too).
+- The encoding is ``dataset.files.encoding`` (UTF-8 by default; EC40: UTF-8).  A byte that does not
+  decode is one error naming the file, the byte offset (0-based, as ``xxd`` and ``grep -b`` show it) and
+  the line (1-based), and the fix.  Only encodings that write ``\n`` as the byte 0x0A are supported
+  (not UTF-16/32: convert those to UTF-8).
 
 The sources (``dataset.name``):
 
@@ -39,6 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,11 +80,190 @@ EXTENSIONS = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "p
 
 # -- reading, checking and assembling (every source) --------------------------------------------------
 
+# What str.splitlines() (and so Python's universal newlines) splits on besides "\n": only "\n" ends a
+# line here; one of these inside a line is replaced by a space and reported (see the module docstring).
+LINE_SEPARATORS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_SEPARATORS = re.compile("[" + re.escape(LINE_SEPARATORS) + "]")
+BOM = "\ufeff"
+DEFAULT_ENCODING = "utf-8"
+ENCODING_FIX = ("set dataset.files.encoding to the file's encoding (e.g. latin-1, cp1252) or convert the file to "
+                "UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)")
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_UTF8_BOM = BOM.encode("utf-8")
+_FIRST_LINES = 10  # line numbers kept per file for the report
 
-def count_lines(path: Path) -> int:
-    """Lines as ``read_parallel`` reads them (text mode; a last line without newline counts)."""
-    with open(path, encoding="utf-8") as fh:
-        return sum(1 for _ in fh)
+
+def check_encoding(encoding: str | None, key: str = "dataset.files.encoding") -> str:
+    """The codec's name for ``encoding`` (null: UTF-8); an unknown one, or one that does not write a
+    newline as the byte 0x0A (UTF-16, UTF-32: their lines cannot be split byte-wise), is an error naming
+    the key.  ``utf-8-sig`` is UTF-8 (a BOM is stripped whatever the encoding's name)."""
+    import codecs
+
+    if encoding is None:
+        return DEFAULT_ENCODING
+    try:
+        name = codecs.lookup(str(encoding)).name
+        if name == "utf-8-sig":
+            return DEFAULT_ENCODING
+        ascii_lines = "a\r\n".encode(name) == b"a\r\n"
+    except LookupError:
+        raise NeurospecError(f"key {key!r}: {encoding!r} is not a text encoding Python knows (e.g. utf-8, "
+                             f"latin-1, cp1252)") from None
+    if not ascii_lines:
+        raise NeurospecError(f"key {key!r}: {encoding!r} is not supported (lines are split at the byte 0x0A); "
+                             f"convert the file to UTF-8 (e.g. iconv -f {name.upper()} -t UTF-8)")
+    return name
+
+
+@dataclass
+class FileScan:
+    """What reading one text file found: its lines (split at ``\\n`` only), a stripped BOM, ``\\r\\n``
+    endings, and the lines in which another line separator was replaced by a space (1-based)."""
+
+    path: str
+    encoding: str = DEFAULT_ENCODING
+    n_lines: int = 0
+    bom: bool = False
+    crlf_lines: int = 0
+    separator_lines: int = 0
+    first_separator_lines: list[int] = field(default_factory=list)
+    blank_lines: int = 0  # JSON lines only: blank lines skipped
+    cr_lines: int = 0  # lines holding a lone \r
+
+    def check(self) -> "FileScan":
+        """A file that is one line holding lone ``\\r``: classic Mac OS line endings, an error."""
+        if self.n_lines == 1 and self.cr_lines:
+            raise NeurospecError(f"dataset file {self.path} ends its lines with \\r only (classic Mac OS), not \\n: "
+                                 f"convert it (e.g. tr '\\r' '\\n')")
+        return self
+
+    def report(self) -> dict[str, Any]:
+        """For the pair table's metadata (``text_files``)."""
+        return {"lines": self.n_lines, "encoding": self.encoding, "bom_stripped": self.bom,
+                "crlf_lines": self.crlf_lines, "separator_lines": self.separator_lines,
+                "first_separator_lines": self.first_separator_lines}
+
+
+def _decode_error(path: Path, raw: bytes, exc: UnicodeDecodeError, offset: int, line: int, encoding: str,
+                  fix: str) -> NeurospecError:
+    start = offset + exc.start
+    if line == 1 and exc.start == 0 and raw.startswith(_UTF16_BOMS):
+        return NeurospecError(f"dataset file {path} starts with a UTF-16 byte order mark (byte offset 0, line 1): "
+                              f"convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+    bad = raw[exc.start:exc.end]
+    return NeurospecError(f"dataset file {path} is not {encoding.upper()}: byte 0x{bad[:1].hex()} at byte offset "
+                          f"{start} (line {line}) cannot be decoded; {fix}")
+
+
+def iter_lines(path: Path, encoding: str = DEFAULT_ENCODING, scan: FileScan | None = None,
+               fix: str = ENCODING_FIX) -> Iterator[str]:
+    """The lines of a text file, split at ``\\n`` only (never universal newlines): a trailing ``\\r``
+    (a ``\\r\\n`` ending) is stripped, a BOM at the start of the file is stripped, and any other line
+    separator inside a line (``LINE_SEPARATORS``) becomes a space; each is recorded in ``scan``.  A byte
+    that does not decode is one error naming the file, the byte offset (0-based) and the line (1-based)."""
+    scan = scan if scan is not None else FileScan(str(path), encoding)
+    offset = 0
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            if n == 1 and raw.startswith(_UTF8_BOM) and encoding != "utf-8":
+                raise NeurospecError(f"dataset file {path} starts with a UTF-8 byte order mark but is read as "
+                                     f"{encoding} (dataset.files.encoding): it is UTF-8; set "
+                                     f"dataset.files.encoding to utf-8")
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise _decode_error(path, raw, exc, offset, n, encoding, fix) from None
+            offset += len(raw)
+            if line.endswith("\r\n"):
+                line = line[:-2]
+                scan.crlf_lines += 1
+            elif line.endswith("\n"):
+                line = line[:-1]
+            if n == 1 and line.startswith(BOM):
+                line = line[1:]
+                scan.bom = True
+            if _SEPARATORS.search(line):
+                scan.cr_lines += "\r" in line
+                line = _SEPARATORS.sub(" ", line)
+                scan.separator_lines += 1
+                if len(scan.first_separator_lines) < _FIRST_LINES:
+                    scan.first_separator_lines.append(n)
+            scan.n_lines = n
+            yield line
+
+
+_SEPARATOR_IN_TEXT = re.compile("\r(?!\n)|[" + re.escape(LINE_SEPARATORS.replace("\r", "")) + "]")
+
+
+def scan_file(path: Path, encoding: str = DEFAULT_ENCODING, fix: str = ENCODING_FIX,
+              chunk: int = 1 << 24) -> FileScan:
+    """Read a text file in full, decoding every byte: what ``iter_lines`` finds (the same ``FileScan``),
+    in blocks of ``chunk`` bytes cut after a ``\\n`` (several times faster than line by line: EC40's
+    train files have millions of lines)."""
+    scan = FileScan(str(path), encoding)
+    offset = n_lines = 0  # bytes and lines before the block
+    last_sep = last_cr = 0
+    rest = b""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            data = rest + block
+            if not data:
+                break
+            if block:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than the block: read on
+                    rest = data
+                    continue
+                data, rest = data[:cut], data[cut:]
+            else:
+                rest = b""
+            if offset == 0 and data.startswith(_UTF8_BOM) and encoding != "utf-8":
+                next(iter_lines(path, encoding, fix=fix))  # the error
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError:  # where: line by line
+                line_offset = offset
+                for n, raw in enumerate(data.split(b"\n"), start=n_lines + 1):
+                    try:
+                        raw.decode(encoding)
+                    except UnicodeDecodeError as exc:
+                        raise _decode_error(path, raw, exc, line_offset, n, encoding, fix) from None
+                    line_offset += len(raw) + 1
+                raise
+            if offset == 0 and text.startswith(BOM):
+                scan.bom = True
+            crlf = text.count("\r\n")
+            scan.crlf_lines += crlf
+            found = text.count("\r") != crlf or any(c in text for c in LINE_SEPARATORS[1:])  # fast: no regex
+            pos, line = 0, n_lines + 1
+            for m in _SEPARATOR_IN_TEXT.finditer(text) if found else ():
+                line += text.count("\n", pos, m.start())
+                pos = m.start()
+                if line != last_sep:
+                    scan.separator_lines += 1
+                    if len(scan.first_separator_lines) < _FIRST_LINES:
+                        scan.first_separator_lines.append(line)
+                    last_sep = line
+                if m.group() == "\r" and line != last_cr:
+                    scan.cr_lines += 1
+                    last_cr = line
+            n_lines += text.count("\n") + (0 if text.endswith("\n") else 1)
+            offset += len(data)
+    scan.n_lines = n_lines
+    return scan.check()
+
+
+def read_lines(path: Path, encoding: str = DEFAULT_ENCODING, fix: str = ENCODING_FIX) -> tuple[list[str], FileScan]:
+    """All lines of a text file (``iter_lines``) and what reading them found."""
+    scan = FileScan(str(path), encoding)
+    lines = list(iter_lines(path, encoding, scan, fix))
+    return lines, scan.check()
+
+
+def count_lines(path: Path, encoding: str = DEFAULT_ENCODING) -> int:
+    """Lines as ``read_parallel`` reads them (split at ``\\n`` only; a last line without newline counts)."""
+    return scan_file(path, encoding).n_lines
 
 
 def unequal_lengths(a: str, n_a: int, b: str, n_b: int, unit: str = "lines") -> NeurospecError:
@@ -75,15 +276,37 @@ def unequal_lengths(a: str, n_a: int, b: str, n_b: int, unit: str = "lines") -> 
     )
 
 
-def read_parallel(src_path: Path, tgt_path: Path) -> Iterator[tuple[int, str, str]]:
-    """Aligned lines ``(line_index, src, tgt)`` of two files whose line counts are checked first, in
-    full: a file one line short misaligns every later pair, even when only the first lines are read."""
-    n_src, n_tgt = count_lines(src_path), count_lines(tgt_path)
-    if n_src != n_tgt:
-        raise unequal_lengths(str(src_path), n_src, str(tgt_path), n_tgt)
-    with open(src_path, encoding="utf-8") as fs, open(tgt_path, encoding="utf-8") as ft:
-        for i, (s, t) in enumerate(zip(fs, ft)):
-            yield i, s.rstrip("\n"), t.rstrip("\n")
+def scan_parallel(src_path: Path, tgt_path: Path, encoding: str = DEFAULT_ENCODING,
+                  fix: str = ENCODING_FIX) -> tuple[FileScan, FileScan]:
+    """Both files of a line-aligned pair read in full (every byte decoded) and their line counts
+    compared: a file one line short misaligns every later pair, even when only the first lines are read."""
+    src, tgt = scan_file(src_path, encoding, fix), scan_file(tgt_path, encoding, fix)
+    if src.n_lines != tgt.n_lines:
+        raise unequal_lengths(str(src_path), src.n_lines, str(tgt_path), tgt.n_lines)
+    return src, tgt
+
+
+def read_parallel(src_path: Path, tgt_path: Path, encoding: str = DEFAULT_ENCODING,
+                  fix: str = ENCODING_FIX) -> Iterator[tuple[int, str, str]]:
+    """Aligned lines ``(line_index, src, tgt)`` of two files checked in full first (``scan_parallel``)."""
+    scan_parallel(src_path, tgt_path, encoding, fix)
+    yield from aligned_lines(src_path, tgt_path, encoding, fix)
+
+
+def aligned_lines(src_path: Path, tgt_path: Path, encoding: str = DEFAULT_ENCODING,
+                  fix: str = ENCODING_FIX) -> Iterator[tuple[int, str, str]]:
+    """``(line_index, src, tgt)`` of two files (check them with ``scan_parallel`` first)."""
+    for i, (s, t) in enumerate(zip(iter_lines(src_path, encoding, fix=fix), iter_lines(tgt_path, encoding, fix=fix))):
+        yield i, s, t
+
+
+def text_report(scans: Iterable[FileScan]) -> dict[str, Any]:
+    """The pair table's metadata on the text files read: per file what ``iter_lines`` found, and the
+    files whose BOM was stripped."""
+    scans = list(scans)
+    return {"encoding": scans[0].encoding if scans else None,
+            "text_files": {s.path: s.report() for s in scans},
+            "bom_stripped": [s.path for s in scans if s.bom]}
 
 
 class Detokenizer:
@@ -107,20 +330,33 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def assemble(records: Iterable[tuple[int, Any, Any]], src_lang: str, tgt_lang: str, *, detokenize: bool,
-             max_samples: int | None, where: str) -> tuple[pd.DataFrame, int, int]:
-    """The pair table from ``(id, src, tgt)`` records in source order: (table, records read, empty dropped).
+DROP_CAUSES = ("empty_src", "empty_tgt", "empty_both")
 
-    Records with an empty or whitespace-only side are dropped and counted; ``max_samples`` keeps the
-    first N others (reading stops there: check the source's integrity before).
+
+def assemble(records: Iterable[tuple[int, Any, Any]], src_lang: str, tgt_lang: str, *, detokenize: bool,
+             max_samples: int | None, where: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The pair table from ``(id, src, tgt)`` records in source order, and its metadata on them:
+    ``n_lines_read`` (records read), ``dropped`` (by cause), ``n_empty_dropped`` (their sum),
+    ``bom_stripped_sentences``.
+
+    Records with an empty or whitespace-only side are dropped and counted by cause (``DROP_CAUSES``:
+    the source side, the target side, both); a BOM (U+FEFF) that starts a sentence (a Parquet cell, a
+    line of concatenated files) is stripped and counted; ``max_samples`` keeps the first N others
+    (reading stops there: check the source's integrity before).
     """
     detok = Detokenizer()
-    rows, n_empty, n_read = [], 0, 0
+    rows, n_read = [], 0
+    counts = dict.fromkeys(DROP_CAUSES, 0)
+    n_bom = 0
     for i, s, t in records:
         n_read += 1
         s, t = _text(s), _text(t)
-        if not s.strip() or not t.strip():
-            n_empty += 1
+        if s.startswith(BOM) or t.startswith(BOM):
+            n_bom += s.startswith(BOM) + t.startswith(BOM)
+            s, t = s.removeprefix(BOM), t.removeprefix(BOM)
+        empty_s, empty_t = not s.strip(), not t.strip()
+        if empty_s or empty_t:
+            counts["empty_both" if empty_s and empty_t else "empty_src" if empty_s else "empty_tgt"] += 1
             continue
         if detokenize:
             s, t = detok(s, src_lang), detok(t, tgt_lang)
@@ -129,7 +365,9 @@ def assemble(records: Iterable[tuple[int, Any, Any]], src_lang: str, tgt_lang: s
             break
     if not rows:
         raise NeurospecError(f"{where} hold no non-empty sentence pair")
-    return pd.DataFrame(rows, columns=["id", "src_lang", "tgt_lang", "src", "tgt"]), n_read, n_empty
+    df = pd.DataFrame(rows, columns=["id", "src_lang", "tgt_lang", "src", "tgt"])
+    return df, {"n_lines_read": n_read, "n_empty_dropped": sum(counts.values()), "dropped": counts,
+                "bom_stripped_sentences": n_bom}
 
 
 def file_hash(paths: Iterable[Path]) -> str:
@@ -214,22 +452,43 @@ def per_language(template: str | None, key: str) -> bool:
     return bool(template) and "lang" in placeholders(template, key)
 
 
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()  # a key a JSON object lacks (a JSON null is None: an empty sentence)
+
+
 @dataclass
 class Table:
-    """A loaded source: its columns (name -> values), for messages its name, and its unit (lines, rows)."""
+    """A loaded source: its columns (name -> values), for messages its name, and its unit (lines, rows).
+    JSON lines: ``row_lines`` (the line of each row, 1-based) and ``MISSING`` where an object lacks a key;
+    text files: ``scans`` (what reading them found)."""
 
     name: str
     columns: dict[str, list]
     unit: str = "rows"
+    row_lines: list[int] | None = None
+    scans: list[FileScan] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), []))
 
     def column(self, name: str, what: str) -> list:
+        """A column's values; a row without it (a JSON object lacking the key) is an error naming the
+        file, the line and the key."""
         if name not in self.columns:
             raise NeurospecError(f"dataset source {self.name} has no column {name!r} ({what}); it has "
                                  f"{', '.join(map(repr, self.columns)) or 'no columns'}")
-        return self.columns[name]
+        values = self.columns[name]
+        for k, value in enumerate(values):
+            if value is MISSING:
+                line = self.row_lines[k] if self.row_lines else k + 1
+                has = [repr(c) for c, vals in self.columns.items() if vals[k] is not MISSING]
+                raise NeurospecError(f"dataset file {self.name}, line {line}: no key {name!r} ({what}); the "
+                                     f"object has {', '.join(has) or 'no keys'}")
+        return values
 
 
 def _resolve_layout(rows: Rows, table: Table, src_code: str, tgt_code: str) -> str:
@@ -307,8 +566,10 @@ def records(tables: Mapping[str, Table] | Table, src_lang: str, tgt_lang: str, r
         for i, item in enumerate(table.column(rows.translation_column, "dataset.rows.translation_column")):
             if not isinstance(item, Mapping) or src_code not in item or tgt_code not in item:
                 have = ", ".join(map(repr, item)) if isinstance(item, Mapping) else type(item).__name__
+                line = f"; line {table.row_lines[i]}" if table.row_lines else ""
                 raise NeurospecError(f"dataset source {table.name}, {table.unit.rstrip('s')} {i + 1}: "
-                                     f"{rows.translation_column!r} lacks {src_code!r} or {tgt_code!r} (has {have})")
+                                     f"{rows.translation_column!r} lacks {src_code!r} or {tgt_code!r} "
+                                     f"(has {have}{line})")
             out.append((i, item[src_code], item[tgt_code]))
         return out
     if layout == "columns":
@@ -348,9 +609,11 @@ def file_format(path: Path, fmt: str = "auto") -> str:
     return EXTENSIONS.get(path.suffix.lower(), "text")
 
 
-def read_file(path: Path, fmt: str, text_column: str = "text") -> Table:
+def read_file(path: Path, fmt: str, text_column: str = "text", encoding: str = DEFAULT_ENCODING) -> Table:
     """One local file as a table. TSV: a header row, every row with as many fields; JSON lines: one
-    object per line; Parquet; text: one sentence per line, as the column ``text_column``."""
+    object per line (blank lines skipped and counted; a key an object lacks is ``MISSING``); Parquet;
+    text: one sentence per line, as the column ``text_column``.  Text formats are read with
+    ``iter_lines`` (lines split at ``\\n`` only, BOM stripped, ``encoding``)."""
     if not path.is_file():
         raise NeurospecError(f"dataset file {path} is missing (dataset.files.path)")
     name = str(path)
@@ -362,26 +625,26 @@ def read_file(path: Path, fmt: str, text_column: str = "text") -> Table:
             return Table(name, pq.read_table(path).to_pydict())
         except (pa.ArrowException, OSError) as exc:
             raise NeurospecError(f"cannot read Parquet file {path}: {str(exc).splitlines()[0]}") from None
-    with open(path, encoding="utf-8") as fh:
-        lines = [line.rstrip("\n") for line in fh]
+    lines, scan = read_lines(path, encoding)
     if fmt == "text":
-        return Table(name, {text_column: lines}, unit="lines")
+        return Table(name, {text_column: lines}, unit="lines", scans=[scan])
     if fmt == "tsv":
         if not lines:
             raise NeurospecError(f"dataset file {path} is empty: a TSV file needs a header row naming its columns")
-        header = lines[0].rstrip("\r").split("\t")
+        header = lines[0].split("\t")
         columns: dict[str, list] = {h: [] for h in header}
         for n, line in enumerate(lines[1:], start=2):
-            fields = line.rstrip("\r").split("\t")
+            fields = line.split("\t")
             if len(fields) != len(header):
                 raise NeurospecError(f"dataset file {path}, line {n}: {len(fields)} tab-separated field(s), the "
                                      f"header has {len(header)} ({', '.join(header)})")
             for h, v in zip(header, fields):
                 columns[h].append(v)
-        return Table(name, columns, unit="rows")
-    objects = []
+        return Table(name, columns, unit="rows", scans=[scan])
+    objects, row_lines = [], []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
+            scan.blank_lines += 1
             continue
         try:
             obj = json.loads(line)
@@ -390,10 +653,12 @@ def read_file(path: Path, fmt: str, text_column: str = "text") -> Table:
         if not isinstance(obj, dict):
             raise NeurospecError(f"dataset file {path}, line {n}: a JSON object per line expected")
         objects.append(obj)
+        row_lines.append(n)
     keys: dict[str, None] = {}
     for obj in objects:
         keys.update(dict.fromkeys(obj))
-    return Table(name, {k: [obj.get(k) for obj in objects] for k in keys}, unit="objects")
+    return Table(name, {k: [obj.get(k, MISSING) for obj in objects] for k in keys}, unit="objects",
+                 row_lines=row_lines, scans=[scan])
 
 
 def file_paths(files: Mapping[str, Any], pair: str, split: str, rows: Rows) -> dict[str, Path] | Path:
@@ -414,6 +679,7 @@ def build_files_pair_table(pair: str, split: str, *, files: Mapping[str, Any], r
     src_lang, tgt_lang = parse_pair(pair)
     paths = file_paths(files, pair, split, spec)
     fmt = files.get("format", "auto")
+    encoding = check_encoding(files.get("encoding"))
     if isinstance(paths, dict):
         src_path, tgt_path = paths[src_lang], paths[tgt_lang]
         formats = {file_format(p, fmt) for p in (src_path, tgt_path)}
@@ -421,28 +687,35 @@ def build_files_pair_table(pair: str, split: str, *, files: Mapping[str, Any], r
             if not p.is_file():
                 raise NeurospecError(f"dataset file {p} is missing (dataset.files.path)")
         if formats == {"text"}:
-            recs: Iterable = read_parallel(src_path, tgt_path)  # line-aligned, counts checked in full first
+            scans = list(scan_parallel(src_path, tgt_path, encoding))  # line counts checked in full first
+            recs: Iterable = aligned_lines(src_path, tgt_path, encoding)
+            tables: list[Table] = []
         else:
-            tables = {lang: read_file(p, file_format(p, fmt), spec.text_column) for lang, p in paths.items()}
-            recs = records(tables, src_lang, tgt_lang, spec)
+            by_lang = {lang: read_file(p, file_format(p, fmt), spec.text_column, encoding) for lang, p in paths.items()}
+            recs = records(by_lang, src_lang, tgt_lang, spec)
+            tables = list(by_lang.values())
         used = [src_path, tgt_path]
         where = f"dataset files {src_path} and {tgt_path}"
     else:
-        table = read_file(paths, file_format(paths, fmt), spec.text_column)
+        table = read_file(paths, file_format(paths, fmt), spec.text_column, encoding)
         recs = records(table, src_lang, tgt_lang, spec)
+        tables = [table]
         used = [paths]
         where = f"dataset file {paths}"
-    df, n_read, n_empty = assemble(recs, src_lang, tgt_lang, detokenize=detokenize, max_samples=max_samples,
-                                   where=where)
+    if tables:
+        scans = [scan for t in tables for scan in t.scans]
+    df, read = assemble(recs, src_lang, tgt_lang, detokenize=detokenize, max_samples=max_samples, where=where)
+    if any(t.unit == "objects" for t in tables):  # JSON lines: blank lines are skipped, counted as drops
+        read["dropped"]["blank_line"] = sum(scan.blank_lines for scan in scans)
     stats = {
         "dataset": "files",
         "split": split,
         "source": " ".join(str(p) for p in used),
         "dataset_revision": file_hash(used),
         "detokenize": detokenize,
-        "n_lines_read": n_read,
-        "n_empty_dropped": n_empty,
+        **read,
         "max_samples": max_samples,
+        **text_report(scans),
     }
     return df, stats
 
@@ -561,8 +834,7 @@ def build_hf_pair_table(pair: str, split: str, *, hf: Mapping[str, Any], rows: M
         source = tables.name
         where = f"dataset source {source}"
     recs = records(tables, src_lang, tgt_lang, spec)
-    df, n_read, n_empty = assemble(recs, src_lang, tgt_lang, detokenize=detokenize, max_samples=max_samples,
-                                   where=where)
+    df, read = assemble(recs, src_lang, tgt_lang, detokenize=detokenize, max_samples=max_samples, where=where)
     stats = {
         "dataset": "hf",
         "dataset_id": repo,
@@ -571,8 +843,7 @@ def build_hf_pair_table(pair: str, split: str, *, hf: Mapping[str, Any], rows: M
         "source": source,
         "dataset_revision": " ".join(sorted(revisions)),
         "detokenize": detokenize,
-        "n_lines_read": n_read,
-        "n_empty_dropped": n_empty,
+        **read,
         "max_samples": max_samples,
     }
     return df, stats

@@ -88,6 +88,7 @@ def build_pair_table(pair: str, split: str, *, max_samples: int | None = None) -
         "detokenize": False,
         "n_lines_read": len(entries),
         "n_empty_dropped": 0,
+        "dropped": {"empty_src": 0, "empty_tgt": 0, "empty_both": 0},  # the names are never empty
         "max_samples": max_samples,
     }
     return df, stats

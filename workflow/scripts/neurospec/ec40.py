@@ -8,7 +8,8 @@ Layout of the dataset repository (and of a local copy given as ``dataset.local_d
 
 The text is Moses-tokenized (``@-@``, spaced punctuation); it is detokenized with sacremoses before
 the model sees it unless ``detokenize`` is off.  ``xx-en`` reads the same files with the sides swapped.
-Reading, the integrity check (both files' line counts, in full) and assembly are ``corpus``'s.
+Reading (lines split at ``\\n`` only, every byte decoded as UTF-8), the integrity check (both files' line
+counts, in full) and assembly are ``corpus``'s.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .corpus import assemble, file_hash, read_parallel
+from .corpus import aligned_lines, assemble, file_hash, scan_parallel, text_report
 from .errors import NeurospecError
 from .languages import EC40_LANGUAGES, PIVOT, parse_pair
 
 REPO_ID = "ShaomuTan/EC40"
 REVISION = "93f0ec4fbc6ac1198668871b3e7a411c57c1c260"
+# EC40's files are UTF-8: a byte that does not decode means a damaged copy
+ENCODING_FIX = ("EC40's files are UTF-8: this copy is damaged; download it again (or set dataset.local_dir to a "
+                "good copy)")
 SPLITS = {
     "validation": "Ntrex-eval-set/test.en-{xx}.{side}",
     "test": "Flores200-test-set/en-test-set/test.en-{xx}.{side}",
@@ -88,9 +92,10 @@ def build_pair_table(pair: str, split: str, *, local_dir=None, repo_id: str = RE
     en_path, xx_path = fetch_files(split, xx, local_dir=local_dir, repo_id=repo_id,
                                    revision=revision, cache_dir=cache_dir)
     src_path, tgt_path = (en_path, xx_path) if src_lang == PIVOT else (xx_path, en_path)
-    # both files' line counts are checked in full first, whatever max_samples is
-    df, n_lines, n_empty = assemble(read_parallel(src_path, tgt_path), src_lang, tgt_lang, detokenize=detokenize,
-                                    max_samples=max_samples, where=f"dataset files {src_path} and {tgt_path}")
+    # both files are read in full first (every byte decoded, line counts compared), whatever max_samples is
+    scans = scan_parallel(src_path, tgt_path, fix=ENCODING_FIX)
+    df, read = assemble(aligned_lines(src_path, tgt_path), src_lang, tgt_lang, detokenize=detokenize,
+                        max_samples=max_samples, where=f"dataset files {src_path} and {tgt_path}")
     stats = {
         "dataset": "ec40",
         "split": split,
@@ -98,8 +103,8 @@ def build_pair_table(pair: str, split: str, *, local_dir=None, repo_id: str = RE
         # a local copy: a hash of the two files' content; the hub: the pinned commit
         "dataset_revision": file_hash([en_path, xx_path]) if local_dir is not None else revision,
         "detokenize": detokenize,
-        "n_lines_read": n_lines,
-        "n_empty_dropped": n_empty,
+        **read,
         "max_samples": max_samples,
+        **text_report(scans),
     }
     return df, stats

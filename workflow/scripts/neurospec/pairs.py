@@ -77,6 +77,7 @@ def check_dataset(dataset: Mapping[str, Any], pairs: list[str], split: str) -> N
         rows = corpus.Rows.from_config(params["rows"])
         for pair in pairs:
             corpus.file_paths(params["files"] or {}, pair, split, rows)
+        corpus.check_encoding((params["files"] or {}).get("encoding"))
     elif name == "hf":
         rows = corpus.Rows.from_config(params["rows"])
         hf = params["hf"] or {}
@@ -126,9 +127,38 @@ def build_pair_table(pair: str, dataset: Mapping[str, Any]):
                                          max_samples=max_samples, detokenize=params["detokenize"])
 
 
+DROP_LABELS = {"empty_src": "empty source", "empty_tgt": "empty target", "empty_both": "both sides empty",
+               "blank_line": "blank JSON line"}
+
+
+def log_lines(pair: str, n_pairs: int, stats: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """What a pair table's job log says about its source: pairs kept, rows dropped by cause, and what
+    reading the text files found (a BOM stripped, in-line separators replaced, ``\\r\\n`` endings)."""
+    dropped = stats.get("dropped") or {}
+    causes = ", ".join(f"{n} {DROP_LABELS.get(c, c)}" for c, n in dropped.items()) or "none"
+    out = [(logging.INFO, f"{pair}: {n_pairs} sentence pairs ({stats['n_lines_read']} lines read; dropped: "
+                          f"{causes}) from {stats['source']}")]
+    for path, scan in (stats.get("text_files") or {}).items():
+        if scan["bom_stripped"]:
+            out.append((logging.WARNING, f"dataset file {path}: a byte order mark (BOM) at its start was stripped"))
+        if scan["crlf_lines"]:
+            out.append((logging.INFO, f"dataset file {path}: {scan['crlf_lines']} of {scan['lines']} lines end in "
+                                      f"\\r\\n (the \\r stripped)"))
+        if scan["separator_lines"]:
+            first = ", ".join(map(str, scan["first_separator_lines"]))
+            more = ", ..." if scan["separator_lines"] > len(scan["first_separator_lines"]) else ""
+            out.append((logging.WARNING, f"dataset file {path}: {scan['separator_lines']} line(s) hold a line "
+                                         f"separator other than \\n (\\r, \\v, \\f, U+0085, U+2028, ...) inside the "
+                                         f"line, each replaced by a space (line {first}{more})"))
+    if stats.get("bom_stripped_sentences"):
+        out.append((logging.WARNING, f"{stats['bom_stripped_sentences']} sentence(s) started with a byte order mark "
+                                     f"(U+FEFF), stripped"))
+    return out
+
+
 def write_pair_table(pair: str, dataset: Mapping[str, Any], out_path: str) -> None:
     df, stats = build_pair_table(pair, dataset)
-    logging.getLogger("neurospec").info(
-        "%s: %d sentence pairs (%d lines read, %d empty dropped) from %s",
-        pair, len(df), stats["n_lines_read"], stats["n_empty_dropped"], stats["source"])
+    log = logging.getLogger("neurospec")
+    for level, line in log_lines(pair, len(df), stats):
+        log.log(level, "%s", line)
     write_table(df, out_path, PAIR_SCHEMA, metadata={"pair": pair, **stats})
