@@ -171,13 +171,14 @@ def overlay(tmp_path: Path) -> Path:
     return path
 
 
-def test_an_overlay_changes_only_its_keys(tmp_path):
-    """`--configfile config/config.yaml mine.yaml`: the demo, with mine.yaml's keys replaced."""
-    demo = load(ROOT / "config" / "config.yaml")
-    expected = copy.deepcopy(demo)
+@pytest.mark.parametrize("base", ["config.yaml", "ec40-aya23.yaml"])
+def test_an_overlay_changes_only_its_keys(base, tmp_path):
+    """`--configfile config/X.yaml mine.yaml`: X, with mine.yaml's keys replaced."""
+    cfg = load(ROOT / "config" / base)
+    expected = copy.deepcopy(cfg)
     expected["scoring"]["k"] = 25
-    assert demo["scoring"]["k"] != 25
-    assert effective_config(tmp_path, ROOT / "config" / "config.yaml", overlay(tmp_path)) == with_defaults(expected)
+    assert cfg["scoring"]["k"] != 25
+    assert effective_config(tmp_path, ROOT / "config" / base, overlay(tmp_path)) == with_defaults(expected)
 
 
 def test_overlay_dry_run(tmp_path):
