@@ -51,7 +51,7 @@ ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 @dataclass(frozen=True)
 class Arch:
-    readme: str  # the row of the README's architecture table
+    readme: str  # the row of the architecture table in docs/architectures.md
     make_config: Callable[..., Any]  # (vocab_size, **token ids) -> config
     causal: str  # the causal LM class (AutoModelForCausalLM), in transformers
     base: str  # the base model class (LoadedModel.model)
