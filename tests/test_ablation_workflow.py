@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neurospec.tables import read_metadata, read_table
-from workflow_utils import job_counts, snakemake, write_config
+from workflow_utils import job_counts, planned_scores, snakemake, write_config
 
 RESULTS = "results/demo-small/demo/validation"
 METHODS = ("frequency", "frequency_language", "lape", "contrast", "diffmeans")
@@ -118,15 +118,16 @@ def test_a_scoring_parameter_reruns_that_methods_ablation_only(ablation_run):
     cfg = _config(ablation_run, scoring={"k": 10, "lape": {"top_rate": 0.05}})
     out = snakemake(ablation_run, "--dry-run", configfile=cfg).stdout
     counts = job_counts(out)
-    assert counts.get("score_lape") == 1 and counts.get("ablation") == 1 and counts.get("figure_ablation") == 1
+    assert counts.get("score") == 1 and planned_scores(out) == {"lape"}
+    assert counts.get("ablation") == 1 and counts.get("figure_ablation") == 1
     assert counts.get("figure_ablation_specificity") == 1
     assert "results/demo-small/demo/validation/ablation/lape.parquet" in out
-    assert not {"collect_activations", "pair_table", "build_demo_model", "score_frequency",
-                "score_contrast"} & set(counts), counts
+    assert not {"collect_activations", "pair_table", "build_demo_model"} & set(counts), counts
     # scoring.k feeds both frequency methods: their two ablations rerun, not lape's or contrast's
-    counts = job_counts(snakemake(ablation_run, "--dry-run", configfile=_config(
-        ablation_run, scoring={"k": 20})).stdout)
-    assert counts.get("ablation") == 2 and "collect_activations" not in counts and "score_lape" not in counts
+    out = snakemake(ablation_run, "--dry-run", configfile=_config(ablation_run, scoring={"k": 20})).stdout
+    counts = job_counts(out)
+    assert counts.get("ablation") == 2 and "collect_activations" not in counts
+    assert planned_scores(out) == {"frequency", "frequency_language"}
 
 
 def test_the_held_out_split_must_differ_from_the_selection_split(tmp_path):

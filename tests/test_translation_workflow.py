@@ -120,7 +120,7 @@ def test_the_ablation_mode_reruns_the_ablated_translations_only(translated):
 def test_a_scoring_parameter_reruns_that_methods_ablated_translations(translated):
     workdir, _ = translated
     counts = _dry(workdir, "c-lape.yaml", {"evaluate": _evaluate(), "scoring": {"k": 10, "lape": {"top_rate": 0.05}}})
-    assert counts.pop("score_lape") == 1 and counts.pop("translate_ablated") == 1
+    assert counts.pop("score") == 1 and counts.pop("translate_ablated") == 1
     assert counts.pop("stability") == 1  # lape's split-half stability
     assert counts.pop("ablation") == 1  # lape's ablation (the other evaluation of the selection)
     assert not UPSTREAM & set(counts) and "translate" not in counts

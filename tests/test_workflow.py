@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neurospec.tables import read_counts, read_metadata, read_table
-from workflow_utils import clean_env, job_counts, report_entries, snakemake, write_config
+from workflow_utils import clean_env, job_counts, planned_scores, report_entries, snakemake, write_config
 
 RESULTS = "results/demo-small/demo/validation"
 
@@ -78,8 +78,10 @@ def test_scores_cover_every_pair_and_figures_are_in_the_report(finished_run):
 def test_changing_k_reruns_scoring_and_figures_only(finished_run):
     workdir, _, _ = finished_run
     cfg = write_config(workdir, {"scoring": {"k": 25}}, name="config-k25.yaml")
-    counts = job_counts(snakemake(workdir, "--dry-run", configfile=cfg).stdout)
-    assert counts.get("score_frequency") == 1
+    out = snakemake(workdir, "--dry-run", configfile=cfg).stdout
+    counts = job_counts(out)
+    # scoring.k is the parameter of both frequency selections, and of nothing else
+    assert counts.get("score") == 2 and planned_scores(out) == {"frequency", "frequency_language"}, counts
     assert not {"collect_activations", "pair_table", "build_demo_model"} & set(counts), counts
     assert any(rule.startswith("plot") or "figure" in rule for rule in counts), counts
 
@@ -279,14 +281,14 @@ def test_bad_input_at_run_time_is_one_line_and_no_output(finished_run, tmp_path,
 def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
     workdir, _, _ = finished_run
     cfg = write_config(workdir, {"scoring": {"k": 10, "lape": {"top_rate": 0.05}}}, name="config-lape.yaml")
-    counts = job_counts(snakemake(workdir, "--dry-run", configfile=cfg).stdout)
+    out = snakemake(workdir, "--dry-run", configfile=cfg).stdout
+    counts = job_counts(out)
     counts.pop("all", None)
     counts.pop("correlation", None)  # the translation stage's correlation reads every method's selection
-    assert counts.pop("score_lape") == 1, counts
+    assert counts.pop("score") == 1 and planned_scores(out) == {"lape"}, counts
     assert counts.pop("stability") == 1, counts  # lape's
     assert counts.pop("ablation") == 1, counts  # lape's ablation only
-    assert {"score_frequency", "score_contrast", "score_frequency_language", "score_diffmeans",
-            "collect_activations"}.isdisjoint(counts)
+    assert "collect_activations" not in counts
     assert counts and all(rule.startswith("figure_") for rule in counts), counts
     assert "figure_activation_probability" not in counts
 
@@ -302,7 +304,8 @@ def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
     counts.pop("all", None)
     evaluation = {"correlation": 1, "figure_correlation": 1, "ablation": 1, "figure_ablation": 1,
                   "figure_ablation_specificity": 1}
-    assert counts == {"score_diffmeans": 1, "stability": 1, "figure_method": 1, **evaluation}, counts
+    assert counts == {"score": 1, "stability": 1, "figure_method": 1, **evaluation}, counts
+    assert planned_scores(proc.stdout) == {"diffmeans"}
     outputs = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
                if line.strip().startswith("output:")]
     # the translation stage's outputs, and the figure comparing every method's ablation

@@ -73,6 +73,12 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def planned_scores(output: str) -> set[str]:
+    """The methods whose selection a (dry) run plans: the `score` rule's `scores/{method}.parquet` outputs."""
+    return {m.group(1) for line in output.splitlines() if line.strip().startswith("output:")
+            for m in re.finditer(r"/scores/(\w+?)\.parquet", line) if not m.group(1).endswith(("_iou", "_stability"))}
+
+
 _EFFECTIVE_CONFIG = """
 import json, sys
 from pathlib import Path

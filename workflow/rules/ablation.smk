@@ -18,8 +18,6 @@ rule ablation:
         ablation_table("{method}"),
     log:
         f"{LOGS}/ablation/{{method}}.log",
-    wildcard_constraints:
-        method="|".join(SCORING_METHODS),
     conda:
         "../../envs/torch.yaml"
     resources:
@@ -44,8 +42,6 @@ rule figure_ablation:
         ),
     log:
         f"{LOGS}/figures/{{method}}/ablation.log",
-    wildcard_constraints:
-        method="|".join(SCORING_METHODS),
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -160,6 +160,11 @@ SCORING_METHODS = {
 }
 
 
+# {method} in every rule's paths is one of the selections (rules may narrow it, e.g. PAIR_METHODS)
+wildcard_constraints:
+    method="|".join(SCORING_METHODS),
+
+
 def scores_table(method):
     return f"{RESULTS}/scores/{method}.parquet"
 

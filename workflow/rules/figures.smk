@@ -39,8 +39,6 @@ rule figure_method:
         ),
     log:
         f"{LOGS}/figures/{{method}}/figures.log",
-    wildcard_constraints:
-        method="|".join(SCORING_METHODS),
     conda:
         "../../envs/analysis.yaml"
     script:

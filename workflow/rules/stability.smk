@@ -21,8 +21,6 @@ rule stability:
         ),
     log:
         f"{LOGS}/scores/{{method}}_stability.log",
-    wildcard_constraints:
-        method="|".join(SCORING_METHODS),
     conda:
         "../../envs/analysis.yaml"
     params:

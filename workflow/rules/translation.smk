@@ -38,8 +38,6 @@ rule translate_ablated:
         ablated_translation_table("{method}"),
     log:
         f"{LOGS}/translation/ablated/{{method}}.log",
-    wildcard_constraints:
-        method="|".join(SCORING_METHODS),
     conda:
         "../../envs/torch.yaml"
     resources:
