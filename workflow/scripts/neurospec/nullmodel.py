@@ -21,8 +21,9 @@ moves to its device (so the same seed gives the same weights on a CPU and on a G
     keeping them keeps each norm's learned scale.
 
 Cost: ``reinit`` draws every parameter once (as building the model from its config does);
-``shuffle`` needs, for its largest tensor, an int64 permutation index and one copy of the tensor
-(for an 8B model with a 256k x 8192 embedding: 16 GiB and 4 GiB of host memory, at once).
+``shuffle`` needs, for its largest tensor, a permutation index (int32 below 2**31 entries) and one
+copy of the tensor (for an 8B model with a 256k x 8192 bf16 embedding: 8 GiB and 4 GiB of host
+memory at once, beside the model).
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def shuffle(model: torch.nn.Module, seed: int) -> None:
     with torch.no_grad():
         for _, p in _targets(model, "shuffle"):
             flat = p.detach().reshape(-1)
-            perm = torch.randperm(flat.numel(), generator=g).to(flat.device)
+            n = flat.numel()  # int32 indices where they fit: half the memory of int64 ones
+            perm = torch.randperm(n, generator=g, dtype=torch.int32 if n < 2**31 else torch.int64)
+            perm = perm.to(flat.device)
             p.copy_(flat[perm].view_as(p))  # indexing copies: the source is not overwritten while read
 
 
