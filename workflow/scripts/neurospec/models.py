@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -228,7 +229,11 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
                                      **kwargs)
     except (OSError, ValueError, SafetensorError) as exc:
         raise _load_error(model_id, revision, exc, what="weights") from None
+    t0 = time.perf_counter()
     unchanged = apply_null_weights(model, null_weights, null_seed)
+    if null_weights != "none":
+        log.info("model.null_weights %r (seed %d): the loaded weights replaced in %.1f s", null_weights, null_seed,
+                 time.perf_counter() - t0)
     if unchanged:
         log.warning("model.null_weights %r left %d tensor(s) equal to the loaded ones (already at their "
                     "initial value?): %s", null_weights, len(unchanged), ", ".join(unchanged[:20]))
