@@ -59,7 +59,9 @@ try:
     pair_sources.check_dataset(config["dataset"], PAIRS, SPLIT)
 except NeurospecError as exc:
     config_error(str(exc))
-MODEL = config["model"]["name"]
+NULL_WEIGHTS = config["model"]["null_weights"]
+# a null model (model.null_weights) gets its own results folder: never mistaken for the model's
+MODEL = config["model"]["name"] + ("-null" if NULL_WEIGHTS != "none" else "")
 DEMO_MODEL_DIR = "results/models/demo"
 GEMMA3_MODEL_DIR = "results/models/gemma3-270m"
 # model.id values that name a model the workflow builds itself, and the directory it builds
@@ -121,13 +123,16 @@ def model_path():
 def model_params():
     """The model that GPU jobs load (load_model's arguments, keys sorted); a change reruns them."""
     model = config["model"]
-    return {
+    params = {
         "attn_implementation": model["attn_implementation"],
         "device": model["device"],
         "dtype": model["dtype"],
         "model_id": model_path(),
         "revision": model["revision"],
     }
+    if NULL_WEIGHTS != "none":  # only then: the real model's jobs keep their parameters
+        params.update(null_seed=model["null_seed"], null_weights=NULL_WEIGHTS)
+    return dict(sorted(params.items()))
 
 
 def start_early():

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +26,9 @@ from typing import Any, Sequence
 import torch
 
 from .errors import NeurospecError
+from .nullmodel import apply_null_weights, check_null
+
+log = logging.getLogger("neurospec")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
@@ -176,16 +181,19 @@ def _model_class(config, auto_class) -> type | None:
 
 def load_model(model_id: str, revision: str = "main", dtype: str = "auto", device: str = "auto",
                attn_implementation: str = "auto", require_fast_tokenizer: bool = False,
-               with_lm_head: bool = True) -> LoadedModel:
+               with_lm_head: bool = True, null_weights: str = "none", null_seed: int = 0) -> LoadedModel:
     """Load a model and its tokenizer from a local directory or a hub id.
 
     The causal LM (``AutoModelForCausalLM``) is loaded when its class exists (``with_lm_head``),
     else the base model (``AutoModel``).  ``require_fast_tokenizer`` fails before the (slow) model
     load when the tokenizer cannot give character offsets (needed by ``token_scope: source``).
+    ``null_weights`` (``reinit`` | ``shuffle``, seeded with ``null_seed``) replaces the loaded
+    weights by a null model's before the model moves to its device (``neurospec.nullmodel``).
     """
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+    check_null(null_weights, null_seed)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     path = Path(model_id).expanduser()
@@ -221,6 +229,14 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
                                      **kwargs)
     except (OSError, ValueError, SafetensorError) as exc:
         raise _load_error(model_id, revision, exc, what="weights") from None
+    t0 = time.perf_counter()
+    unchanged = apply_null_weights(model, null_weights, null_seed)
+    if null_weights != "none":
+        log.info("model.null_weights %r (seed %d): the loaded weights replaced in %.1f s", null_weights, null_seed,
+                 time.perf_counter() - t0)
+    if unchanged:
+        log.warning("model.null_weights %r left %d tensor(s) equal to the loaded ones (already at their "
+                    "initial value?): %s", null_weights, len(unchanged), ", ".join(unchanged[:20]))
     try:
         model.to(dev).eval()
     except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -239,7 +255,12 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
         "device": str(dev),
         "device_requested": device,
         "attn_implementation": getattr(base.config, "_attn_implementation", attention),
+        # a null model (neurospec.nullmodel): "none" for the loaded weights themselves
+        "null_weights": null_weights,
+        "null_seed": None if null_weights == "none" else null_seed,
     }
+    if null_weights != "none":
+        info["null_unchanged"] = unchanged
     return LoadedModel(base, tokenizer, dev, torch_dtype, info, lm=lm)
 
 
