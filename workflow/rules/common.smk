@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from neurospec import pairs as pair_sources  # noqa: E402
+from neurospec.atomic import check_writable as check_writable_paths  # noqa: E402
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.languages import non_english, parse_pair  # noqa: E402
 from neurospec.tables import COUNT_SCHEMA_VERSION  # noqa: E402
@@ -141,6 +142,19 @@ def start_early():
         return
     if any("gpu" in job.rule.resources for job in workflow.dag.needrun_jobs()):
         start_model_worker_early(model_params())
+
+
+def check_writable():
+    """At the start of a run (onstart), before any job: every folder its jobs write outputs and logs
+    into must be writable; a read-only or unwritable one is one line naming it (neurospec.atomic).
+    """
+    paths = [
+        str(f) for job in workflow.dag.needrun_jobs() for f in [*job.output, *job.log]
+    ]
+    try:
+        check_writable_paths(paths)
+    except NeurospecError as exc:
+        sys.exit(f"neurospec: error: {exc}")
 
 
 def collect_params():

@@ -14,6 +14,7 @@ needed are then known, and a full disk is a plain OSError, never a writer's own 
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -21,7 +22,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import NeurospecError, _size, disk_error, disk_error_line
 
@@ -154,3 +155,35 @@ def _tree_size(path: Path | None) -> int:
         except OSError:
             pass
     return total
+
+
+def check_writable(paths: Iterable[str | os.PathLike]) -> None:
+    """Before a run's jobs start: every folder that ``paths`` (outputs, logs) go into must be writable.
+
+    A folder that does not exist yet is checked at its nearest existing parent (the one it will be
+    made in). The first that is not writable (a read-only file system, no write permission) is a
+    NeurospecError naming it and how many of the paths go there, so that a run is refused before
+    any job runs (Snakemake itself, removing a job's old outputs, would fail with a traceback on a
+    read-only file system)."""
+    by_dir: dict[Path, list[str]] = {}
+    for p in paths:
+        by_dir.setdefault(Path(p).parent, []).append(str(p))
+    checked: dict[Path, bool] = {}
+    for directory, members in by_dir.items():
+        where = directory
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        if where not in checked:
+            checked[where] = os.access(where, os.W_OK)
+        if checked[where]:
+            continue
+        try:
+            read_only = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        code = errno.EROFS if read_only else errno.EACCES
+        n = sum(len(m) for d, m in by_dir.items() if d == where or where in d.parents)
+        line = disk_error_line(OSError(code, os.strerror(code), str(where)), where)
+        cause, advice = line.split("; ", 1)
+        raise NeurospecError(f"{cause} ({n} output or log file(s) of this run go there, e.g. {members[0]}); "
+                             f"{advice}")
