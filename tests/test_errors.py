@@ -8,7 +8,6 @@ import io
 import logging
 import os
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pandas as pd
 import pytest
 
 from neurospec import atomic, demo, models
-from neurospec.errors import JobLogHandler, NeurospecError, disk_error, one_line_errors, user_error
+from neurospec.errors import (JobLogHandler, NeurospecError, disk_error, disk_error_line, one_line_errors,
+                             user_error)
 from neurospec.tables import read_table, write_table
 
 
@@ -146,8 +146,10 @@ def test_read_only_folder_is_one_line(tmp_path):
 
 def test_permission_denied_is_one_line(tmp_path):
     err = OSError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
-    assert user_error(err) == (f"cannot access {tmp_path / 'x'}: permission denied; make that directory "
-                               "writable by this user, or run in one you own")
+    assert user_error(err) == (f"cannot access {tmp_path / 'x'}: permission denied; check its permissions and "
+                               "its folders' (this user must read the inputs and write the outputs)")
+    assert disk_error_line(err, tmp_path / "x") == (f"cannot write {tmp_path / 'x'}: permission denied; make that "
+                                                    "directory writable by this user, or run in one you own")
     assert user_error(PermissionError(errno.EPERM, "Operation not permitted", "y")).startswith(
         "cannot access y: operation not permitted")
 
@@ -201,3 +203,36 @@ def test_job_log_on_a_full_disk_or_read_only_folder(tmp_path, capsys):
         with pytest.raises(NeurospecError, match=rf"^log file: cannot write {disk / 'job.log'}: no space left"):
             handler.check()
     assert "Logging error" not in capsys.readouterr().err
+
+
+def test_check_writable_names_the_unwritable_folder(tmp_path):
+    """The start of a run (onstart): a read-only folder, and one this user may not write (a non-root user)."""
+    with read_only(tmp_path / "ro") as ro:
+        atomic.check_writable([tmp_path / "ok" / "a.parquet"])  # a folder to be made where it can be: fine
+        with pytest.raises(NeurospecError, match=rf"^cannot write {ro}: read-only file system \(2 output or log "
+                                                 rf"file\(s\) of this run go there, e.g. {ro}/a/x.png\); remount"):
+            atomic.check_writable([tmp_path / "ok" / "a.parquet", ro / "a" / "x.png", ro / "b.log"])
+
+
+def test_check_writable_names_a_folder_this_user_may_not_write():
+    """As a non-root user (root may write anywhere): a folder without write permission."""
+    import shutil
+    import tempfile
+
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin")
+    if os.geteuid() != 0 or python is None:
+        pytest.skip("needs root (to run as another user) and a python3 in /usr/bin that user can run")
+    top = Path(tempfile.mkdtemp(prefix="neurospec-perm-", dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        locked = top / "locked"
+        locked.mkdir(mode=0o555)
+        code = ("import sys; from neurospec.atomic import check_writable\n"
+                "try:\n check_writable([sys.argv[1]])\nexcept Exception as e:\n print(type(e).__name__, e)")
+        proc = subprocess.run([python, "-c", code, str(locked / "x.png")], capture_output=True, text=True, user=65534,
+                              env={"PYTHONPATH": str(Path(atomic.__file__).parents[1])}, cwd="/tmp")
+        assert proc.stdout.strip() == (
+            f"NeurospecError cannot write {locked}: permission denied (1 output or log file(s) of this run go there, "
+            f"e.g. {locked}/x.png); make that directory writable by this user, or run in one you own"), proc.stderr
+    finally:
+        shutil.rmtree(top)

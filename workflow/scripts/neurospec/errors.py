@@ -58,6 +58,8 @@ def disk_error_line(err: OSError, path: str | os.PathLike | None = None, needed:
     cause, advice = DISK_ERRNOS[err.errno]
     target = path if path is not None else err.filename
     verb = "cannot write" if path is not None else "cannot access"
+    if path is None and err.errno in (errno.EACCES, errno.EPERM):  # a read or a write: both advices
+        advice = "check its permissions and its folders' (this user must read the inputs and write the outputs)"
     line = f"{verb} {target}: {cause}" if target else f"{cause} ({errno.errorcode[err.errno]}) while writing a file"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         where = Path(target).parent if target else None
