@@ -33,14 +33,16 @@ def config_error(message):
     sys.exit(f"neurospec: config error: {message}")
 
 
-# the schema's errors through jsonschema's own error paths (the key at fault), then its defaults
-try:
-    check_schema(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-except NeurospecError as exc:
-    config_error(str(exc))
 try:
     validate(config, "../schemas/config.schema.yaml", set_default=True)
 except WorkflowError as exc:
+    # the line names the key at fault from jsonschema's own error paths (neurospec.config_checks)
+    try:
+        check_schema(
+            config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+        )
+    except NeurospecError as schema_exc:
+        config_error(str(schema_exc))
     config_error(str(exc.args[0] if exc.args else exc).strip().splitlines()[-1])
 
 try:
