@@ -164,6 +164,19 @@ def test_model_directory_on_a_full_disk_leaves_nothing(tmp_path):
         assert not out.exists() and _left(disk / "models") == []
 
 
+def test_safetensors_weights_on_a_full_disk_are_the_enospc_line(tmp_path):
+    """safetensors raises a SafetensorError (not an OSError) that has "(os error 28)" in its text only."""
+    import torch
+    from safetensors.torch import save_file
+
+    with full_disk(tmp_path / "disk") as disk:
+        out = disk / "model"
+        with pytest.raises(NeurospecError, match=rf"^cannot write {out}: no space left on device \(0 bytes free "):
+            with atomic.atomic_dir(out) as tmp:
+                save_file({"w": torch.zeros(50_000)}, str(tmp / "model.safetensors"))
+        assert _left(disk) == []
+
+
 def test_one_line_errors_maps_disk_errors_and_keeps_bugs(tmp_path, capsys):
     log = tmp_path / "job.log"
     with pytest.raises(SystemExit) as exc:

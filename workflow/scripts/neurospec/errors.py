@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import sys
 from contextlib import contextmanager
@@ -40,17 +41,20 @@ def disk_error(exc: BaseException | None) -> OSError | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError):
-            code = exc.errno
-            text = str(exc)
-            if code is None and ("No space left on device" in text or "os error 28" in text):
-                code = errno.ENOSPC
-            if code in DISK_ERRNOS:
-                if code != exc.errno:
-                    exc = OSError(code, os.strerror(code), exc.filename)
-                return exc
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return exc
+        # errors that carry the OS error in their text only: safetensors' (Rust's "(os error 28)"), ...
+        found = _ERRNO_IN_TEXT.search(str(exc))
+        if found and int(found.group(1)) in DISK_ERRNOS:
+            code = int(found.group(1))
+            return OSError(code, os.strerror(code), getattr(exc, "filename", None))
+        if "No space left on device" in str(exc):
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), getattr(exc, "filename", None))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+_ERRNO_IN_TEXT = re.compile(r"(?:\(os error |\[errno )(\d+)[)\]]", re.IGNORECASE)
 
 
 def disk_error_line(err: OSError, path: str | os.PathLike | None = None, needed: int | None = None) -> str:
