@@ -171,7 +171,9 @@ def test_safetensors_weights_on_a_full_disk_are_the_enospc_line(tmp_path):
 
     with full_disk(tmp_path / "disk") as disk:
         out = disk / "model"
-        with pytest.raises(NeurospecError, match=rf"^cannot write {out}: no space left on device \(0 bytes free "):
+        (disk / "filler").write_bytes(b"\0" * (64 - 16) * 1024)  # room for 16 kB, and 200 kB of weights
+        with pytest.raises(NeurospecError, match=rf"^cannot write {out}: no space left on device \(16\.\d kB free "
+                                                 rf"on {disk}\)( \(.* written before the failure\))?; free space there"):
             with atomic.atomic_dir(out) as tmp:
                 save_file({"w": torch.zeros(50_000)}, str(tmp / "model.safetensors"))
         assert _left(disk) == []
@@ -249,3 +251,12 @@ def test_check_writable_names_a_folder_this_user_may_not_write():
             f"e.g. {locked}/x.png); make that directory writable by this user, or run in one you own"), proc.stderr
     finally:
         shutil.rmtree(top)
+
+
+def test_atomic_dir_says_how_much_it_wrote_before_the_failure(tmp_path):
+    with pytest.raises(NeurospecError, match=rf"^cannot write {tmp_path / 'm'}: no space left on device \(.* free on "
+                                             rf"{tmp_path}\) \(8\.2 kB of it written before the failure\); free space"):
+        with atomic.atomic_dir(tmp_path / "m") as tmp:
+            (tmp / "a").write_bytes(b"x" * 8192)
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []

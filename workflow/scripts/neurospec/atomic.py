@@ -137,7 +137,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if err is not None:
             line = disk_error_line(err, out)
             if written:
-                line += f" ({_size(written)} of it written before the failure)"
+                cause, advice = line.split("; ", 1)
+                line = f"{cause} ({_size(written)} of it written before the failure); {advice}"
             raise NeurospecError(line) from None
         raise
     finally:
