@@ -31,6 +31,7 @@ include: "workflow/rules/translation.smk"
 
 
 onstart:
+    check_writable()
     start_early()
 
 

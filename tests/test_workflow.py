@@ -252,32 +252,6 @@ def test_twenty_pairs_load_the_model_once(tmp_path):
     assert len(served_by) == 1
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ({"collect": {"prompt_template": "Translate to {language}: {src}"}}, "unknown placeholder {language}"),
-        # (evaluate.split given: a split without a default held-out split is a config error first)
-        ({"dataset": {"name": "demo", "split": "train", "max_samples": 40}, "evaluate": {"split": "validation"}},
-         "dataset.split 'train'"),
-    ],
-)
-def test_bad_input_at_run_time_is_one_line_and_no_output(finished_run, tmp_path, override, message):
-    import shutil
-
-    workdir, _, _ = finished_run
-    for sub in ("results/models", "results/data"):  # the inputs, without rerunning what made them
-        shutil.copytree(workdir / sub, tmp_path / sub)
-    cfg = write_config(tmp_path, override)
-    split = override.get("dataset", {}).get("split", "validation")
-    target = f"results/demo-small/demo/{split}/activations/en-de.parquet"
-    proc = snakemake(tmp_path, target, "--forcerun", "pair_table", configfile=cfg, check=False)
-    assert proc.returncode != 0
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "neurospec: error:" in line]
-    assert lines and all(message in line for line in lines), (proc.stdout + proc.stderr)[-3000:]
-    assert not (tmp_path / target).exists()
-    assert not list((tmp_path / "results").rglob("*.part"))
-
-
 def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
     workdir, _, _ = finished_run
     cfg = write_config(workdir, {"scoring": {"k": 10, "lape": {"top_rate": 0.05}}}, name="config-lape.yaml")

@@ -1,6 +1,5 @@
 """Config validation and the helpers every rule file uses (paths, pair lists, parameters)."""
 
-import re
 import sys
 from pathlib import Path
 
@@ -9,6 +8,12 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from neurospec import pairs as pair_sources  # noqa: E402
+from neurospec.atomic import check_writable as check_writable_paths  # noqa: E402
+from neurospec.config_checks import (  # noqa: E402
+    check_model_id,
+    check_prompts,
+    check_schema,
+)
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.languages import non_english, parse_pair  # noqa: E402
 from neurospec.tables import COUNT_SCHEMA_VERSION  # noqa: E402
@@ -23,19 +28,6 @@ from neurospec.workers import (  # noqa: E402
 enter_run()
 
 
-def schema_error_line(text):
-    """'key 'scoring.k': 150 is greater than the maximum of 100' from jsonschema's report."""
-    cause = re.search(r"ValidationError: (.*)", text)
-    where = re.search(r"On instance((?:\[[^\]]*\])*)", text)
-    key = (
-        ".".join(k.strip("'\"") for k in re.findall(r"\[([^\]]*)\]", where.group(1)))
-        if where
-        else ""
-    )
-    message = cause.group(1) if cause else text.strip().splitlines()[-1]
-    return f"key {key!r}: {message}" if key else message
-
-
 def config_error(message):
     """One clear line and a non-zero exit: the DAG is never built from a bad config."""
     sys.exit(f"neurospec: config error: {message}")
@@ -44,7 +36,14 @@ def config_error(message):
 try:
     validate(config, "../schemas/config.schema.yaml", set_default=True)
 except WorkflowError as exc:
-    config_error(schema_error_line(str(exc.args[0] if exc.args else exc)))
+    # the line names the key at fault from jsonschema's own error paths (neurospec.config_checks)
+    try:
+        check_schema(
+            config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+        )
+    except NeurospecError as schema_exc:
+        config_error(str(schema_exc))
+    config_error(str(exc.args[0] if exc.args else exc).strip().splitlines()[-1])
 
 try:
     for _pair in config["pairs"]:
@@ -57,6 +56,7 @@ DATASET = pair_sources.dataset_folder(config["dataset"])
 SPLIT = config["dataset"]["split"]
 try:
     pair_sources.check_dataset(config["dataset"], PAIRS, SPLIT)
+    check_prompts(config)
 except NeurospecError as exc:
     config_error(str(exc))
 NULL_WEIGHTS = config["model"]["null_weights"]
@@ -66,6 +66,10 @@ DEMO_MODEL_DIR = "results/models/demo"
 GEMMA3_MODEL_DIR = "results/models/gemma3-270m"
 # model.id values that name a model the workflow builds itself, and the directory it builds
 BUILT_MODELS = {"demo": DEMO_MODEL_DIR, "gemma3-270m": GEMMA3_MODEL_DIR}
+try:
+    check_model_id(config["model"]["id"], BUILT_MODELS)
+except NeurospecError as exc:
+    config_error(str(exc))
 RESULTS = f"results/{MODEL}/{DATASET}/{SPLIT}"
 LOGS = f"results/logs/{MODEL}/{DATASET}/{SPLIT}"
 SHARDS = config["collect"]["shards"]
@@ -94,6 +98,10 @@ if EVAL_SPLIT == SPLIT:
         f"key 'evaluate.split': {EVAL_SPLIT!r} is the split neurons are selected on (dataset.split); "
         "evaluation needs held-out sentences"
     )
+try:
+    pair_sources.check_dataset(config["dataset"], PAIRS, EVAL_SPLIT, "evaluate.split")
+except NeurospecError as exc:
+    config_error(str(exc))
 
 
 def eval_pair_table(pair):
@@ -146,6 +154,19 @@ def start_early():
         return
     if any("gpu" in job.rule.resources for job in workflow.dag.needrun_jobs()):
         start_model_worker_early(model_params())
+
+
+def check_writable():
+    """At the start of a run (onstart), before any job: every folder its jobs write outputs and logs
+    into must be writable; a read-only or unwritable one is one line naming it (neurospec.atomic).
+    """
+    paths = [
+        str(f) for job in workflow.dag.needrun_jobs() for f in [*job.output, *job.log]
+    ]
+    try:
+        check_writable_paths(paths)
+    except NeurospecError as exc:
+        sys.exit(f"neurospec: error: {exc}")
 
 
 def collect_params():

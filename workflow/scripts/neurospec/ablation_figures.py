@@ -27,7 +27,8 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from . import languages as L  # noqa: E402
 from .errors import NeurospecError  # noqa: E402
-from .tables import atomic_path, read_metadata, read_table  # noqa: E402
+from .atomic import save_png  # noqa: E402
+from .tables import read_metadata, read_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -55,9 +56,7 @@ def group_order(groups: Sequence[str]) -> list[str]:
 
 
 def _save(fig, path: str | os.PathLike, dpi: int = 110) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    plt.close(fig)
+    save_png(fig, path, dpi=dpi)
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from scipy import stats  # noqa: E402
 
 from . import languages as L  # noqa: E402
 from .errors import NeurospecError  # noqa: E402
-from .tables import atomic_path, read_metadata, read_table, write_table  # noqa: E402
+from .atomic import save_png  # noqa: E402
+from .tables import read_metadata, read_table, write_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -310,9 +311,7 @@ def plot_correlation(measures: pd.DataFrame, result: pd.DataFrame, path: str | o
         title += "\ndemo model (random init): these numbers are noise"
     fig.suptitle(title, fontsize=10, color="crimson" if demo else "black")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
     return drawn
 
 

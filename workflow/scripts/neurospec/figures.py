@@ -28,7 +28,8 @@ from scipy.spatial.distance import squareform  # noqa: E402
 from . import languages as L  # noqa: E402
 from .errors import NeurospecError  # noqa: E402
 from .scoring import iou_matrix, read_iou, read_scores  # noqa: E402
-from .tables import COUNT_COLUMNS, atomic_path, read_counts  # noqa: E402
+from .atomic import save_png  # noqa: E402
+from .tables import COUNT_COLUMNS, read_counts  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -97,9 +98,7 @@ def _tick_fontsize(n: int) -> float:
 
 
 def _save(fig, path: str | os.PathLike, dpi: int = 110) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    plt.close(fig)
+    save_png(fig, path, dpi=dpi)
 
 
 def _title(meta: Mapping[str, Any]) -> str:

@@ -17,10 +17,8 @@ target and renames it when complete.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import tempfile
 from importlib import metadata as importlib_metadata
 from importlib.util import find_spec
@@ -28,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_dir, write_json
 from .errors import NeurospecError
 
 log = logging.getLogger("neurospec")
@@ -102,9 +101,9 @@ def build_gemma3_model(out_dir: str | os.PathLike, rtol: float = 1e-5) -> None:
     if out.exists() and any(out.iterdir()):
         raise NeurospecError(f"model directory {out} exists and is not empty")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.gguf.", suffix=".part", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(
+            prefix=f".{out.name}.gguf.", suffix=".part", dir=out.parent, ignore_cleanup_errors=True) as scratch_dir:
+        scratch = Path(scratch_dir)
         gguf = assemble(scratch / MODEL_NAME)  # checks the file's sha256 itself
         log.info("assembled %s (%d bytes); converting the tokenizer and the weights", gguf, gguf.stat().st_size)
         tokenizer = AutoTokenizer.from_pretrained(str(scratch), gguf_file=MODEL_NAME)
@@ -132,19 +131,9 @@ def build_gemma3_model(out_dir: str | os.PathLike, rtol: float = 1e-5) -> None:
                                  f"model's by {diff:.2e} of the largest logit (allowed {rtol:.0e})")
         log.info("the saved model reproduces the GGUF model's logits (largest difference %.2e of the "
                  "largest logit) and token ids on %d sentences", diff, len(CHECK_SENTENCES))
-        (tmp / "neurospec_model.json").write_text(json.dumps({
+        write_json(tmp / "neurospec_model.json", {
             "built_by": "neurospec.gemma3.build_gemma3_model",
             "source": f"{PACKAGE} ({MODEL_NAME}, Q4_K_M, de-quantized to float32)",
             "versions": _versions(),
             "check": {"sentences": len(CHECK_SENTENCES), "max_relative_logit_difference": diff},
-        }, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700: give it the mode a plain mkdir would
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        }, indent=1, sort_keys=True, ensure_ascii=False)

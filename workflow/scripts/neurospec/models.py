@@ -13,11 +13,8 @@ fixed seed, a byte-level BPE tokenizer trained on the demo corpus with ``tokeniz
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .atomic import atomic_dir, write_json
 from .errors import NeurospecError
 from .nullmodel import apply_null_weights, check_null
 
@@ -312,21 +310,13 @@ def build_demo_model(out_dir: str | os.PathLike, texts: Sequence[str], *, seed: 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise NeurospecError(f"demo model directory {out} exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
     # written to a temporary directory beside it and renamed when complete (crash safety)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         fast.save_pretrained(tmp)
-        (tmp / "neurospec_demo.json").write_text(json.dumps({
+        write_json(tmp / "neurospec_demo.json", {
             "seed": seed, "n_texts": len(texts), "built_by": "neurospec.models.build_demo_model"
-        }, indent=1, sort_keys=True) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        }, indent=1, sort_keys=True)
 
 
 def is_demo_model(model_id: str) -> bool:

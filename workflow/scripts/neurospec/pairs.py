@@ -65,12 +65,19 @@ def dataset_params(dataset: Mapping[str, Any], split: str) -> dict[str, Any]:
     return _sorted(params)
 
 
-def check_dataset(dataset: Mapping[str, Any], pairs: list[str], split: str) -> None:
+def check_dataset(dataset: Mapping[str, Any], pairs: list[str], split: str,
+                  split_key: str = "dataset.split") -> None:
     """Config errors of the dataset keys, raised before anything runs: unknown keys and templates,
-    a required key left out, a split or language the source cannot have."""
+    a required key left out, a split or language the source cannot have. ``split_key`` is the key
+    that gave ``split`` (``evaluate.split`` for the held-out split), named in its errors."""
     params = dataset_params(dataset, split)
     name = params["name"]
+    if name == "demo" and split not in demo.SPLITS:
+        raise NeurospecError(f"{split_key} {split!r}: the demo dataset has only {', '.join(demo.SPLITS)}")
     if name == "ec40":
+        if split not in ec40.SPLITS:
+            raise NeurospecError(f"{split_key} {split!r}: EC40 has no such split; choose one of "
+                                 f"{', '.join(ec40.SPLITS)}")
         for pair in pairs:
             ec40.remote_path(split, non_english(pair), "en")
     elif name == "files":

@@ -28,6 +28,19 @@ def check_template(template: str) -> None:
         raise NeurospecError("collect.prompt_template must contain {src} exactly once")
 
 
+def check_continuation(continuation: str) -> None:
+    """The continuation may use every prompt placeholder except ``{src}``."""
+    allowed = [p for p in PLACEHOLDERS if p != "src"]
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in Formatter().parse(continuation) if f is not None]
+    except ValueError as exc:
+        raise NeurospecError(f"evaluate.translate.continuation {continuation!r} is malformed: {exc}") from None
+    for name, spec, conv in fields:
+        if name not in allowed or spec or conv:
+            raise NeurospecError(f"evaluate.translate.continuation has placeholder {{{name}}}; "
+                                 f"allowed: {', '.join('{' + p + '}' for p in allowed)}")
+
+
 def render(template: str, src: str, src_lang: str, tgt_lang: str) -> tuple[str, tuple[int, int]]:
     """The prompt text and the character span ``[start, end)`` of ``src`` inside it."""
     values = {

@@ -39,7 +39,8 @@ from scipy import stats  # noqa: E402
 from .errors import NeurospecError  # noqa: E402
 from .figures import FAMILY_COLORS, _title, group_table  # noqa: E402
 from .scoring import METHODS, method_columns, read_count_tables, read_result, score_tables  # noqa: E402
-from .tables import HALF, TOTAL_COLUMNS, atomic_path, write_table  # noqa: E402
+from .atomic import save_png  # noqa: E402
+from .tables import HALF, TOTAL_COLUMNS, write_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -236,9 +237,7 @@ def plot_stability(table: pd.DataFrame, groups: Sequence[str], layers: Sequence[
                 f"{s['share_above_chance']:.0%} of {s['cells']} group x layer cells above chance (p < 0.05)")
     fig.suptitle(f"{title}\nstability: selections on two disjoint halves of the sentences (even / odd ids)\n"
                  f"{headline}", fontsize=10, y=1.06)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
     return {"per_layer": per_layer, "iou": iou, "chance": chance, "groups": order, "summary": s}
 
 

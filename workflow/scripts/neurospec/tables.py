@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_path, write_parquet  # noqa: F401 (atomic_path: imported from here too)
 from .errors import NeurospecError
 
 # Column types of the tables the workflow writes.
@@ -77,27 +76,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the body succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp made it 0600: give it the mode a plain open() would
-        os.replace(tmp_path, path)
-        for stale in path.parent.glob(f".{path.name}.*.part"):  # left by a killed earlier attempt
-            stale.unlink(missing_ok=True)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def _encode(value: Any) -> bytes:
     return (value if isinstance(value, str) else json.dumps(value, sort_keys=True)).encode()
 
@@ -111,8 +89,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | N
     for key, value in (metadata or {}).items():
         meta[key.encode()] = _encode(value)
     table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    write_parquet(table, path)
 
 
 def read_table(path: str | os.PathLike, columns: list[str] | None = None,

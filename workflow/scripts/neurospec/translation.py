@@ -32,7 +32,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from string import Formatter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -43,7 +42,7 @@ from .errors import NeurospecError
 from .interventions import MODES, MeanPatchValues, intervene, selection_size, selections_from_scores
 from .languages import parse_pair
 from .models import LoadedModel
-from .prompts import PLACEHOLDERS, check_template, render
+from .prompts import check_continuation, check_template, render
 from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
 
 log = logging.getLogger("neurospec")
@@ -58,19 +57,6 @@ ABLATED_COLUMNS = ("pair", "group", "n_neurons", *HYPOTHESIS_COLUMNS)
 # --------------------------------------------------------------------------------------------
 # Prompts
 # --------------------------------------------------------------------------------------------
-
-
-def check_continuation(continuation: str) -> None:
-    """The continuation may use every prompt placeholder except ``{src}``."""
-    allowed = [p for p in PLACEHOLDERS if p != "src"]
-    try:
-        fields = [(f, spec, conv) for _, f, spec, conv in Formatter().parse(continuation) if f is not None]
-    except ValueError as exc:
-        raise NeurospecError(f"evaluate.translate.continuation {continuation!r} is malformed: {exc}") from None
-    for name, spec, conv in fields:
-        if name not in allowed or spec or conv:
-            raise NeurospecError(f"evaluate.translate.continuation has placeholder {{{name}}}; "
-                                 f"allowed: {', '.join('{' + p + '}' for p in allowed)}")
 
 
 def use_chat_template(tokenizer, chat_template: bool | str, model: str = "the model") -> bool:

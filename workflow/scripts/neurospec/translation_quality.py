@@ -25,7 +25,8 @@ import pandas as pd  # noqa: E402
 
 from . import languages as L  # noqa: E402
 from .errors import NeurospecError  # noqa: E402
-from .tables import atomic_path, read_metadata, read_table, write_table  # noqa: E402
+from .atomic import save_png  # noqa: E402
+from .tables import read_metadata, read_table, write_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -204,9 +205,7 @@ def plot_quality(scores: pd.DataFrame, path: str | os.PathLike, demo: bool = Fal
         fig.colorbar(im, ax=ax2, shrink=0.6, label=f"{chr(0x394)} chrF++ (ablated - baseline)")
     if demo:
         fig.suptitle("demo model (random init): these numbers are noise", color="crimson", fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
     return {"order": order, "chrf": chrf, "chrf_copy": copy, "delta": delta}
 
 

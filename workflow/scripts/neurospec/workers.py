@@ -166,6 +166,13 @@ def _run(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs
             reply = worker.call(payload)
     except WorkerError as exc:
         _fail(str(exc), log_path)
+    except OSError as exc:  # starting the worker: its log in results/logs/workers, the run's directory
+        from .errors import user_error
+
+        line = user_error(exc)
+        if line is None:
+            raise
+        _fail(line, log_path)
     if reply.get("status") == "error":
         print(f"neurospec: error: {reply['message']}", file=sys.stderr, flush=True)
         raise SystemExit(1)
@@ -193,8 +200,11 @@ def _run_here(target: str, model: dict[str, Any] | None, log_path: str | None, k
 def _fail(message: str, log_path: str | None) -> None:
     line = f"neurospec: error: {message}"
     if log_path:
-        with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(f"{time.strftime('%H:%M:%S')} ERROR {line}\n")
+        try:
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%H:%M:%S')} ERROR {line}\n")
+        except OSError:
+            pass  # the log cannot take it (a full disk, a read-only folder): stderr still does
     print(line, file=sys.stderr, flush=True)
     raise SystemExit(1)
 
@@ -630,15 +640,9 @@ class _Server:
                 self._drop_job_logs()
 
     def run(self, conn: socket.socket, request: dict[str, Any]) -> dict[str, Any] | None:
-        from .errors import NeurospecError
+        from .errors import JobLogHandler, NeurospecError, user_error
 
         os.chdir(request["cwd"])
-        if request.get("log"):
-            Path(request["log"]).parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(request["log"], mode="w", encoding="utf-8")
-            handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
-            self.logger.addHandler(handler)
-            self.job_handlers.append(handler)
         self.n_tasks += 1
         t0 = time.perf_counter()
         target = request["target"]
@@ -646,6 +650,12 @@ class _Server:
         with self.lock:
             self.client, self.running, self.cancelled = conn, True, False
         try:
+            if request.get("log"):
+                Path(request["log"]).parent.mkdir(parents=True, exist_ok=True)
+                handler = JobLogHandler(request["log"])
+                handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+                self.logger.addHandler(handler)
+                self.job_handlers.append(handler)
             self.logger.info("task %d of %s worker %s (pid %d): %s", self.n_tasks, self.kind, self.args.name,
                              os.getpid(), target)
             function = resolve(target)
@@ -654,6 +664,8 @@ class _Server:
             else:
                 function(**request["kwargs"])
             self.logger.info("task done in %.2f s (%s)", time.perf_counter() - t0, _peak_memory())
+            for handler in self.job_handlers:
+                handler.check()  # a log the disk could not take fails the job, with its one line
             return {"status": "ok"}
         except TaskCancelled:
             self.logger.warning("task cancelled after %.2f s: its job is gone", time.perf_counter() - t0)
@@ -661,7 +673,11 @@ class _Server:
         except NeurospecError as exc:
             self.logger.error("neurospec: error: %s", exc)
             return {"status": "error", "message": str(exc)}
-        except Exception:
+        except Exception as exc:
+            line = user_error(exc)  # a disk or permission error: the user's, one line
+            if line is not None:
+                self.logger.error("neurospec: error: %s", line)
+                return {"status": "error", "message": line}
             text = traceback.format_exc()
             self.logger.error("neurospec: unexpected error (a bug: please report it with this log)\n%s", text)
             if _device_broken(text):

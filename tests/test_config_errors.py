@@ -1,0 +1,88 @@
+"""Config mistakes are refused when the Snakefile is read (a dry run already fails), with one line
+naming the right key: unknown keys anywhere (the schema's additionalProperties: false), prompt
+templates and the continuation, evaluate.split, a local model directory (neurospec.config_checks)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from neurospec.config_checks import schema_errors
+from workflow_utils import ROOT, snakemake, write_config
+
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def _objects(node, path=""):
+    if isinstance(node, dict):
+        if node.get("type") == "object":
+            yield path or "<config>", node
+        for key, value in node.items():
+            yield from _objects(value, f"{path}.{key}" if path else key)
+
+
+def test_every_object_of_the_schema_is_closed():
+    objects = dict(_objects(SCHEMA))
+    assert len(objects) >= 17
+    open_ = {p for p, o in objects.items() if o.get("additionalProperties") is not False}
+    # the one map whose keys are data (EC40 code -> the data's code): its keys must be language codes
+    assert open_ == {"properties.dataset.properties.rows.properties.code_map"}
+    assert objects["properties.dataset.properties.rows.properties.code_map"]["propertyNames"] == {
+        "pattern": "^[a-z]{2,3}$"}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    assert schema_errors(yaml.safe_load(path.read_text()), SCHEMA) == []
+
+
+def test_schema_errors_name_the_key_from_jsonschemas_own_path():
+    lines = schema_errors({"pairs": ["en-de"], "evaluate": {"ablaton": {"mode": "zero"}},
+                           "scoring": {"k": 150}}, SCHEMA)
+    assert sorted(lines) == sorted([
+        "key 'evaluate.ablaton': unknown key (a typo?); evaluate takes: ablation, correlation, split, translate",
+        "key 'scoring.k': 150 is greater than the maximum of 100"])
+    assert schema_errors({"pairs": ["en-de"], "scorng": {}}, SCHEMA)[0].startswith(
+        "key 'scorng': unknown key (a typo?); the config takes: collect, dataset, demo_model, evaluate, model, pairs")
+    assert schema_errors({"pairs": ["en-de"]}, SCHEMA) == []
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"evaluate": {"ablaton": {"mode": "zero"}}},
+     "key 'evaluate.ablaton': unknown key (a typo?); evaluate takes: ablation, correlation, split, translate"),
+    ({"collect": {"prompt_template": "Translate to {language}: {src}"}},
+     "collect.prompt_template has unknown placeholder {language}; allowed: {src}, {src_name}"),
+    ({"collect": {"prompt_template": "Translate to {tgt_name}:"}},
+     "collect.prompt_template must contain {src} exactly once"),
+    ({"evaluate": {"translate": {"continuation": "\n{src} ->"}}},
+     "evaluate.translate.continuation has placeholder {src}; allowed: {src_name}, {tgt_name}"),
+    ({"evaluate": {"translate": {"continuation": "\n{tgt_name"}}},
+     "evaluate.translate.continuation '\\n{tgt_name' is malformed"),
+    ({"evaluate": {"split": "train"}}, "evaluate.split 'train': the demo dataset has only validation, test"),
+    ({"evaluate": {"split": "a/b"}},
+     "key 'evaluate.split': 'a/b' is not a split name: letters, digits, '_' and '.' only"),
+    ({"dataset": {"name": "demo", "split": "train"}, "evaluate": {"split": "validation"}},
+     "dataset.split 'train': the demo dataset has only validation, test"),
+    ({"dataset": {"name": "ec40", "split": "validation"}, "evaluate": {"split": "dev"}},
+     "evaluate.split 'dev': EC40 has no such split; choose one of validation, test, train"),
+    ({"model": {"id": "./no-such-model"}}, "key 'model.id': './no-such-model': no such directory"),
+    ({"model": {"id": "empty-model-dir"}},
+     "key 'model.id': local model directory 'empty-model-dir' has no config.json (not a saved model?)"),
+    ({"dataset": {"name": "hf", "hf": {"id": "a/b"}, "rows": {"code_map": {"SR": "srp_Latn"}}},
+      "evaluate": {"split": "test"}}, "key 'dataset.rows.code_map': 'SR' does not match"),
+])
+def test_config_mistakes_are_refused_at_parse_time_naming_the_key(tmp_path, override, message):
+    (tmp_path / "empty-model-dir").mkdir()
+    cfg = write_config(tmp_path, override)
+    proc = snakemake(tmp_path, "--dry-run", configfile=cfg, check=False)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "neurospec: config error" in line]
+    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "MissingInputException" not in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_local_model_directory_with_a_config_is_accepted(tmp_path, small_model_dir):
+    cfg = write_config(tmp_path, {"model": {"id": str(small_model_dir), "name": "local", "device": "cpu"}})
+    proc = snakemake(tmp_path, "--dry-run", configfile=cfg)
+    assert "collect_activations" in proc.stdout

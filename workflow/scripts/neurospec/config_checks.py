@@ -1,0 +1,81 @@
+"""Config checks made when the Snakefile is read, before any job runs (workflow/rules/common.smk).
+
+Each raises a NeurospecError whose message names the config key at fault: the schema's errors (with
+jsonschema's own error paths, not Snakemake's report text), prompt templates and the translation
+continuation (their placeholders), and a local model directory (it exists and holds a config).
+The dataset's splits are checked by ``neurospec.pairs.check_dataset``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import NeurospecError
+from .prompts import check_continuation, check_template
+
+
+def _key(path: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def schema_error_line(error) -> str:
+    """One line for a jsonschema ValidationError: ``key 'a.b': <what is wrong>``."""
+    key = _key(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        known = sorted((error.schema.get("properties") or {}))
+        extra = sorted(k for k in error.instance if k not in known)
+        where = key or "the config"
+        name = f"{key}.{extra[0]}" if key else str(extra[0])
+        return (f"key {name!r}: unknown key (a typo?); {where} takes: {', '.join(known)}"
+                if extra else f"key {where!r}: {error.message}")
+    if error.validator == "pattern" and key.split(".")[-1] == "split":
+        return (f"key {key!r}: {error.instance!r} is not a split name: letters, digits, '_' and '.' only "
+                "(it names a folder under results/)")
+    return f"key {key!r}: {error.message}" if key else error.message
+
+
+def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Every schema error of ``config``, one line each, the most relevant first (jsonschema's best_match)."""
+    from jsonschema import validators
+    from jsonschema.exceptions import best_match, relevance
+
+    validator = validators.validator_for(schema)(schema)
+    errors = list(validator.iter_errors(config))
+    if not errors:
+        return []
+    first = best_match(errors)
+    rest = sorted((e for e in errors if e is not first), key=relevance)
+    return [schema_error_line(e) for e in [first, *rest]]
+
+
+def check_schema(config: Mapping[str, Any], schema_path: str | Path) -> None:
+    """The config against the schema file; the first error (of possibly several) as one line."""
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    lines = schema_errors(config, schema)
+    if lines:
+        more = f" (and {len(lines) - 1} more error(s))" if len(lines) > 1 else ""
+        raise NeurospecError(lines[0] + more)
+
+
+def check_prompts(config: Mapping[str, Any]) -> None:
+    """collect.prompt_template and evaluate.translate.continuation: known placeholders only."""
+    check_template(config["collect"]["prompt_template"])
+    check_continuation(config["evaluate"]["translate"]["continuation"])
+
+
+def check_model_id(model_id: str, built: Iterable[str] = ()) -> None:
+    """A ``model.id`` that names a local directory (an existing directory, or a path starting with
+    '.', '/' or '~') must exist and hold a saved model's config.json. Hub ids and the models the
+    workflow builds itself (``built``) are left to the jobs."""
+    if model_id in set(built):
+        return
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise NeurospecError(f"key 'model.id': local model directory {model_id!r} has no config.json "
+                                 "(not a saved model?)")
+    elif model_id.startswith((".", "/", "~")):
+        raise NeurospecError(f"key 'model.id': {model_id!r}: no such directory")
