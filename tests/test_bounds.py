@@ -157,10 +157,12 @@ def test_ablation_truncates_to_the_models_context_and_counts_per_language(small_
     expected = sum(min(len(loaded.tokenizer(t)["input_ids"]), 1024) - 1 for t in held.texts["en"])
     assert meta["tokens_per_pass"] == expected + sum(len(loaded.tokenizer(t)["input_ids"]) - 1
                                                      for t in held.texts["de"])
-    _, meta = A.ablation_table(loaded, {}, held, random_sets=0, max_length=8)
-    assert meta["max_tokens"] == 8 and meta["n_truncated_by_language"] == {"en": 1 + (len(
-        loaded.tokenizer("Germany")["input_ids"]) > 8) + (len(loaded.tokenizer("Chad")["input_ids"]) > 8), "de": sum(
-        len(loaded.tokenizer(t)["input_ids"]) > 8 for t in held.texts["de"])}
+    # a max_length under the context: it bounds, and the counts follow each sentence's own length
+    lengths = {lang: [len(loaded.tokenizer(t)["input_ids"]) for t in texts] for lang, texts in held.texts.items()}
+    _, meta = A.ablation_table(loaded, {}, held, random_sets=0, max_length=6)
+    assert meta["max_tokens"] == 6
+    assert meta["n_truncated_by_language"] == {lang: sum(n > 6 for n in ns) for lang, ns in lengths.items()}
+    assert meta["n_truncated_by_language"]["de"] == 1  # 'Deutschland' (7 tokens) is cut, 'Tschad' (5) is not
 
 
 def test_collection_never_exceeds_the_models_context(small_model_dir):
@@ -171,3 +173,42 @@ def test_collection_never_exceeds_the_models_context(small_model_dir):
     _, meta = collect.collect_pair(loaded, pairs, template="{src}", token_scope="all", max_length=100000)
     assert meta["max_length"] == 100000 and meta["max_tokens"] == 1024 and meta["n_truncated"] == 1
     assert meta["n_tokens"] == 1024 + len(loaded.tokenizer("Peru")["input_ids"])
+
+
+def test_ablated_translation_counts_truncations_per_direction(small_model_dir, tmp_path, caplog):
+    """The ablated translation fits its prompts as the baseline does: the long sentence's hypothesis
+    equals generation from the fitted prompt with the neurons zeroed, and each direction's count is
+    in the metadata and in one log line of the job."""
+    from neurospec.interventions import intervene
+    from neurospec.tables import SCORE_SCHEMA
+
+    loaded = models.load_model(str(small_model_dir), dtype="float32", device="cpu")
+    lm = loaded.require_lm("test")
+    long = ("Saint Helena, Ascension and Tristan da Cunha " * 500)[:20000]
+    en_de = _pair_table(tmp_path / "en-de.parquet", [SHORT[0], long, SHORT[1]])
+    de_en = tmp_path / "de-en.parquet"
+    write_table(pd.DataFrame({"id": np.arange(2, dtype=np.int64), "src_lang": "de", "tgt_lang": "en",
+                              "src": ["Deutschland", "Tschad"], "tgt": ["Germany", "Chad"]}), de_en, PAIR_SCHEMA,
+                metadata={"pair": "de-en", "split": "test"})
+    selection = {0: np.arange(0, 96, 2), 1: np.arange(10)}
+    scores = pd.DataFrame([(g, layer, n) for g in ("de", "en") for layer, idx in selection.items() for n in idx],
+                          columns=["group", "layer", "neuron"]).assign(score=1.0)
+    write_table(scores, tmp_path / "s.parquet", SCORE_SCHEMA, metadata={"method": "m", "group_kind": "language"})
+    caplog.set_level("INFO", logger="neurospec")
+    T.translate_ablated_to_file(loaded, [str(en_de), str(de_en)], str(tmp_path / "s.parquet"),
+                                str(tmp_path / "a.parquet"), method="m", mode="zero", prompt_template=TEMPLATE,
+                                **{**SETTINGS, "max_length": 80})
+    got = read_table(tmp_path / "a.parquet")
+    meta = read_metadata(tmp_path / "a.parquet")
+    assert meta["n_truncated"] == {"en-de": 1, "de-en": 0}
+    assert meta["pairs"]["en-de"]["truncated_ids"] == [1] and meta["pairs"]["en-de"]["max_prompt_tokens"] == 80
+    assert "1 of 5 prompts truncated to 80 tokens; en-de 1" in caplog.text
+    # by hand: the fitted prompt of the long sentence, generated with German's neurons zeroed
+    encode = _encoder(loaded.tokenizer)
+    fitted = fit_prompt(loaded.tokenizer, long, encode, 80)
+    cap = T.token_caps(loaded.tokenizer, [fitted.src], max_new_tokens=16, ratio=1.5, extra=2)
+    with intervene(lm, selection, "zero"):
+        g = T.greedy_generate(lm, loaded.tokenizer, [fitted.ids], cap, batch_size=1)[0]
+    row = got[(got["pair"] == "en-de") & (got["id"] == 1)].iloc[0]
+    assert row["hyp"] == T.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
+    assert row["src"] == long and row["n_new_tokens"] == len(g.tokens)
