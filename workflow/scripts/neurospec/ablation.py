@@ -23,7 +23,9 @@ a language's plain sentences are its side of those tables (English's: the Englis
 first ``max_sentences`` distinct ones in table order; the metadata lists which (pair, side, ids).
 
 The NLL: every sentence is tokenized on its own (special tokens as the tokenizer adds them: BOS),
-and each token after the first is predicted from the ones before it.  Sentences are packed into
+and each token after the first is predicted from the ones before it.  A sentence longer than
+``max_length`` tokens (``evaluate.ablation.max_length``; the model's context when that is smaller)
+keeps its first tokens; the metadata counts them per language (``n_truncated_by_language``).  Sentences are packed into
 right-padded batches under a token budget (``batching``); the base model runs once per batch and
 the LM head on chunks of ``chunk_tokens`` predicted positions, so a [tokens x vocabulary] logit
 matrix of a whole batch never exists (Aya's vocabulary is 256k).  The head reproduces the LM's own
@@ -53,6 +55,7 @@ from .interventions import (MODES, MeanPatchValues, Selection, intervene, random
                             selections_from_scores)
 from .languages import PIVOT, parse_pair
 from .models import LoadedModel, is_demo_model
+from .prompts import model_context
 from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
 
 log = logging.getLogger("neurospec")
@@ -253,9 +256,16 @@ class Scorer:
         self.head = OutputHead(self.lm)
         self.chunk_tokens = chunk_tokens or chunk_tokens_for(self.head.vocab_size, self.device)
         tok = loaded.tokenizer
+        # never more tokens than the model's context: a longer sentence loses its end (it is the whole input)
+        context = model_context(self.lm, tok)
+        self.max_length = int(max_length) if context is None else min(int(max_length), context)
+        if self.max_length < int(max_length):
+            log.info("held-out sentences truncated to the model's context of %d tokens "
+                     "(evaluate.ablation.max_length is %d)", context, max_length)
         enc = tok(list(texts), add_special_tokens=True, return_attention_mask=False)["input_ids"] if texts else []
-        self.ids = [list(ids[:max_length]) for ids in enc]
-        self.n_truncated = sum(len(ids) > max_length for ids in enc)
+        self.ids = [list(ids[: self.max_length]) for ids in enc]
+        self.truncated = np.array([len(ids) > self.max_length for ids in enc], dtype=bool)
+        self.n_truncated = int(self.truncated.sum())
         self.n_predicted = np.array([max(len(ids) - 1, 0) for ids in self.ids], dtype=np.int64)
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         self.pad_id = int(pad)
@@ -361,9 +371,11 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
     scorer = Scorer(loaded, texts, max_length=max_length, token_budget=token_budget, chunk_tokens=chunk_tokens)
     diff = scorer.check_head()
     n_tok = np.array([int(scorer.n_predicted[langs == lang].sum()) for lang in order])
-    log.info("%d held-out sentences in %d languages, %d predicted tokens (%d truncated to %d), %d batches "
+    truncated = {lang: int(scorer.truncated[langs == lang].sum()) for lang in order}
+    log.info("%d held-out sentences in %d languages, %d predicted tokens (%d truncated to %d%s), %d batches "
              "under %d tokens, LM head in chunks of %d positions (matches lm().logits to %.1e)",
-             len(texts), len(order), scorer.n_tokens, scorer.n_truncated, max_length, len(scorer.batches),
+             len(texts), len(order), scorer.n_tokens, scorer.n_truncated, scorer.max_length,
+             "".join(f"; {lang} {n}" for lang, n in truncated.items() if n), len(scorer.batches),
              scorer.token_budget, scorer.chunk_tokens, diff)
     empty = [lang for lang, n in zip(order, n_tok) if n == 0]
     if empty:
@@ -409,7 +421,9 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
         "sentences": held_out.sources,
         "n_sentences": {lang: len(held_out.texts[lang]) for lang in order},
         "n_truncated": scorer.n_truncated,
+        "n_truncated_by_language": truncated,
         "max_length": max_length,
+        "max_tokens": scorer.max_length,  # max_length, or the model's context when smaller
         "group_lang": {g: group_language(g) for g in selections},
         "n_passes": n_passes,
         "tokens_per_pass": scorer.n_tokens,

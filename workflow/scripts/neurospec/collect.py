@@ -39,7 +39,7 @@ from .architectures import n_neurons, resolve_mlp_taps
 from .batching import CPU_TOKEN_BUDGET, MAX_TOKEN_BUDGET, auto_token_budget, make_batches  # noqa: F401 (re-exported)
 from .errors import NeurospecError
 from .models import LoadedModel
-from .prompts import check_template, render
+from .prompts import check_template, model_context, render
 from .tables import COUNT_COLUMNS, HALF, TOTAL_COLUMNS, package_versions, write_counts
 
 log = logging.getLogger("neurospec")
@@ -460,6 +460,8 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
     even: the same sentences in every direction that shares a source file, in any shard.
     """
     pairs = pairs.sort_values("id").iloc[shard_rows(len(pairs), shard, n_shards)]
+    context = model_context(loaded.model, loaded.tokenizer)  # never more tokens than the model takes
+    configured, max_length = max_length, max_length if context is None else min(max_length, context)
     enc = encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(), pairs["tgt_lang"].tolist(),
                  template=template, token_scope=token_scope, max_length=max_length)
     enc.even = pairs["id"].to_numpy(np.int64)[enc.kept] % 2 == 0
@@ -491,7 +493,8 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
         **loaded.info,
         "prompt_template": template,
         "token_scope": token_scope,
-        "max_length": max_length,
+        "max_length": configured,
+        "max_tokens": max_length,  # max_length, or the model's context when smaller
         "shard": f"{shard}/{n_shards}",
         "versions": package_versions(),
         **{k: v for k, v in (pair_meta or {}).items() if k.startswith("dataset") or k in ("detokenize", "split", "source")},

@@ -15,6 +15,14 @@ skipped), at an end-of-sequence token (the tokenizer's and the model's), or at t
 tokens: ``min(max_new_tokens, ceil(max_new_tokens_ratio x source tokens) + max_new_tokens_extra)``.
 The hypothesis is that first line, stripped.
 
+Every prompt is bounded: at most ``max_length`` tokens (``evaluate.translate.max_length``), and never
+more than the model's context less ``max_new_tokens`` (``prompt_limit``), so a prompt and its
+generation always fit the model.  A longer prompt loses the end of its *source sentence*, never its
+template: the instruction and the target-language cue survive (``prompts.fit_prompt``); its cap on
+new tokens is computed from the source it kept.  Each table's metadata counts the truncated
+prompts per direction (``n_truncated``, ``truncated_ids``, ``max_prompt_tokens``) and each job logs
+the count; the ``src`` column keeps the whole sentence.
+
 Batches are left-padded with an attention mask and position ids that start at 0 on every row's first
 real token, and decoded with the KV cache; a finished row leaves the batch.  In float32 a padded batch
 gives the same tokens as one sentence at a time (tested); in half precision padding and batch shape
@@ -42,7 +50,7 @@ from .errors import NeurospecError
 from .interventions import MODES, MeanPatchValues, intervene, selection_size, selections_from_scores
 from .languages import parse_pair
 from .models import LoadedModel
-from .prompts import check_continuation, check_template, render
+from .prompts import check_continuation, check_template, fit_prompt, model_context, render
 from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
 
 log = logging.getLogger("neurospec")
@@ -262,10 +270,10 @@ def held_out_sentences(pairs: pd.DataFrame, max_sentences: int | None) -> pd.Dat
 
 def generation_settings(*, max_sentences: int | None, chat_template: bool | str, continuation: str,
                         max_new_tokens: int, max_new_tokens_ratio: float, max_new_tokens_extra: int,
-                        batch_size: int) -> dict[str, Any]:
+                        batch_size: int, max_length: int = 512) -> dict[str, Any]:
     """The generation parameters (``evaluate.translate`` minus the ablation keys), checked."""
     for key, value, low in (("max_new_tokens", max_new_tokens, 1), ("max_new_tokens_extra", max_new_tokens_extra, 0),
-                            ("batch_size", batch_size, 1)):
+                            ("batch_size", batch_size, 1), ("max_length", max_length, 8)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise NeurospecError(f"evaluate.translate.{key} must be an integer >= {low}, got {value!r}")
     if isinstance(max_new_tokens_ratio, bool) or not isinstance(max_new_tokens_ratio, (int, float)) \
@@ -281,7 +289,24 @@ def generation_settings(*, max_sentences: int | None, chat_template: bool | str,
         raise NeurospecError(f"evaluate.translate.chat_template {chat_template!r}: choose auto, true or false")
     return {"max_sentences": max_sentences, "chat_template": chat_template, "continuation": continuation,
             "max_new_tokens": max_new_tokens, "max_new_tokens_ratio": float(max_new_tokens_ratio),
-            "max_new_tokens_extra": max_new_tokens_extra, "batch_size": batch_size}
+            "max_new_tokens_extra": max_new_tokens_extra, "batch_size": batch_size, "max_length": max_length}
+
+
+def prompt_limit(loaded: LoadedModel, settings: Mapping[str, Any]) -> tuple[int, str]:
+    """The most tokens a prompt may hold, and what set it: ``evaluate.translate.max_length``, or the
+    model's context (``prompts.model_context``) less ``max_new_tokens`` when that is smaller, so that
+    a prompt and its generation always fit the model."""
+    limit, what = int(settings["max_length"]), "evaluate.translate.max_length"
+    context = model_context(loaded.lm if loaded.lm is not None else loaded.model, loaded.tokenizer)
+    if context is not None:
+        new = int(settings["max_new_tokens"])
+        if context - new < 1:
+            raise NeurospecError(f"evaluate.translate.max_new_tokens ({new}) leaves no room for a prompt in "
+                                 f"the model's context of {context} tokens")
+        if context - new < limit:
+            limit, what = context - new, (f"the model's context ({context} tokens) less "
+                                          f"evaluate.translate.max_new_tokens ({new})")
+    return limit, what
 
 
 @dataclass
@@ -296,6 +321,14 @@ class Direction:
     caps: list[int]
     example_prompt: str
     meta: dict[str, Any]  # the pair table's metadata
+    max_prompt_tokens: int = 0  # the limit every prompt was fitted into (prompt_limit)
+    truncated_ids: list[int] = field(default_factory=list)  # ids of the sentences whose source was cut
+
+    @property
+    def truncation(self) -> dict[str, Any]:
+        """What the metadata records about truncation."""
+        return {"n_truncated": len(self.truncated_ids), "truncated_ids": list(self.truncated_ids),
+                "max_prompt_tokens": self.max_prompt_tokens}
 
 
 def prepare_direction(loaded: LoadedModel, pairs_path: str, *, prompt_template: str, chat: bool,
@@ -309,12 +342,28 @@ def prepare_direction(loaded: LoadedModel, pairs_path: str, *, prompt_template: 
     parse_pair(pair)
     sentences = held_out_sentences(pairs, settings["max_sentences"])
     src = sentences["src"].astype(str).tolist()
-    texts = prompt_texts(loaded.tokenizer, src, src_lang, tgt_lang, template=prompt_template,
-                         continuation=settings["continuation"], chat=chat)
-    return Direction(pair, src_lang, tgt_lang, sentences, encode_prompts(loaded.tokenizer, texts, chat),
-                     token_caps(loaded.tokenizer, src, max_new_tokens=settings["max_new_tokens"],
+    tok = loaded.tokenizer
+
+    def texts_of(sources: Sequence[str]) -> list[str]:
+        return prompt_texts(tok, sources, src_lang, tgt_lang, template=prompt_template,
+                            continuation=settings["continuation"], chat=chat)
+
+    texts = texts_of(src)
+    prompts = encode_prompts(tok, texts, chat)
+    # a prompt longer than the limit keeps its template and loses the end of its source sentence
+    limit, what = prompt_limit(loaded, settings)
+    truncated = []
+    for i, ids in enumerate(prompts):
+        if len(ids) > limit:
+            fitted = fit_prompt(tok, src[i], lambda s: encode_prompts(tok, texts_of([s]), chat)[0], limit,
+                                ids=ids, what=what)
+            prompts[i], src[i] = fitted.ids, fitted.src
+            texts[i] = texts_of([fitted.src])[0]
+            truncated.append(int(sentences["id"].iloc[i]))
+    return Direction(pair, src_lang, tgt_lang, sentences, prompts,
+                     token_caps(tok, src, max_new_tokens=settings["max_new_tokens"],
                                 ratio=settings["max_new_tokens_ratio"], extra=settings["max_new_tokens_extra"]),
-                     texts[0] if texts else "", meta)
+                     texts[0] if texts else "", meta, limit, truncated)
 
 
 def translate_direction(loaded: LoadedModel, direction: Direction, batch_size: int) -> tuple[pd.DataFrame, dict]:
@@ -351,11 +400,12 @@ def translate_directions(loaded: LoadedModel, directions: Sequence[Direction],
         })
         n_new = int(df["n_new_tokens"].sum())
         stats = {"n_new_tokens": n_new, "n_prompt_tokens": int(sum(len(p) for p in direction.prompts)),
-                 "seconds": seconds, "new_tokens_per_s": rate,
+                 **direction.truncation, "seconds": seconds, "new_tokens_per_s": rate,
                  **{f"n_stop_{s_}": int((df["stop"] == s_).sum()) for s_ in STOPS}}
         if together:
             stats["generated_with"] = [d.pair for d in directions]
-        log.info("%s: %d sentences, %d new tokens; stops: %s", direction.pair, len(df), n_new,
+        log.info("%s: %d sentences, %d truncated to %d prompt tokens, %d new tokens; stops: %s", direction.pair,
+                 len(df), stats["n_truncated"], direction.max_prompt_tokens, n_new,
                  ", ".join(f"{s_} {stats['n_stop_' + s_]}" for s_ in STOPS))
         out.append((df, stats))
     log.info("%s: %.1f s of generation (%.1f new tokens/s)", ", ".join(d.pair for d in directions), seconds, rate)
@@ -453,6 +503,11 @@ def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], s
             continue
         by_group.setdefault(group, []).append(direction)
         order.append(direction.pair)
+    prepared = [d for ds in by_group.values() for d in ds]
+    if prepared:
+        log.info("%d of %d prompts truncated to %d tokens%s", sum(len(d.truncated_ids) for d in prepared),
+                 sum(len(d.prompts) for d in prepared), prepared[0].max_prompt_tokens,
+                 "".join(f"; {d.pair} {len(d.truncated_ids)}" for d in prepared if d.truncated_ids))
     for group, directions in by_group.items():
         selection = selections[group]
         n_neurons = selection_size(selection)
@@ -479,6 +534,7 @@ def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], s
     meta = {
         "method": method, "group_kind": group_kind, "mode": mode, "scoring_params": score_meta.get("params"),
         "pairs": per_pair, "unablated": unablated,
+        "n_truncated": {pair: stats["n_truncated"] for pair, stats in per_pair.items()},
         **_common_meta(loaded, prompt_template=prompt_template, chat=chat, settings=settings),
     }
     write_table(out, out_path, metadata=meta)
