@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from neurospec.tables import read_metadata, read_table
@@ -138,3 +139,55 @@ def test_a_correlation_parameter_reruns_the_correlation_only(translated):
 def test_nothing_to_do_after_the_run(translated):
     workdir, cfg = translated
     assert "Nothing to be done" in snakemake(workdir, "--dry-run", configfile=cfg).stdout
+
+
+def test_scores_have_the_off_target_rate_and_delta_intervals(translated):
+    """Through snakemake: every output's heliport label in lid.parquet, the score table's off-target rate
+    recomputed from it, and the paired bootstrap interval of delta chrF++ (default n_boot) in range."""
+    from neurospec import lid as LID
+
+    workdir, _ = translated
+    scores = read_table(workdir / RESULTS / "translation" / "scores.parquet")
+    lid = read_table(workdir / RESULTS / "translation" / "lid.parquet")
+    known = LID.labels()
+    assert set(lid["lid"]) <= known and len(lid) > 0
+    n_generated = (scores["condition"] == "base").sum() + ((scores["condition"] == "ablated")
+                                                          & (scores["n_neurons"] > 0)).sum()
+    assert len(lid) == 12 * n_generated
+    for row in scores.itertuples():
+        part = lid[(lid["pair"] == row.pair) & (lid["condition"] == row.condition)
+                   & (lid["method"] == (row.method if row.condition == "ablated" else ""))]
+        if row.condition == "ablated" and row.n_neurons == 0:  # not generated again: the baseline's
+            part = lid[(lid["pair"] == row.pair) & (lid["condition"] == "base")]
+            assert row.delta_chrf == 0 and row.delta_chrf_low == 0 and row.delta_chrf_high == 0
+        assert row.lid_covered  # de, ru, hi and English are all covered
+        verdicts = part["on_target"].dropna().astype(bool)
+        assert row.n_identified == len(verdicts) <= row.n == len(part)
+        if len(verdicts):
+            assert 0 <= row.off_target <= 1 and row.off_target == pytest.approx(1 - verdicts.mean())
+        else:
+            assert pd.isna(row.off_target)
+        if row.condition == "base":
+            assert pd.isna(row.delta_chrf_low) and pd.isna(row.delta_chrf_high)
+        else:
+            assert -100 <= row.delta_chrf_low <= row.delta_chrf <= row.delta_chrf_high <= 100
+    meta = read_metadata(workdir / RESULTS / "translation" / "scores.parquet")
+    assert meta["delta_chrf_interval"]["n_boot"] == 1000 and meta["delta_chrf_interval"]["unit"] == "sentences"
+    assert meta["lid"]["not_covered"] == ["ast", "ha", "kab"] and meta["lid"]["confidence_threshold"] is True
+
+
+def test_a_translation_scores_parameter_reruns_the_scores_only(translated):
+    workdir, _ = translated
+    evaluate = {**_evaluate(), "translation_scores": {"n_boot": 50, "lid_threshold": False}}
+    counts = _dry(workdir, "c-scores.yaml", {"evaluate": evaluate})
+    assert counts == {"translation_scores": 1, "correlation": 1, "figure_translation_quality": 1,
+                      "figure_correlation": 1}
+
+
+def test_a_bad_translation_scores_level_is_one_line(translated, tmp_path):
+    cfg = write_config(tmp_path, {"evaluate": {**_evaluate(), "translation_scores": {"level": 1.5}}})
+    proc = snakemake(tmp_path, "--dry-run", configfile=cfg, check=False)
+    lines = [line for line in proc.stderr.splitlines() if "neurospec: config error" in line]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
+    assert "translation_scores" in lines[0] and "level" in lines[0], lines[0]
+    assert not (tmp_path / "results").exists()

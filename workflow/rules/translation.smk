@@ -51,16 +51,21 @@ rule translate_ablated:
 
 
 rule translation_scores:
-    """chrF++ and BLEU (sacrebleu) per direction, and their change under ablation."""
+    """chrF++ and BLEU (sacrebleu) per direction, their change under ablation with a paired bootstrap
+    interval, and every output's language (heliport) with the off-target rate per direction.
+    """
     input:
         base=[translation_table(p) for p in PAIRS],
         ablated=ablated_translation_tables(),
     output:
-        TRANSLATION_SCORES,
+        scores=TRANSLATION_SCORES,
+        lid=f"{TRANSLATION}/lid.parquet",
     log:
         f"{LOGS}/translation/scores.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        options=dict(sorted(config["evaluate"]["translation_scores"].items())),
     script:
         "../scripts/translation_scores.py"
 

@@ -1,6 +1,8 @@
-"""Rule translation_scores: chrF++ and BLEU (sacrebleu) of every direction's hypotheses."""
+"""Rule translation_scores: chrF++ and BLEU (sacrebleu) of every direction's hypotheses, ΔchrF++'s paired
+bootstrap interval, and every output's language (heliport)."""
 
 from neurospec.workers import run_task
 
 run_task("neurospec.translation_quality:score_to_file", log=snakemake.log[0], base_paths=list(snakemake.input.base),
-         ablated_paths=list(snakemake.input.ablated), out_path=snakemake.output[0])
+         ablated_paths=list(snakemake.input.ablated), out_path=snakemake.output.scores,
+         lid_path=snakemake.output.lid, options=dict(snakemake.params.options))
