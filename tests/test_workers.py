@@ -23,6 +23,9 @@ from neurospec.workers import run_model_task, run_task, shutdown_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join([str(ROOT / "workflow" / "scripts"), str(ROOT / "tests")])
+# the tests' own tasks (tests/worker_tasks.py), allowed besides the registered ones (workers.TASKS)
+EXTRA_TASKS = ",".join(f"worker_tasks:{name}" for name in ("whoami", "model_info", "slow_write", "fail", "bug",
+                                                            "crash"))
 
 # A job in its own process: run one task, as a rule script does.
 JOB = """
@@ -55,6 +58,7 @@ def run(tmp_path, monkeypatch):
     run_id = f"{socket.gethostname()}:{os.getpid()}"
     monkeypatch.setenv(workers.RUN_ENV, run_id)
     monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
+    monkeypatch.setenv(workers.EXTRA_TASKS_ENV, EXTRA_TASKS)
     monkeypatch.delenv(workers.MODE_ENV, raising=False)
     monkeypatch.delenv(workers.IDLE_ENV, raising=False)
     for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_JOB_GPUS", "NEUROSPEC_FAKE_GPUS"):
@@ -227,7 +231,8 @@ def test_workers_end_with_their_run(tmp_path, small_model_dir):
     """A killed run (SIGKILL: no handler runs) leaves no worker behind, model workers included."""
     fake_run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        env = {workers.RUN_ENV: f"{socket.gethostname()}:{fake_run.pid}", "PYTHONPATH": PYTHONPATH}
+        env = {workers.RUN_ENV: f"{socket.gethostname()}:{fake_run.pid}", "PYTHONPATH": PYTHONPATH,
+               workers.EXTRA_TASKS_ENV: EXTRA_TASKS}
         for i, model in enumerate((None, _model(small_model_dir))):
             target = "worker_tasks:model_info" if model else "worker_tasks:whoami"
             job = _job(tmp_path, {"target": target, "path": str(tmp_path / f"{i}.json")}, model, env)
