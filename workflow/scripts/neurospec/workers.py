@@ -240,7 +240,7 @@ def _run_here(target: str, model: dict[str, Any] | None, log_path: str | None, k
     from .errors import one_line_errors
 
     with one_line_errors(log_path):
-        log.info("neurospec library: %s (in the job's own process)", library())
+        log.info("neurospec library %s (in the job's own process)", library())
         if model is None:
             resolve(target)(**kwargs)
             return
@@ -836,8 +836,8 @@ class _Server:
         with self.lock:
             self.client, self.running, self.cancelled = conn, True, False
         try:
-            self.logger.info("task %d of %s worker %s (pid %d): %s; neurospec library %s", self.n_tasks,
-                             self.kind, self.args.name, os.getpid(), target, library())
+            self.logger.info("task %d of %s worker %s (pid %d): %s; neurospec library %s (the job's too)",
+                             self.n_tasks, self.kind, self.args.name, os.getpid(), target, library())
             function = resolve(target)
             if request.get("model") is not None:
                 function(self.model(request["model"]), **request["kwargs"])
