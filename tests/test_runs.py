@@ -114,7 +114,7 @@ def test_each_checkout_runs_its_own_library(tmp_path, short_tmp):
             assert f"neurospec library {expected} (in the job's own process)" in job_log
             assert not (workdir / "results/logs/workers").exists()
         else:
-            assert f"neurospec library {expected} (the job's too)" in job_log
+            assert f"neurospec.pairs:write_pair_table (neurospec library {expected}, the job's too)" in job_log
             (worker_log,) = (workdir / "results/logs/workers").glob("*.log")
             assert f"listening; neurospec library {expected}" in worker_log.read_text()
         assert str(wrong) not in job_log

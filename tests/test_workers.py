@@ -97,6 +97,10 @@ def test_cpu_tasks_share_one_warm_worker(run):
     assert "whoami task in pid" in (run / "job2.log").read_text()  # the job's log gets the task's lines
     logs = _worker_logs(run)
     assert len(logs) == 1 and next(iter(logs.values())).count("task done") == 3
+    from neurospec.bench_e2e import _task_seconds
+
+    seconds = _task_seconds(run)  # the end-to-end benchmark reads these logs: the task names stay parseable
+    assert list(seconds) == ["worker_tasks:whoami"] and len(seconds["worker_tasks:whoami"]) == 3
 
 
 def test_the_model_is_loaded_once_for_many_jobs(run, small_model_dir):

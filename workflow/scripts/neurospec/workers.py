@@ -836,7 +836,7 @@ class _Server:
         with self.lock:
             self.client, self.running, self.cancelled = conn, True, False
         try:
-            self.logger.info("task %d of %s worker %s (pid %d): %s; neurospec library %s (the job's too)",
+            self.logger.info("task %d of %s worker %s (pid %d): %s (neurospec library %s, the job's too)",
                              self.n_tasks, self.kind, self.args.name, os.getpid(), target, library())
             function = resolve(target)
             if request.get("model") is not None:
