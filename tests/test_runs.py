@@ -57,7 +57,7 @@ def test_a_foreign_workers_directory_is_refused_through_snakemake(tmp_path, shor
     assert proc.returncode == 1
     line = (f"neurospec: error: the workers' directory {top} belongs to uid 65534, not to you (uid 0): another "
             "user could run code as you through it; remove it (or have its owner remove it), or set TMPDIR to "
-            "a private directory, then rerun")
+            "a private directory (a path of at most 40 characters), then rerun")
     assert proc.stderr.strip().splitlines()[-1] == line and "Traceback" not in proc.stderr
     assert list(top.iterdir()) == [] and not (tmp_path / PAIR).exists() and not (tmp_path / PAIR_LOG).exists()
     assert not list((tmp_path / ".snakemake/neurospec/runs").glob("*.json"))  # the refused run left no record

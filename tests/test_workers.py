@@ -459,6 +459,10 @@ def short_tmp(monkeypatch):
 
 
 def test_the_run_directory_is_private_or_refused(short_tmp):
+    """Created 0700 with its parent; a parent or run directory that is another user's, open to others
+    or a symlink is refused with one line naming it, and nothing is written into it."""
+    import shutil
+
     from neurospec.errors import NeurospecError
 
     run_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -466,22 +470,18 @@ def test_the_run_directory_is_private_or_refused(short_tmp):
     d = workers.run_dir(run_id)
     assert d.parent == top
     assert oct(top.stat().st_mode & 0o777) == oct(d.stat().st_mode & 0o777) == "0o700"
-    import shutil
-
-    shutil.rmtree(top)
-    cases = []
+    cases = [("open", "is open to other users (mode 0777, must be 0700)"), ("symlink", "is a symbolic link")]
     if os.getuid() == 0:  # only root can give a directory to another user
         cases.append(("foreign", f"belongs to uid 65534, not to you (uid {os.getuid()})"))
-    cases += [("open", "is open to other users (mode 0777, must be 0700)"), ("symlink", "is a symbolic link")]
+    elsewhere = short_tmp / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
     for how, problem in cases:
         for victim in (top, top / d.name):  # the parent, or the run's own directory
-            shutil.rmtree(top, ignore_errors=True)
-            top.unlink(missing_ok=True) if top.is_symlink() else None
+            shutil.rmtree(top)
             if victim != top:
                 top.mkdir(mode=0o700)
             if how == "symlink":
-                (short_tmp / "elsewhere").mkdir(mode=0o700, exist_ok=True)
-                victim.symlink_to(short_tmp / "elsewhere")
+                victim.symlink_to(elsewhere)
             else:
                 victim.mkdir()
                 os.chmod(victim, 0o777)
@@ -491,9 +491,11 @@ def test_the_run_directory_is_private_or_refused(short_tmp):
                 workers.run_dir(run_id)
             assert str(err.value) == (f"the workers' directory {victim} {problem}: another user could run code "
                                       "as you through it; remove it (or have its owner remove it), or set TMPDIR "
-                                      "to a private directory, then rerun")
-            assert not (victim / "token").exists() and not (victim / "run.json").exists()
-            top.unlink() if top.is_symlink() else shutil.rmtree(top)
+                                      "to a private directory (a path of at most 40 characters), then rerun")
+            assert not list(elsewhere.iterdir()) and not (victim / "token").exists()
+            if top.is_symlink():
+                top.unlink()
+                top.mkdir()
 
 
 def test_the_directories_of_dead_runs_are_removed_by_the_next_run(short_tmp):

@@ -324,7 +324,7 @@ def private_dir(path: Path) -> bool:
         return created
     raise NeurospecError(f"the workers' directory {path} {problem}: another user could run code as you "
                          "through it; remove it (or have its owner remove it), or set TMPDIR to a private "
-                         "directory, then rerun")
+                         "directory (a path of at most 40 characters), then rerun")
 
 
 def run_token(directory: Path) -> str:
