@@ -271,3 +271,29 @@ def test_a_run_does_not_start_while_another_live_run_lost_its_lock(tmp_path, sho
             snakemake(tmp_path, PAIR, configfile=cfg, env={"TMPDIR": str(short_tmp)})
             assert (tmp_path / PAIR).exists()
             (tmp_path / PAIR).unlink()
+
+
+PARSE = """
+import os, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path(sys.argv[1]),
+                      workdir=Path(sys.argv[2]), config_settings=ConfigSettings(configfiles=[Path(sys.argv[3])]))
+    print("RULES=" + str(len(wf._workflow.rules)))  # the Snakefile read, nothing run
+    print("ENV=" + ",".join(sorted(k for k in os.environ if k.startswith("NEUROSPEC"))))
+"""
+
+
+def test_reading_the_snakefile_leaves_the_environment_alone(tmp_path):
+    """Parsing (what --lint, -n, --report and API users do) does not make the process a run: only a run's
+    start (onstart) sets NEUROSPEC_RUN for its jobs."""
+    cfg = write_config(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", PARSE, str(SNAKEFILE), str(tmp_path), str(cfg)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**clean_env(), "PYTHONPATH": str(ROOT / "workflow" / "scripts")})
+    lines = dict(ln.split("=", 1) for ln in proc.stdout.splitlines() if "=" in ln)
+    assert int(lines.get("RULES", 0)) > 10, proc.stderr[-3000:]
+    assert lines["ENV"] == ""
+    assert not (tmp_path / ".snakemake/neurospec").exists()

@@ -26,8 +26,12 @@ from neurospec.workers import (  # noqa: E402
 )
 
 # Jobs hand their tasks to workers that belong to this Snakemake process (neurospec/workers.py)
-# and exit with it; inside a SLURM job, to the Snakemake process of that SLURM job.
-enter_run()
+# and exit with it; inside a SLURM job, to the Snakemake process of that SLURM job. A Snakemake
+# process started for jobs (a SLURM job's, a job's own) joins or starts its run here; the main
+# process becomes the run at its start (onstart: start_early), so that only reading the
+# Snakefile (--lint, -n, --report, the API) leaves the environment as it was.
+if not workflow.is_main_process:
+    enter_run()
 
 # The Snakemake lock of a run that is proven gone (killed: same host, no process of it left) is
 # removed before Snakemake checks it, with one line (neurospec/runs.py); any other lock stays.
@@ -144,7 +148,8 @@ def model_params():
 
 
 def start_early():
-    """At the start of a run (onstart), before any job: record the run in its working directory
+    """At the start of a run (onstart), before any job: make this process the run that its jobs'
+    workers belong to (neurospec/workers.py: enter_run), record the run in its working directory
     (refused when another live run has lost its lock there: neurospec/runs.py) and check its
     workers' directory (private, or refused). For a local run that will load the model, start its
     model worker now, so that its imports overlap the jobs before the first model job
@@ -153,6 +158,7 @@ def start_early():
     """
     if not workflow.is_main_process:
         return
+    enter_run()
     try:
         claim_workdir(getattr(workflow.persistence, "_lockfile", {}).values())
         if workflow.local_exec and workers_enabled():

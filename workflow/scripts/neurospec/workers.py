@@ -169,7 +169,8 @@ def run_model_task(target: str, *, model: Mapping[str, Any], log: str | None = N
 
 
 def enter_run() -> None:
-    """Make this Snakemake process the run that workers belong to (called when the Snakefile is read).
+    """Make this Snakemake process the run that workers belong to (the main process at its start,
+    onstart; a Snakemake process started for jobs when it reads the Snakefile).
 
     A Snakemake process started for a single job *inside* a run keeps the run's workers: the SLURM
     plugin runs each job of a SLURM job (of a job group too) as ``srun ... snakemake`` under the
