@@ -297,3 +297,36 @@ def test_reading_the_snakefile_leaves_the_environment_alone(tmp_path):
     assert int(lines.get("RULES", 0)) > 10, proc.stderr[-3000:]
     assert lines["ENV"] == ""
     assert not (tmp_path / ".snakemake/neurospec").exists()
+
+
+def test_unlock_during_a_live_run_then_a_second_run_is_refused(tmp_path, short_tmp):
+    """The real sequence: a run collecting, `snakemake --unlock` beside it, the same command again: the
+    second run stops with one line before any job; the first completes with its model directory."""
+    cfg = write_config(tmp_path)
+    results = "results/demo-small/demo/validation"
+    targets = [f"{results}/activations/{p}.parquet" for p in ("en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en")]
+    targets += [f"{results}/scores/{m}.parquet" for m in ("frequency", "lape", "contrast", "diffmeans")]
+    env = {**clean_env(), "PYTHONPATH": str(ROOT / "workflow" / "scripts"), "TMPDIR": str(short_tmp)}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path), *targets,
+           "--cores", "1", "--resources", "gpu=1", "--configfile", str(cfg)]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # the first run builds the model (the moment a second run used to delete it under its feet)
+        assert _wait(lambda: first.poll() is not None or (tmp_path / "results/logs/models/demo.log").exists(),
+                     timeout=600, step=0.05)
+        assert first.poll() is None, "the first run ended before the test could unlock it"
+        snakemake(tmp_path, "--unlock", configfile=cfg, env={"TMPDIR": str(short_tmp)})
+        assert not list((tmp_path / ".snakemake/locks").glob("*.lock"))
+        second = snakemake(tmp_path, *targets, configfile=cfg, check=False, env={"TMPDIR": str(short_tmp)})
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines()[-1].startswith(
+            f"neurospec: error: another run of this workflow, run pid {first.pid} on {HERE} (started ")
+        assert "Select jobs to execute" not in second.stdout + second.stderr  # no job of it ran
+        out, _ = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, out[-3000:]
+    assert all((tmp_path / t).exists() for t in targets)
+    assert (tmp_path / "results/models/demo/config.json").exists()
