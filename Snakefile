@@ -36,11 +36,11 @@ onstart:
 
 
 onsuccess:
-    shutdown_run()
+    end_run()
 
 
 onerror:
-    shutdown_run()
+    end_run()
 
 
 rule all:

@@ -23,6 +23,9 @@ from neurospec.workers import run_model_task, run_task, shutdown_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join([str(ROOT / "workflow" / "scripts"), str(ROOT / "tests")])
+# the tests' own tasks (tests/worker_tasks.py), allowed besides the registered ones (workers.TASKS)
+EXTRA_TASKS = ",".join(f"worker_tasks:{name}" for name in ("whoami", "model_info", "slow_write", "fail", "bug",
+                                                            "crash"))
 
 # A job in its own process: run one task, as a rule script does.
 JOB = """
@@ -55,6 +58,7 @@ def run(tmp_path, monkeypatch):
     run_id = f"{socket.gethostname()}:{os.getpid()}"
     monkeypatch.setenv(workers.RUN_ENV, run_id)
     monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
+    monkeypatch.setenv(workers.EXTRA_TASKS_ENV, EXTRA_TASKS)
     monkeypatch.delenv(workers.MODE_ENV, raising=False)
     monkeypatch.delenv(workers.IDLE_ENV, raising=False)
     for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_JOB_GPUS", "NEUROSPEC_FAKE_GPUS"):
@@ -93,6 +97,10 @@ def test_cpu_tasks_share_one_warm_worker(run):
     assert "whoami task in pid" in (run / "job2.log").read_text()  # the job's log gets the task's lines
     logs = _worker_logs(run)
     assert len(logs) == 1 and next(iter(logs.values())).count("task done") == 3
+    from neurospec.bench_e2e import _task_seconds
+
+    seconds = _task_seconds(run)  # the end-to-end benchmark reads these logs: the task names stay parseable
+    assert list(seconds) == ["worker_tasks:whoami"] and len(seconds["worker_tasks:whoami"]) == 3
 
 
 def test_the_model_is_loaded_once_for_many_jobs(run, small_model_dir):
@@ -227,7 +235,8 @@ def test_workers_end_with_their_run(tmp_path, small_model_dir):
     """A killed run (SIGKILL: no handler runs) leaves no worker behind, model workers included."""
     fake_run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        env = {workers.RUN_ENV: f"{socket.gethostname()}:{fake_run.pid}", "PYTHONPATH": PYTHONPATH}
+        env = {workers.RUN_ENV: f"{socket.gethostname()}:{fake_run.pid}", "PYTHONPATH": PYTHONPATH,
+               workers.EXTRA_TASKS_ENV: EXTRA_TASKS}
         for i, model in enumerate((None, _model(small_model_dir))):
             target = "worker_tasks:model_info" if model else "worker_tasks:whoami"
             job = _job(tmp_path, {"target": target, "path": str(tmp_path / f"{i}.json")}, model, env)
@@ -356,3 +365,152 @@ def test_which_snakemake_process_a_run_belongs_to(monkeypatch):
     finally:
         parent.kill()
         parent.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# Who may use a worker: the run's private directory, its token, the registered tasks
+# ----------------------------------------------------------------------------------------------
+
+
+def _raw_request(directory: Path, request: dict) -> dict:
+    """Send one request to the run's CPU worker as any process could (no job, no busy lock)."""
+    (sock,) = directory.glob("cpu-*.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(sock))
+    try:
+        workers._send(s, workers._encode(request))
+        return workers._receive(s)
+    finally:
+        s.close()
+
+
+def test_a_request_without_the_run_token_is_refused(run):
+    run_task("worker_tasks:whoami", path=str(run / "a.json"))  # the run's worker is up
+    directory = workers.run_dir()
+    token = (directory / "token").read_text().strip()
+    assert len(token) == 64 and oct((directory / "token").stat().st_mode & 0o777) == "0o600"
+    base = {"op": "task", "target": "worker_tasks:whoami", "model": None, "log": None, "cwd": str(run),
+            "library": workers.library()}
+    for bad in ({}, {"token": ""}, {"token": "0" * 64}, {"token": token[:-1]}, {"token": 12}):
+        reply = _raw_request(directory, {**base, **bad, "kwargs": {"path": str(run / "stolen.json")}})
+        assert reply["status"] == "error" and "refused a request without this run's token" in reply["message"]
+    shutdown = _raw_request(directory, {"op": "shutdown"})
+    assert shutdown["status"] == "error"
+    assert not (run / "stolen.json").exists()
+    (text,) = _worker_logs(run).values()
+    assert text.count("WARNING refused a request: ") == 6
+    # the same request with the token runs: the refusals were the token's doing, and the worker lives on
+    reply = _raw_request(directory, {**base, "token": token, "kwargs": {"path": str(run / "own.json")}})
+    assert reply == {"status": "ok"} and _read(run / "own.json")["pid"] == _read(run / "a.json")["pid"]
+
+
+def test_only_registered_tasks_run(run, capsys, monkeypatch):
+    run_task("worker_tasks:whoami", path=str(run / "a.json"))
+    directory = workers.run_dir()
+    token = (directory / "token").read_text().strip()
+    marker = run / "pwned"
+    for target in ("os:system", "subprocess:call", "neurospec.workers:main", "worker_tasks:nothere"):
+        reply = _raw_request(directory, {"op": "task", "target": target, "model": None, "log": None,
+                                         "cwd": str(run), "library": workers.library(), "token": token,
+                                         "kwargs": {"command": f"touch {marker}"}})
+        assert reply == {"status": "error", "message": f"worker {next(directory.glob('cpu-*.sock')).stem} "
+                         f"refused task {target!r}: it is not one of neurospec's registered tasks "
+                         "(neurospec.workers.TASKS)"}
+    assert not marker.exists()
+    # a job asking for one: one line, exit 1, nothing sent
+    with pytest.raises(SystemExit) as exit_info:
+        run_task("os:system", log=str(run / "job.log"), command=f"touch {marker}")
+    assert exit_info.value.code == 1 and not marker.exists()
+    assert [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()] == [
+        "neurospec: error: task 'os:system' refused: it is not one of neurospec's registered tasks "
+        "(neurospec.workers.TASKS)"]
+    # the tests' tasks are allowed only through NEUROSPEC_EXTRA_TASKS
+    monkeypatch.delenv(workers.EXTRA_TASKS_ENV)
+    with pytest.raises(SystemExit):
+        run_task("worker_tasks:whoami", path=str(run / "b.json"))
+    assert not (run / "b.json").exists()
+
+
+def test_the_registry_is_what_the_rule_scripts_call():
+    """Every task named in workflow/scripts and the rules is registered and is a function; nothing else is."""
+    import importlib
+    import re
+
+    texts = [p.read_text() for p in (ROOT / "workflow" / "scripts").glob("*.py")]
+    texts += [p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk")]
+    called = {m for t in texts for m in re.findall(r'"(neurospec\.[a-z_0-9]+:[a-z_0-9]+)"', t)}
+    assert called == set(workers.TASKS) and len(called) == 17
+    for target in sorted(called):
+        module, _, name = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), name)), target
+
+
+@pytest.fixture
+def short_tmp(monkeypatch):
+    """A TMPDIR short enough for socket paths (workers.runs_dir), of this test alone."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="ns-", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(base))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_run_directory_is_private_or_refused(short_tmp):
+    """Created 0700 with its parent; a parent or run directory that is another user's, open to others
+    or a symlink is refused with one line naming it, and nothing is written into it."""
+    import shutil
+
+    from neurospec.errors import NeurospecError
+
+    run_id = f"{socket.gethostname()}:{os.getpid()}"
+    top = short_tmp / f"neurospec-{os.getuid()}"
+    d = workers.run_dir(run_id)
+    assert d.parent == top
+    assert oct(top.stat().st_mode & 0o777) == oct(d.stat().st_mode & 0o777) == "0o700"
+    cases = [("open", "is open to other users (mode 0777, must be 0700)"), ("symlink", "is a symbolic link")]
+    if os.getuid() == 0:  # only root can give a directory to another user
+        cases.append(("foreign", f"belongs to uid 65534, not to you (uid {os.getuid()})"))
+    elsewhere = short_tmp / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    for how, problem in cases:
+        for victim in (top, top / d.name):  # the parent, or the run's own directory
+            shutil.rmtree(top)
+            if victim != top:
+                top.mkdir(mode=0o700)
+            if how == "symlink":
+                victim.symlink_to(elsewhere)
+            else:
+                victim.mkdir()
+                os.chmod(victim, 0o777)
+                if how == "foreign":
+                    os.chown(victim, 65534, 65534)
+            with pytest.raises(NeurospecError) as err:
+                workers.run_dir(run_id)
+            assert str(err.value) == (f"the workers' directory {victim} {problem}: another user could run code "
+                                      "as you through it; remove it (or have its owner remove it), or set TMPDIR "
+                                      "to a private directory (a path of at most 40 characters), then rerun")
+            assert not list(elsewhere.iterdir()) and not (victim / "token").exists()
+            if top.is_symlink():
+                top.unlink()
+                top.mkdir()
+
+
+def test_the_directories_of_dead_runs_are_removed_by_the_next_run(short_tmp):
+    here = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dirs = {name: workers.run_dir(run) for name, run in
+                (("alive", f"{here}:{alive.pid}"), ("other host", f"node-elsewhere-1:{dead.pid}"),
+                 ("dead", f"{here}:{dead.pid}"))}  # (each new one cleans up: the dead one last)
+        assert all(d.is_dir() for d in dirs.values())
+        mine = workers.run_dir(f"{here}:{os.getpid()}")  # a new run: it cleans up
+        assert not dirs["dead"].exists() and dirs["alive"].is_dir() and dirs["other host"].is_dir()
+        assert mine.is_dir()
+    finally:
+        alive.kill()
+        alive.wait()

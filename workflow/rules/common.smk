@@ -16,16 +16,33 @@ from neurospec.config_checks import (  # noqa: E402
 )
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.languages import non_english, parse_pair  # noqa: E402
+from neurospec.runs import (  # noqa: E402
+    claim_workdir,
+    clear_stale_locks,
+    release_workdir,
+)
 from neurospec.tables import COUNT_SCHEMA_VERSION  # noqa: E402
 from neurospec.workers import (  # noqa: E402
     enter_run,
+    run_dir,
     shutdown_run,
     start_model_worker_early,
+    workers_enabled,
 )
 
 # Jobs hand their tasks to workers that belong to this Snakemake process (neurospec/workers.py)
-# and exit with it; inside a SLURM job, to the Snakemake process of that SLURM job.
-enter_run()
+# and exit with it; inside a SLURM job, to the Snakemake process of that SLURM job. A Snakemake
+# process started for jobs (a SLURM job's, a job's own) joins or starts its run here; the main
+# process becomes the run at its start (onstart: start_early), so that only reading the
+# Snakefile (--lint, -n, --report, the API) leaves the environment as it was.
+if not workflow.is_main_process:
+    enter_run()
+
+# The Snakemake lock of a run that is proven gone (killed: same host, no process of it left) is
+# removed before Snakemake checks it, with one line (neurospec/runs.py); any other lock stays.
+if workflow.is_main_process:
+    for _line in clear_stale_locks():
+        print(_line, file=sys.stderr)
 
 
 def config_error(message):
@@ -144,11 +161,25 @@ def model_params():
 
 
 def start_early():
-    """At the start of a local run that will load the model (onstart): start its model worker now,
-    so that its imports overlap the jobs before the first model job (neurospec/workers.py). Not for
-    a cluster's submitting process, --touch, or jobs deployed elsewhere (--use-conda, containers:
-    their Python is not this one, so they would not use it)."""
-    if not workflow.local_exec or not workflow.is_main_process or workflow.touch:
+    """At the start of a run (onstart), before any job: make this process the run that its jobs'
+    workers belong to (neurospec/workers.py: enter_run), record the run in its working directory
+    (refused when another live run has lost its lock there: neurospec/runs.py) and check its
+    workers' directory (private, or refused). For a local run that will load the model, start its
+    model worker now, so that its imports overlap the jobs before the first model job
+    (neurospec/workers.py). Not for a cluster's submitting process, --touch, or jobs deployed
+    elsewhere (--use-conda, containers: their Python is not this one, so they would not use it).
+    """
+    if not workflow.is_main_process:
+        return
+    enter_run()
+    try:
+        claim_workdir(getattr(workflow.persistence, "_lockfile", {}).values())
+        if workflow.local_exec and workers_enabled():
+            run_dir()
+    except NeurospecError as exc:
+        release_workdir()
+        sys.exit(f"neurospec: error: {exc}")
+    if not workflow.local_exec or workflow.touch:
         return
     if workflow.deployment_settings.deployment_method:
         return
@@ -167,6 +198,12 @@ def check_writable():
         check_writable_paths(paths)
     except NeurospecError as exc:
         sys.exit(f"neurospec: error: {exc}")
+
+
+def end_run():
+    """The end of a run (onsuccess, onerror): its workers exit, its record in the directory goes."""
+    shutdown_run()
+    release_workdir()
 
 
 def collect_params():

@@ -1,6 +1,9 @@
 """Rule ablation: ablate one method's selected neurons, NLL on every language's held-out sentences."""
 
-from neurospec.workers import run_model_task
+import sys
+
+sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
+from neurospec.workers import run_model_task  # noqa: E402
 
 run_model_task("neurospec.ablation:ablate_to_file", model=snakemake.params.model, log=snakemake.log[0],
                scores_path=snakemake.input.scores, pair_tables=list(snakemake.input.pairs),

@@ -1,6 +1,9 @@
 """Rule correlation: chrF++ per direction against specialization measures (Spearman, bootstrap)."""
 
-from neurospec.workers import run_task
+import sys
+
+sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
+from neurospec.workers import run_task  # noqa: E402
 
 run_task("neurospec.correlation:correlate_to_file", log=snakemake.log[0], translation=snakemake.input.translation,
          scores=list(snakemake.input.scores), iou=list(snakemake.input.iou), out_path=snakemake.output.table,

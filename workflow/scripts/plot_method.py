@@ -1,6 +1,9 @@
 """Rule figure_method: draw the four figures of one method's selection."""
 
-from neurospec.workers import run_task
+import sys
+
+sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
+from neurospec.workers import run_task  # noqa: E402
 
 run_task("neurospec.figures:draw_many", log=snakemake.log[0], outputs=dict(snakemake.output.items()),
          scores=snakemake.input.scores, iou=snakemake.input.iou)

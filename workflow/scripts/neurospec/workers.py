@@ -41,7 +41,19 @@ a task (default 600 for model workers, 60 for CPU workers). A job that is killed
 A worker that crashes fails the job it serves with one line naming it; the next job starts a fresh one.
 
 **Where.** Sockets, pid files and lock files in a private directory per run
-(``<tmp>/neurospec-<uid>/run-<hash>``); each worker's own log in ``results/logs/workers/``.
+(``<tmp>/neurospec-<uid>/run-<hash>``, both 0700; a directory that is a symlink, another user's or
+open to others is refused with one line); each worker's own log in ``results/logs/workers/``. The
+directory of a run whose Snakemake process is gone (killed) is removed by the next run on the host.
+
+**Who may use a worker.** Only the run's own jobs: each request carries the run's token (a random
+``secrets.token_hex`` in the 0600 file ``token`` of the run's directory), checked with
+``hmac.compare_digest``; and only the tasks in ``TASKS`` (what the rule scripts call) run. Anything
+else is refused with one line, and nothing runs.
+
+**Which library.** A worker imports the ``neurospec`` of the checkout whose job started it (that
+library's directory first on ``sys.path``, ahead of any installed ``neurospec``) and names it (the path
+of ``neurospec/__init__.py``) in its log and in each job's log; jobs and workers of different checkouts
+never share a worker.
 Without ``NEUROSPEC_RUN`` (library use, tests) or with ``NEUROSPEC_WORKERS=0`` every task runs in
 the job's own process, as before: one model load per job.
 """
@@ -51,13 +63,16 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import hmac
 import importlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -80,21 +95,61 @@ WATCH_S = 0.2  # how often a worker checks its run and its client
 EARLY_IMPORTS = ("torch", "transformers", "transformers.modeling_utils", "transformers.generation",
                  "neurospec.models", "neurospec.collect", "neurospec.ablation", "neurospec.translation")
 START_TIMEOUT_S = 120.0  # a worker must accept connections this soon after its start
+TOKEN_FILE = "token"  # the run's secret, in its private directory: requests without it are refused
+# The only tasks a job may send to a worker (or run in its own process): what the rule scripts call.
+TASKS = frozenset({
+    "neurospec.ablation:ablate_to_file",
+    "neurospec.ablation_figures:draw",
+    "neurospec.collect:collect_to_file",
+    "neurospec.correlation:correlate_to_file",
+    "neurospec.correlation:draw_correlation",
+    "neurospec.demo:build_model",
+    "neurospec.figures:draw",
+    "neurospec.figures:draw_many",
+    "neurospec.gemma3:build_gemma3_model",
+    "neurospec.pairs:write_pair_table",
+    "neurospec.scoring:run_scoring",
+    "neurospec.stability:run_stability",
+    "neurospec.tables:merge_shard_files",
+    "neurospec.translation:translate_ablated_to_file",
+    "neurospec.translation:translate_to_file",
+    "neurospec.translation_quality:draw_quality",
+    "neurospec.translation_quality:score_to_file",
+})
+# Tests only: more allowed tasks (comma-separated "module:function"), read from the environment of
+# the run (whoever can set it can run any code as this user anyway).
+EXTRA_TASKS_ENV = "NEUROSPEC_EXTRA_TASKS"
+# how a worker starts: this library's directory first on sys.path, then the worker's main()
+WORKER_MAIN = "import sys; sys.path.insert(0, sys.argv.pop(1)); from neurospec.workers import main; main()"
 
 log = logging.getLogger("neurospec")
 
 
+def allowed_tasks() -> frozenset[str]:
+    """``TASKS``, and the tests' own tasks named in ``NEUROSPEC_EXTRA_TASKS``."""
+    extra = os.environ.get(EXTRA_TASKS_ENV, "")
+    return TASKS | {t.strip() for t in extra.split(",") if t.strip()}
+
+
 def resolve(target: str) -> Callable[..., Any]:
-    """``"neurospec.collect:collect_to_file"`` (any importable ``module:function``) -> the function."""
+    """``"neurospec.collect:collect_to_file"`` (a registered task, ``TASKS``) -> the function."""
     _check_target(target)
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
 def _check_target(target: str) -> None:
-    module, _, name = target.partition(":")
-    if not module or not name.isidentifier():
-        raise ValueError(f"task {target!r} is not of the form '<module>:<function>'")
+    """A task outside the registry is refused before anything is imported."""
+    from .errors import NeurospecError
+
+    if not isinstance(target, str) or target not in allowed_tasks():
+        raise NeurospecError(f"task {target!r} refused: it is not one of neurospec's registered tasks "
+                             "(neurospec.workers.TASKS)")
+
+
+def library() -> str:
+    """The ``neurospec`` this process runs: the path of its ``__init__.py``."""
+    return str(Path(__file__).resolve().parent / "__init__.py")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,7 +169,8 @@ def run_model_task(target: str, *, model: Mapping[str, Any], log: str | None = N
 
 
 def enter_run() -> None:
-    """Make this Snakemake process the run that workers belong to (called when the Snakefile is read).
+    """Make this Snakemake process the run that workers belong to (the main process at its start,
+    onstart; a Snakemake process started for jobs when it reads the Snakefile).
 
     A Snakemake process started for a single job *inside* a run keeps the run's workers: the SLURM
     plugin runs each job of a SLURM job (of a job group too) as ``srun ... snakemake`` under the
@@ -152,19 +208,25 @@ def start_model_worker_early(model: Mapping[str, Any]) -> bool:
 
 def _run(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs: dict[str, Any],
          uses_torch: bool = False) -> None:
-    _check_target(target)
+    from .errors import NeurospecError
+
+    try:
+        _check_target(target)
+    except NeurospecError as exc:
+        _fail(str(exc), log_path)
     if not workers_enabled():
         return _run_here(target, model, log_path, kwargs)
     request = {"op": "task", "target": target, "model": model, "kwargs": kwargs,
-               "log": str(Path(log_path).resolve()) if log_path else None, "cwd": os.getcwd()}
+               "log": str(Path(log_path).resolve()) if log_path else None, "cwd": os.getcwd(),
+               "library": library()}
     try:
-        payload = _encode(request)
+        _encode(request)
     except TypeError as exc:  # a bug in a rule script, not bad input
         raise TypeError(f"task {target}: arguments must be JSON-serialisable: {exc}") from None
     try:
         with _acquire(model, uses_torch=uses_torch) as worker:
-            reply = worker.call(payload)
-    except WorkerError as exc:
+            reply = worker.call(_encode({**request, "token": run_token(worker.sock.parent)}))
+    except (WorkerError, NeurospecError) as exc:  # NeurospecError: the run's directory is not private
         _fail(str(exc), log_path)
     except OSError as exc:  # starting the worker: its log in results/logs/workers, the run's directory
         from .errors import user_error
@@ -186,6 +248,7 @@ def _run_here(target: str, model: dict[str, Any] | None, log_path: str | None, k
     from .errors import one_line_errors
 
     with one_line_errors(log_path):
+        log.info("neurospec library %s (in the job's own process)", library())
         if model is None:
             resolve(target)(**kwargs)
             return
@@ -218,25 +281,117 @@ def _run_id() -> tuple[str, int]:
     return host, int(pid)
 
 
-def run_dir(run: str | None = None) -> Path:
-    """The private directory of a run's workers (sockets, pid files, busy locks)."""
-    run = run or os.environ[RUN_ENV]
+def runs_dir() -> Path:
+    """``<tmp>/neurospec-<uid>``: the parent of every run's directory on this host (not created here)."""
     base = Path(tempfile.gettempdir())
     if len(str(base)) > 40:  # Unix socket paths are limited to ~107 bytes
         base = Path("/tmp")
-    top = base / f"neurospec-{os.getuid()}"
-    top.mkdir(mode=0o700, exist_ok=True)
-    d = top / ("run-" + hashlib.sha1(run.encode()).hexdigest()[:10])
-    d.mkdir(mode=0o700, exist_ok=True)
+    return base / f"neurospec-{os.getuid()}"
+
+
+def _run_dir_path(run: str) -> Path:
+    return runs_dir() / ("run-" + hashlib.sha1(run.encode()).hexdigest()[:10])
+
+
+def run_dir(run: str | None = None) -> Path:
+    """The private directory of a run's workers (sockets, pid files, busy locks, the run's token),
+    created 0700 with its parent and verified (NeurospecError, one line, when it is not private).
+    The run that creates it removes the directories of this host's runs that are gone."""
+    run = run or os.environ[RUN_ENV]
+    top = runs_dir()
+    private_dir(top)
+    d = _run_dir_path(run)
+    if private_dir(d):
+        remove_dead_run_dirs(keep=d)
     info = d / "run.json"
     if not info.exists():
         info.write_text(json.dumps({"run": run}) + "\n")
     return d
 
 
+def private_dir(path: Path) -> bool:
+    """Create ``path`` with mode 0700 unless it exists; then make sure it is a directory (not a
+    symlink) of this user that no one else may use: NeurospecError naming it otherwise. Returns
+    whether it was created here."""
+    from .errors import NeurospecError
+
+    created = False
+    try:
+        os.mkdir(path, 0o700)
+        os.chmod(path, 0o700)  # whatever the umask
+        created = True
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.getuid():
+        problem = f"belongs to uid {st.st_uid}, not to you (uid {os.getuid()})"
+    elif st.st_mode & 0o077:
+        problem = f"is open to other users (mode {stat.S_IMODE(st.st_mode):04o}, must be 0700)"
+    else:
+        return created
+    raise NeurospecError(f"the workers' directory {path} {problem}: another user could run code as you "
+                         "through it; remove it (or have its owner remove it), or set TMPDIR to a private "
+                         "directory (a path of at most 40 characters), then rerun")
+
+
+def run_token(directory: Path) -> str:
+    """The run's secret (created by the first of its processes to ask): a 0600 file of this user."""
+    from .errors import NeurospecError
+
+    path = directory / TOKEN_FILE
+    if not os.path.lexists(path):
+        tmp = directory / f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # atomic and complete: the first process's token wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd) as fh:
+        st = os.fstat(fh.fileno())
+        token = fh.read().strip()
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077 or len(token) != 64:
+        raise NeurospecError(f"the workers' token {path} is not a private file of yours (mode 0600, 64 hex "
+                             "digits): remove its directory and rerun")
+    return token
+
+
+def remove_dead_run_dirs(keep: Path | None = None) -> list[Path]:
+    """Remove the directories of this host's runs whose Snakemake process is gone (a killed run leaves
+    its directory behind; its workers exit by themselves). Only this user's private directories,
+    never a symlink; a run on another host, or of unknown origin, is kept. Returns what was removed."""
+    removed = []
+    here = socket.gethostname()
+    for d in sorted(runs_dir().glob("run-*")):
+        if d == keep:
+            continue
+        try:
+            st = os.lstat(d)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            host, _, pid = json.loads((d / "run.json").read_text())["run"].rpartition(":")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if host != here or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        workers_alive = [w for w in d.glob("*.pid") if (p := Worker(d, w.stem).pid()) and _pid_alive(p)]
+        if not workers_alive:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def _env_key(kind: str, model: Mapping[str, Any] | None) -> str:
     """Workers are shared by jobs that run the same Python in the same directory (and the same model)."""
-    spec = {"kind": kind, "python": sys.executable, "cwd": os.getcwd(),
+    spec = {"kind": kind, "python": sys.executable, "cwd": os.getcwd(), "library": library(),
             "model": {k: v for k, v in (model or {}).items() if k != "device"}}
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -315,8 +470,11 @@ class Worker:
         self.log_path = logs / f"{host}-{run_pid}-{self.name}.log"
         pkg_root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH")) if p)}
-        args = [sys.executable, "-m", "neurospec.workers", "--socket", str(self.sock), "--pidfile",
+        run_token(self.sock.parent)  # exists before the worker reads it
+        # this library first on the worker's sys.path (not `-m`: that would put the cwd first)
+        args = [sys.executable, "-c", WORKER_MAIN, pkg_root, "--socket", str(self.sock), "--pidfile",
                 str(self.pidfile), "--run-pid", str(run_pid), "--kind", kind, "--name", self.name,
+                "--token-file", str(self.sock.parent / TOKEN_FILE),
                 "--idle", str(float(os.environ.get(IDLE_ENV) or IDLE_DEFAULT[kind]))]
         if model is not None:
             args += ["--model", json.dumps({**model, "device": device or model.get("device", "auto")})]
@@ -491,10 +649,18 @@ def _acquire(model: Mapping[str, Any] | None, *, early: bool = False,
 
 def shutdown_run(run: str | None = None, timeout: float = 30.0) -> None:
     """End the workers of a run (the Snakefile's onsuccess/onerror): ask each to exit, then remove its files."""
+    from .errors import NeurospecError
+
     run = run or os.environ.get(RUN_ENV)
     if not run:
         return
-    directory = run_dir(run)
+    directory = _run_dir_path(run)
+    try:  # only a private directory of this user is touched (a refused one was reported already)
+        if not directory.exists() or private_dir(directory):
+            return
+        token = run_token(directory)
+    except (OSError, NeurospecError):
+        return
     pids = []
     for sock in directory.glob("*.sock"):
         worker = Worker(directory, sock.stem)
@@ -502,7 +668,7 @@ def shutdown_run(run: str | None = None, timeout: float = 30.0) -> None:
         s = worker.connect(timeout=5)
         if s is not None:
             try:
-                _send(s, _encode({"op": "shutdown"}))
+                _send(s, _encode({"op": "shutdown", "token": token}))
                 _receive(s)
             except OSError:
                 pass
@@ -570,6 +736,8 @@ class _Server:
         self.running = False
         self.cancelled = False
         self.lock = threading.Lock()
+        self.token = Path(args.token_file).read_text().strip().encode()
+        self.allowed = allowed_tasks()
         self.job_handlers: list[logging.Handler] = []
         self.logger = logging.getLogger("neurospec")
         self.logger.setLevel(logging.INFO)
@@ -604,8 +772,8 @@ class _Server:
         listener.listen(16)
         signal.signal(signal.SIGUSR1, self._on_cancel)
         threading.Thread(target=self.watch, daemon=True).start()
-        self.logger.info("%s worker %s (pid %d) for run pid %d: listening", self.kind, self.args.name,
-                         os.getpid(), self.args.run_pid)
+        self.logger.info("%s worker %s (pid %d) for run pid %d: listening; neurospec library %s", self.kind,
+                         self.args.name, os.getpid(), self.args.run_pid, library())
         if self.args.early:
             self.import_early()
         while True:
@@ -616,6 +784,11 @@ class _Server:
             try:
                 request = _receive(conn)
                 if request is None:
+                    continue
+                refused = self.refusal(request)
+                if refused:
+                    self.logger.warning("refused a request: %s", refused)
+                    _send(conn, _encode({"status": "error", "message": refused}))
                     continue
                 if request.get("op") == "shutdown":
                     self.logger.info("shut down by the end of the run after %d task(s)", self.n_tasks)
@@ -639,6 +812,24 @@ class _Server:
                     self.last_active = time.monotonic()
                 self._drop_job_logs()
 
+    def refusal(self, request: Any) -> str | None:
+        """Why this request is refused (nothing of it runs), or None: it must carry the run's token and
+        name a registered task."""
+        token = request.get("token") if isinstance(request, dict) else None
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token):
+            return (f"worker {self.args.name} refused a request without this run's token (only the jobs of "
+                    "the run that started it may use it)")
+        if request.get("op") == "shutdown":
+            return None
+        target = request.get("target")
+        if request.get("op") != "task" or not isinstance(target, str) or target not in self.allowed:
+            return (f"worker {self.args.name} refused task {target!r}: it is not one of neurospec's "
+                    "registered tasks (neurospec.workers.TASKS)")
+        if request.get("library") != library():
+            return (f"worker {self.args.name} runs the neurospec library {library()}, the job imported "
+                    f"{request.get('library')} (a bug)")
+        return None
+
     def run(self, conn: socket.socket, request: dict[str, Any]) -> dict[str, Any] | None:
         from .errors import JobLogHandler, NeurospecError, user_error
 
@@ -656,8 +847,8 @@ class _Server:
                 handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
                 self.logger.addHandler(handler)
                 self.job_handlers.append(handler)
-            self.logger.info("task %d of %s worker %s (pid %d): %s", self.n_tasks, self.kind, self.args.name,
-                             os.getpid(), target)
+            self.logger.info("task %d of %s worker %s (pid %d): %s (neurospec library %s, the job's too)",
+                             self.n_tasks, self.kind, self.args.name, os.getpid(), target, library())
             function = resolve(target)
             if request.get("model") is not None:
                 function(self.model(request["model"]), **request["kwargs"])
@@ -789,6 +980,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--socket", required=True)
     ap.add_argument("--pidfile", required=True)
     ap.add_argument("--run-pid", type=int, required=True)
+    ap.add_argument("--token-file", required=True, help="the run's token: requests without it are refused")
     ap.add_argument("--kind", choices=("cpu", "model"), required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--idle", type=float, default=600.0)
