@@ -13,14 +13,16 @@ IoU pooled over layers (the IoU of the layer x neuron sets, from the method's Io
 ``tier_size``, xx's EC40 training-set size (its resource tier: 5M, 1M, 100k, 50k sentence pairs).
 
 Each measure is correlated with the direction's baseline chrF++ by Spearman's rho, over all directions
-and within each direction kind, with a percentile bootstrap interval (directions resampled with
-replacement, ``n_boot`` times, seeded; resamples in which a variable is constant are skipped and
-counted).  With one value per direction, n is the number of directions: 20 or 80, so intervals are wide,
-and many measures are tested at once.  ``plot_correlation`` draws a labelled scatter per measure.
+and within each direction kind, with a percentile bootstrap interval (``scipy.stats.bootstrap``:
+directions resampled with replacement, ``n_boot`` times, seeded; resamples in which a variable is
+constant are skipped and counted).  With one value per direction, n is the number of directions:
+20 or 80, so intervals are wide, and many measures are tested at once.  ``plot_correlation`` draws a
+labelled scatter per measure.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -67,6 +69,10 @@ def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denom > 1e-12 * max(1.0, float(a.shape[1])), np.clip(r, -1.0, 1.0), np.nan)
 
 
+# scipy >= 1.15 names the generator ``rng``; ``random_state``, the name before, will warn one day
+_SEED_KEYWORD = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+
+
 def _rank_rho(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """Spearman's rho along ``axis`` (vectorized for scipy.stats.bootstrap); NaN where one is constant."""
     x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
@@ -106,7 +112,7 @@ def spearman(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed
         with warnings.catch_warnings():  # a skipped resample makes the first interval NaN: not news
             warnings.simplefilter("ignore", stats.DegenerateDataWarning)
             res = stats.bootstrap((x, y), _rank_rho, n_resamples=int(n_boot),
-                                  random_state=np.random.default_rng(seed), **options)
+                                  **{_SEED_KEYWORD: np.random.default_rng(seed)}, **options)
         boot = res.bootstrap_distribution
         defined = np.isfinite(boot)
         if not defined.all() and defined.any():
