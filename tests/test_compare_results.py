@@ -141,3 +141,26 @@ def test_values_that_look_equal_are_not():
     proc = run_tool("/nonexistent/first", "/nonexistent/second")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "compare_results: error: /nonexistent/first is not a folder"
+
+
+def test_metadata_differences_hide_no_data_difference(tmp_path):
+    """A timing in the metadata and a value in the data differ: both are reported; --ignore-key drops
+    the timing (also inside a JSON value, and in .json files), never the data."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root, seconds, value in ((first, 1.5, 3.0), (second, 2.5, 4.0)):
+        root.mkdir()
+        meta = {"method": "contrast", "seconds": str(seconds),
+                "pairs": json.dumps({"en-de": {"n": 4, "new_tokens_per_s": seconds * 10}})}
+        pq.write_table(table(np.array([0.5, np.nan, 1.25, -0.0, value]), meta=meta), root / "data.parquet")
+        pq.write_table(table(meta=meta), root / "timing_only.parquet")
+        (root / "run.json").write_text(json.dumps({"n": 3, "seconds": seconds}))
+    proc = run_tool(first, second)
+    assert proc.returncode == 1
+    assert (f"differs: data.parquet: schema metadata 'seconds' differs at (top): 1.5 != 2.5; schema metadata "
+            f"'pairs' differs at en-de.new_tokens_per_s: 15.0 != 25.0; column 'score' row 4: 3.0 != 4.0 "
+            f"(difference -1.0); 1 of 5 rows differ") in proc.stdout.splitlines()
+    proc = run_tool(first, second, "--ignore-key", "seconds", "--ignore-key", "new_tokens_per_s")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        "differs: data.parquet: column 'score' row 4: 3.0 != 4.0 (difference -1.0); 1 of 5 rows differ",
+        "DIFFERENT: 3 files in both: 2 equal, 1 differ; 0 only in the first, 0 only in the second"]

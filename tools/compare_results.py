@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare two results folders file by file (a development tool; the workflow does not import it).
 
-    python tools/compare_results.py BEFORE AFTER [--exclude 'logs/*' ...]
+    python tools/compare_results.py BEFORE AFTER [--exclude 'logs/*' ...] [--ignore-key seconds ...]
 
 Typical use: run the demo before and after a change (each into its own --directory) and compare
 their results/ folders.  Files are matched by their path relative to each folder, and compared by kind:
@@ -9,7 +9,8 @@ their results/ folders.  Files are matched by their path relative to each folder
 - Parquet (.parquet): the schema (column names, types, nullability, field metadata), the schema's
   key-value metadata (neurospec's JSON values are compared parsed, and the first differing key is
   named), and the data, exactly: floats by their bits (NaN equals NaN, -0.0 does not equal 0.0).
-  The first differing column and row are reported, with both values and how many rows differ.
+  The first differing column and row are reported, with both values and how many rows differ;
+  every differing metadata key is reported too, so a timing in the metadata hides nothing.
 - JSON, CSV, TSV: byte for byte; when they differ, the first differing JSON key (or line and field).
 - PNG: pixel for pixel (decoded with PIL when installed, else matplotlib.image): size and every
   channel; the file's own metadata (e.g. the Software text chunk) is ignored.
@@ -18,7 +19,10 @@ their results/ folders.  Files are matched by their path relative to each folder
   (matplotlib salts them at random), which the report says.
 - anything else: byte for byte.
 
-Files present on one side only are listed.  Exit status: 0 when every file is equal, 1 when
+Files present on one side only are listed.  ``--exclude GLOB`` skips files (e.g. the logs);
+``--ignore-key KEY`` skips a metadata key, in Parquet schema metadata and JSON objects at any depth
+(e.g. ``seconds`` and ``new_tokens_per_s``: the timings neurospec records, which differ between
+any two runs).  Exit status: 0 when every file is equal, 1 when
 anything differs (with a summary line), 2 when a folder is missing.
 """
 
@@ -45,24 +49,26 @@ def _short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _first_json_difference(a: Any, b: Any, path: str = "") -> str | None:
-    """The first place where two parsed JSON values differ: 'key.sub[3]: a != b'; None if equal."""
+def _first_json_difference(a: Any, b: Any, path: str = "", ignore: frozenset = frozenset()) -> str | None:
+    """The first place where two parsed JSON values differ: 'key.sub[3]: a != b'; None if equal.
+    Object keys named in ``ignore`` are skipped at any depth."""
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in list(a) + [k for k in b if k not in a]:
+        keys = [k for k in list(a) + [k for k in b if k not in a] if k not in ignore]
+        for key in keys:
             where = f"{path}.{key}" if path else str(key)
             if key not in b:
                 return f"{where}: only in the first"
             if key not in a:
                 return f"{where}: only in the second"
-            found = _first_json_difference(a[key], b[key], where)
+            found = _first_json_difference(a[key], b[key], where, ignore)
             if found:
                 return found
-        if list(a) != list(b):
+        if [k for k in a if k not in ignore] != [k for k in b if k not in ignore]:
             return f"{path or '(top)'}: same keys in another order"
         return None
     if isinstance(a, list) and isinstance(b, list):
         for i, (x, y) in enumerate(zip(a, b)):
-            found = _first_json_difference(x, y, f"{path}[{i}]")
+            found = _first_json_difference(x, y, f"{path}[{i}]", ignore)
             if found:
                 return found
         if len(a) != len(b):
@@ -77,23 +83,27 @@ def _is_nan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
-def _metadata_difference(ma: dict | None, mb: dict | None) -> str | None:
+def _metadata_differences(ma: dict | None, mb: dict | None, ignore: frozenset = frozenset()) -> list[str]:
+    """Every schema metadata key whose value differs (JSON values compared parsed: the first differing
+    place is named), skipping keys named in ``ignore`` (at any depth of a JSON value)."""
     ma, mb = ma or {}, mb or {}
+    out = []
     for key in list(ma) + [k for k in mb if k not in ma]:
         name = key.decode("utf-8", "replace")
-        if key not in mb:
-            return f"schema metadata {name!r} only in the first"
-        if key not in ma:
-            return f"schema metadata {name!r} only in the second"
-        if ma[key] == mb[key]:
+        if name in ignore:
             continue
-        try:
-            inner = _first_json_difference(json.loads(ma[key]), json.loads(mb[key]))
-        except ValueError:
-            inner = None
-        where = f" at {inner}" if inner else f": {_short(ma[key])} != {_short(mb[key])}"
-        return f"schema metadata {name!r} differs{where}"
-    return None
+        if key not in mb:
+            out.append(f"schema metadata {name!r} only in the first")
+        elif key not in ma:
+            out.append(f"schema metadata {name!r} only in the second")
+        elif ma[key] != mb[key]:
+            try:
+                inner = _first_json_difference(json.loads(ma[key]), json.loads(mb[key]), ignore=ignore)
+            except ValueError:
+                inner = f"(top): {_short(ma[key])} != {_short(mb[key])}"
+            if inner:
+                out.append(f"schema metadata {name!r} differs at {inner}")
+    return out
 
 
 def _column_difference(name: str, ca, cb) -> str | None:
@@ -131,7 +141,9 @@ def _column_difference(name: str, ca, cb) -> str | None:
     return f"column {name!r} row {row}: {_short(la[row])} != {_short(lb[row])}; {len(differ)} of {len(la)} rows differ"
 
 
-def compare_parquet(a: Path, b: Path) -> str | None:
+def compare_parquet(a: Path, b: Path, ignore: frozenset = frozenset()) -> str | None:
+    """Schema, then metadata (every differing key), then the data (the first differing column, from
+    the left), all reported: a metadata difference does not hide a difference in the data."""
     import pyarrow.parquet as pq
 
     try:
@@ -145,22 +157,23 @@ def compare_parquet(a: Path, b: Path) -> str | None:
         return (f"columns differ: {sa.names} against {sb.names}"
                 + (f" (only in the first: {only_a})" if only_a else "")
                 + (f" (only in the second: {only_b})" if only_b else ""))
+    found = []
     for fa, fb in zip(sa, sb):
         if fa.type != fb.type or fa.nullable != fb.nullable:
-            return f"column {fa.name!r}: type {fa.type}{'' if fa.nullable else ' not null'} against " \
-                   f"{fb.type}{'' if fb.nullable else ' not null'}"
-        if (fa.metadata or {}) != (fb.metadata or {}):
-            return f"column {fa.name!r}: field metadata differs"
-    found = _metadata_difference(sa.metadata, sb.metadata)
-    if found:
-        return found
+            found.append(f"column {fa.name!r}: type {fa.type}{'' if fa.nullable else ' not null'} against "
+                         f"{fb.type}{'' if fb.nullable else ' not null'}")
+        elif (fa.metadata or {}) != (fb.metadata or {}):
+            found.append(f"column {fa.name!r}: field metadata differs")
+    found += _metadata_differences(sa.metadata, sb.metadata, ignore)
     if ta.num_rows != tb.num_rows:
-        return f"{ta.num_rows} rows against {tb.num_rows}"
-    for name in sa.names:
-        found = _column_difference(name, ta.column(name), tb.column(name))
-        if found:
-            return found
-    return None
+        found.append(f"{ta.num_rows} rows against {tb.num_rows}")
+    elif not any(x.startswith("column") for x in found):  # same types: compare the data
+        for name in sa.names:
+            column = _column_difference(name, ta.column(name), tb.column(name))
+            if column:
+                found.append(column)
+                break
+    return "; ".join(found) or None
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +181,7 @@ def compare_parquet(a: Path, b: Path) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-def compare_bytes(a: Path, b: Path) -> str | None:
+def compare_bytes(a: Path, b: Path, ignore: frozenset = frozenset()) -> str | None:
     da, db = a.read_bytes(), b.read_bytes()
     if da == db:
         return None
@@ -176,17 +189,21 @@ def compare_bytes(a: Path, b: Path) -> str | None:
     return f"bytes differ from offset {at} ({len(da)} bytes against {len(db)})"
 
 
-def compare_json(a: Path, b: Path) -> str | None:
+def compare_json(a: Path, b: Path, ignore: frozenset = frozenset()) -> str | None:
     if a.read_bytes() == b.read_bytes():
         return None
     try:
-        inner = _first_json_difference(json.loads(a.read_text()), json.loads(b.read_text()))
+        inner = _first_json_difference(json.loads(a.read_text()), json.loads(b.read_text()), ignore=ignore)
     except ValueError as exc:
         return f"{compare_bytes(a, b)} (not JSON: {exc})"
-    return f"JSON differs at {inner}" if inner else "same JSON value, different bytes (layout or number spelling)"
+    if inner:
+        return f"JSON differs at {inner}"
+    if ignore and _first_json_difference(json.loads(a.read_text()), json.loads(b.read_text())):
+        return None  # only ignored keys differ
+    return "same JSON value, different bytes (layout or number spelling)"
 
 
-def compare_table_text(a: Path, b: Path) -> str | None:
+def compare_table_text(a: Path, b: Path, ignore: frozenset = frozenset()) -> str | None:
     if a.read_bytes() == b.read_bytes():
         return None
     delimiter = "\t" if a.suffix.lower() == ".tsv" else ","
@@ -230,7 +247,7 @@ def _compare_pixels(pa, pb) -> str | None:
     return f"pixels differ: {int(differ.sum())} of {differ.size}, first at x={x}, y={y}"
 
 
-def compare_png(a: Path, b: Path) -> str | None:
+def compare_png(a: Path, b: Path, ignore: frozenset = frozenset()) -> str | None:
     if a.read_bytes() == b.read_bytes():
         return None
     try:
@@ -255,7 +272,7 @@ def _normal_svg(data: bytes) -> bytes:
     return pattern.sub(lambda m: m.group(1) + names[m.group(2)], data)
 
 
-def compare_svg(a: Path, b: Path) -> str | None:
+def compare_svg(a: Path, b: Path, ignore: frozenset = frozenset()) -> str | None:
     da, db = a.read_bytes(), b.read_bytes()
     if da == db:
         return None
@@ -280,9 +297,10 @@ COMPARERS = {".parquet": compare_parquet, ".json": compare_json, ".csv": compare
              ".tsv": compare_table_text, ".png": compare_png, ".svg": compare_svg}
 
 
-def compare_file(a: Path, b: Path) -> str | None:
-    """Why two files differ (one line), or None when they are equal."""
-    return COMPARERS.get(a.suffix.lower(), compare_bytes)(a, b)
+def compare_file(a: Path, b: Path, ignore: frozenset = frozenset()) -> str | None:
+    """Why two files differ (one line), or None when they are equal; ``ignore``: metadata and JSON keys
+    not compared."""
+    return COMPARERS.get(a.suffix.lower(), compare_bytes)(a, b, ignore)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,13 +318,14 @@ def files_under(root: Path, exclude: list[str]) -> set[str]:
     return out
 
 
-def compare_folders(a: Path, b: Path, exclude: list[str] | None = None) -> dict[str, Any]:
+def compare_folders(a: Path, b: Path, exclude: list[str] | None = None, ignore: frozenset = frozenset()
+                    ) -> dict[str, Any]:
     """{'equal': [...], 'differ': {path: why}, 'only_a': [...], 'only_b': [...]}, paths relative and sorted."""
     exclude = exclude or []
     fa, fb = files_under(a, exclude), files_under(b, exclude)
     result: dict[str, Any] = {"equal": [], "differ": {}, "only_a": sorted(fa - fb), "only_b": sorted(fb - fa)}
     for rel in sorted(fa & fb):
-        why = compare_file(a / rel, b / rel)
+        why = compare_file(a / rel, b / rel, ignore)
         if why is None:
             result["equal"].append(rel)
         else:
@@ -322,12 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                     help="skip files whose relative path matches (fnmatch, '*' crosses '/'; repeatable), "
                          "e.g. 'logs/*'")
+    ap.add_argument("--ignore-key", action="append", default=[], metavar="KEY",
+                    help="do not compare this Parquet schema-metadata key, nor JSON object keys of this name at "
+                         "any depth (repeatable), e.g. 'seconds' (timings)")
     args = ap.parse_args(argv)
     for folder in (args.first, args.second):
         if not folder.is_dir():
             print(f"compare_results: error: {folder} is not a folder", file=sys.stderr)
             return 2
-    result = compare_folders(args.first, args.second, args.exclude)
+    result = compare_folders(args.first, args.second, args.exclude, frozenset(args.ignore_key))
     for rel in result["only_a"]:
         print(f"only in {args.first}: {rel}")
     for rel in result["only_b"]:
