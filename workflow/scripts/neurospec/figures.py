@@ -25,7 +25,6 @@ from matplotlib.patches import Patch  # noqa: E402
 from scipy import special  # noqa: E402
 from scipy.cluster import hierarchy  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
-from scipy.stats.contingency import crosstab  # noqa: E402
 
 from . import languages as L  # noqa: E402
 from .errors import NeurospecError  # noqa: E402
@@ -339,6 +338,8 @@ def adjusted_rand_index(labels_a: Sequence, labels_b: Sequence) -> float:
     b = np.asarray(labels_b, dtype=object)
     if a.shape != b.shape or a.ndim != 1:
         raise NeurospecError("adjusted_rand_index needs two label sequences of the same length")
+    from scipy.stats.contingency import crosstab  # here: scipy.stats takes ~0.5 s to import, for one figure
+
     n = len(a)
     if n < 2:
         return 1.0

@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from .errors import NeurospecError
 from .tables import COUNT_COLUMNS, SCORE_SCHEMA, read_counts, read_metadata, read_table, write_table
@@ -387,6 +387,8 @@ def benjamini_hochberg(pvalues: np.ndarray, fdr: float) -> np.ndarray:
     scaled by m / c (a q-value that scipy clips to 1 becomes m / c >= 1, which never qualifies).
     NaN p-values never qualify and count as tests (like p = 1).
     """
+    from scipy import stats  # here, not at the top: only the contrast needs scipy.stats (~0.5 s to import)
+
     p = np.asarray(pvalues, dtype=np.float64)
     flat = p.reshape(-1)
     m = flat.size
@@ -497,6 +499,8 @@ def welch_pvalue(a: np.ndarray, a2: np.ndarray, n1, b: np.ndarray, b2: np.ndarra
     (equal_var=False).  Where both variances are 0 scipy divides 0 by 0 for equal means: that t is
     0 (p = 0.5 one-sided, 1 two-sided); unequal means give t = +-inf (p = 0 or 1) as in scipy.
     """
+    from scipy import stats  # only the contrast needs scipy.stats (see benjamini_hochberg)
+
     m1, m2 = a / n1, b / n2
     v1 = np.maximum(a2 - n1 * m1 * m1, 0.0) / (n1 - 1)  # rounding can make it a hair below 0
     v2 = np.maximum(b2 - n2 * m2 * m2, 0.0) / (n2 - 1)
