@@ -124,6 +124,49 @@ def test_adjusted_rand_index(a, b, expected):
     assert figures.adjusted_rand_index(b, a) == pytest.approx(expected)
 
 
+def _hand_adjusted_rand_index(a, b):
+    """The package's hand-written ARI before it used scipy's crosstab and comb (reference)."""
+    a, b = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+    n = len(a)
+    if n < 2:
+        return 1.0
+    _, ia = np.unique(a.astype(str), return_inverse=True)
+    _, ib = np.unique(b.astype(str), return_inverse=True)
+    table = np.zeros((ia.max() + 1, ib.max() + 1), dtype=np.int64)
+    np.add.at(table, (ia, ib), 1)
+
+    def pairs(x):
+        x = np.asarray(x, dtype=np.float64)
+        return float((x * (x - 1) / 2).sum())
+
+    index = pairs(table)
+    sum_a, sum_b = pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    expected = sum_a * sum_b / (n * (n - 1) / 2)
+    maximum = (sum_a + sum_b) / 2
+    if maximum == expected:
+        return 1.0 if index == maximum else 0.0
+    return (index - expected) / (maximum - expected)
+
+
+def test_adjusted_rand_index_is_the_hand_versions():
+    """The scipy-based ARI equals the hand version exactly on random partitions (2 to 300 items, 1 to 12
+    clusters, labels of mixed types), and a hand-worked case: items 1-6 as {1,2,3}{4,5,6} against
+    {1,2}{3,4}{5,6}: 2 pairs together in both, 6 and 3 in each, 15 in all: expected 6 * 3 / 15 = 1.2,
+    maximum 4.5, ARI (2 - 1.2) / (4.5 - 1.2) = 8 / 33."""
+    assert figures.adjusted_rand_index([1, 1, 1, 2, 2, 2], [1, 1, 2, 2, 3, 3]) == pytest.approx(8 / 33, abs=1e-15)
+    rng = np.random.default_rng(5)
+    values = []
+    for _ in range(300):
+        n = int(rng.integers(2, 300))
+        a = rng.integers(0, int(rng.integers(1, 13)), n)
+        b = rng.integers(0, int(rng.integers(1, 13)), n)
+        labels_b = [f"f{x}" for x in b] if n % 2 else b.tolist()
+        got = figures.adjusted_rand_index(a.tolist(), labels_b)
+        assert got == _hand_adjusted_rand_index(a.tolist(), labels_b)
+        values.append(got)
+    assert len(set(values)) > 100  # many different values were compared, not one degenerate case
+
+
 def test_iou_layers(scored, tmp_path, drawn):
     out = tmp_path / "iou_layers.png"
     mats = figures.plot_iou_layers(scored["contrast_iou"], scored["langs"], LAYERS, out, "contrast")

@@ -293,6 +293,109 @@ def test_benjamini_hochberg_matches_q_values():
     assert scoring.benjamini_hochberg(p.reshape(2, -1), 0.05).shape == (2, m // 2)
 
 
+def _hand_benjamini_hochberg(pvalues, fdr):
+    """The package's hand-written BH before it called scipy (reference): sort the p-values under fdr,
+    keep up to the largest rank i with p_(i) m < fdr i."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    flat = p.reshape(-1)
+    m = flat.size
+    out = np.zeros(m, dtype=bool)
+    cand = np.flatnonzero(flat < fdr)
+    if cand.size:
+        ps = np.sort(flat[cand])
+        ok = np.flatnonzero(ps * m < fdr * np.arange(1, ps.size + 1))
+        if ok.size:
+            out[cand] = flat[cand] <= ps[ok[-1]]
+    return out.reshape(p.shape)
+
+
+def test_benjamini_hochberg_is_scipys_and_the_hand_versions():
+    """scipy.stats.false_discovery_control on the p-values under fdr (scaled to all m tests) selects what
+    it selects on all the p-values, and what the hand-written version selected: random p-values with
+    planted signal, ties, NaN, and one case of 2 million tests."""
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    cases = []
+    for trial in range(60):
+        m = int(rng.integers(5, 3000))
+        p = np.concatenate([rng.uniform(size=m), rng.uniform(0, 10.0 ** -rng.integers(2, 6),
+                                                             size=int(rng.integers(0, 300)))])
+        if trial % 3 == 0:
+            p = np.round(p, 3)  # ties, and exact zeros
+        if trial % 5 == 0:
+            p[rng.integers(0, len(p), 3)] = np.nan
+        cases.append(p)
+    big = rng.uniform(size=2_000_000)
+    big[:3000] = rng.uniform(0, 1e-5, 3000)
+    cases.append(big)
+    selected = 0
+    for p in cases:
+        finite = np.where(np.isnan(p), 1.0, p)  # scipy propagates NaN; the package counts it as p = 1
+        full = stats.false_discovery_control(finite)
+        for fdr in (0.001, 0.01, 0.05, 0.2, 1.0):
+            got = scoring.benjamini_hochberg(p, fdr)
+            assert (got == (full < fdr)).all()
+            assert (got == _hand_benjamini_hochberg(p, fdr)).all()
+            selected += int(got.sum())
+    assert selected > 10_000  # the cases select something: the comparison is not between empty masks
+    assert scoring.benjamini_hochberg(big, 0.01)[:3000].mean() > 0.9  # the planted small p-values
+
+
+def _hand_welch_pvalue(a, a2, n1, b, b2, n2, alternative):
+    """The package's hand-written Welch test from sums before it called scipy (reference)."""
+    from scipy import special
+
+    m1, m2 = a / n1, b / n2
+    v1 = np.maximum(a2 - n1 * m1 * m1, 0.0) / (n1 - 1)
+    v2 = np.maximum(b2 - n2 * m2 * m2, 0.0) / (n2 - 1)
+    e1, e2 = v1 / n1, v2 / n2
+    se = np.sqrt(e1 + e2)
+    diff = m1 - m2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(se > 0, diff / se, np.sign(diff) * np.inf)
+        df = np.where(se > 0, (e1 + e2) ** 2 / (e1 * e1 / (n1 - 1) + e2 * e2 / (n2 - 1)), n1 + n2 - 2)
+    t = np.where(np.isnan(t), 0.0, t)
+    return special.stdtr(df, -t) if alternative == "greater" else 2.0 * special.stdtr(df, -np.abs(t))
+
+
+@pytest.mark.parametrize("alternative", ["greater", "two-sided"])
+def test_welch_pvalue_is_the_hand_versions(alternative):
+    """scipy.stats.ttest_ind_from_stats(equal_var=False) gives the hand version's p-values (to 1e-11:
+    scipy takes standard deviations and squares them again), and the same exact values where both
+    variances are 0 (t = +-inf: p 0 or 1; equal means: t = 0)."""
+    rng = np.random.default_rng(3)
+    n_units, n_groups = 20000, 6
+    n1 = rng.integers(2, 80, n_groups).astype(np.float64)
+    n2 = n1.sum() - n1
+    rates1, rates2 = rng.uniform(0, 1, (n_units, n_groups)), rng.uniform(0, 1, (n_units, n_groups))
+    a, b = rates1 * n1, rates2 * n2
+    a2 = a * rates1 + rng.uniform(0, 0.2, (n_units, n_groups)) * n1  # sum of squares >= n m^2
+    b2 = b * rates2 + rng.uniform(0, 0.2, (n_units, n_groups)) * n2
+    # no variance in either: 30 units whose group mean is above the rest's, 30 equal, 30 below
+    mean1 = np.repeat([0.7, 0.7, 0.2], 30)[:, None]
+    mean2 = np.repeat([0.2, 0.7, 0.7], 30)[:, None]
+    a[:90], b[:90] = mean1 * n1, mean2 * n2
+    a2[:90], b2[:90] = a[:90] * mean1, b[:90] * mean2
+    got = scoring.welch_pvalue(a, a2, n1, b, b2, n2, alternative)
+    want = _hand_welch_pvalue(a, a2, n1, b, b2, n2, alternative)
+    assert not np.isnan(got).any()
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-300)
+    assert (got[:90] == want[:90]).all()
+    exact = {"greater": (0.0, 0.5, 1.0), "two-sided": (0.0, 1.0, 0.0)}[alternative]
+    assert [set(got[i:i + 30].ravel().tolist()) for i in (0, 30, 60)] == [{x} for x in exact]
+    # the sentence-level contrast uses it: planted tables give the hand version's p-values
+    tables, _ = synthetic(seed=2)
+    pooled = scoring.pool_by_language(scoring.stack_counts(tables, "gate_active"),
+                                      scoring.counted_languages(tables))
+    d, _, p = scoring.sentence_contrast_statistics(pooled, alternative)
+    rate_sum, rate_sumsq = d.extra["rate_sum"].T, d.extra["rate_sumsq"].T  # (units, groups)
+    n = d.n_sentences.astype(np.float64)
+    want = _hand_welch_pvalue(rate_sum, rate_sumsq, n, rate_sum.sum(axis=1, keepdims=True) - rate_sum,
+                              rate_sumsq.sum(axis=1, keepdims=True) - rate_sumsq, n.sum() - n, alternative)
+    np.testing.assert_allclose(p, want, rtol=1e-11, atol=1e-300)
+
+
 def test_contrast_statistics_by_hand():
     layer = np.zeros(1, dtype=np.int32)
     neuron = np.zeros(1, dtype=np.int32)

@@ -13,16 +13,20 @@ IoU pooled over layers (the IoU of the layer x neuron sets, from the method's Io
 ``tier_size``, xx's EC40 training-set size (its resource tier: 5M, 1M, 100k, 50k sentence pairs).
 
 Each measure is correlated with the direction's baseline chrF++ by Spearman's rho, over all directions
-and within each direction kind, with a percentile bootstrap interval (directions resampled with
-replacement, ``n_boot`` times, seeded; resamples in which a variable is constant are skipped and
-counted).  With one value per direction, n is the number of directions: 20 or 80, so intervals are wide,
-and many measures are tested at once.  ``plot_correlation`` draws a labelled scatter per measure.
+and within each direction kind, with a percentile bootstrap interval (``scipy.stats.bootstrap``:
+directions resampled with replacement, ``n_boot`` times, seeded; resamples in which a variable is
+constant are skipped and counted).  With one value per direction, n is the number of directions:
+20 or 80, so intervals are wide, and many measures are tested at once.  ``plot_correlation`` draws a
+labelled scatter per measure.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import warnings
+from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -66,15 +70,29 @@ def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denom > 1e-12 * max(1.0, float(a.shape[1])), np.clip(r, -1.0, 1.0), np.nan)
 
 
+# scipy >= 1.15 names the generator ``rng``; ``random_state``, the name before, will warn one day
+_SEED_KEYWORD = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+
+
+def _rank_rho(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman's rho along ``axis`` (vectorized for scipy.stats.bootstrap); NaN where one is constant."""
+    x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
+    n = x.shape[-1]
+    rho = _row_pearson(stats.rankdata(x, axis=-1).reshape(-1, n), stats.rankdata(y, axis=-1).reshape(-1, n))
+    return rho.reshape(x.shape[:-1])
+
+
 def spearman(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed: int = 0,
              level: float = 0.95) -> dict[str, float]:
     """Spearman's rho of the finite (x, y) pairs, its p-value and a percentile bootstrap interval.
 
     rho is the Pearson correlation of the average ranks (ties share their mean rank); the p-value is
-    scipy's (t distribution).  The interval: ``n_boot`` resamples of the pairs with replacement
-    (``np.random.default_rng(seed)``), rho of each, the (1 - level) / 2 and (1 + level) / 2
-    percentiles of those that are defined; ``n_boot`` in the result counts them.  NaN everywhere when
-    fewer than 3 pairs remain or a variable is constant.
+    scipy's (t distribution).  The interval is ``scipy.stats.bootstrap``'s (paired, percentile
+    method, ``n_boot`` resamples of the pairs with replacement, ``np.random.default_rng(seed)``).  A
+    resample in which a variable is constant has no rho: such resamples are skipped, the interval
+    is the percentile interval of the others (scipy again, from their bootstrap distribution), and
+    ``n_boot`` in the result counts those used.  NaN everywhere when fewer than 3 pairs remain or a
+    variable is constant.
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape:
@@ -87,17 +105,23 @@ def spearman(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed
     out = {"n": n, "rho": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "n_boot": 0}
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out
-    rho = float(_row_pearson(stats.rankdata(x)[None], stats.rankdata(y)[None])[0])
+    rho = float(_rank_rho(x, y))
     p_value = float(stats.spearmanr(x, y).pvalue)
     out.update(rho=rho, p_value=p_value)
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, n, size=(int(n_boot), n))
-        boot = _row_pearson(stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1))
-        boot = boot[np.isfinite(boot)]
-        if len(boot):
-            lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
-            out.update(ci_low=float(lo), ci_high=float(hi), n_boot=int(len(boot)))
+        options = dict(paired=True, vectorized=True, method="percentile", confidence_level=level)
+        with warnings.catch_warnings():  # a skipped resample makes the first interval NaN: not news
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            res = stats.bootstrap((x, y), _rank_rho, n_resamples=int(n_boot),
+                                  **{_SEED_KEYWORD: np.random.default_rng(seed)}, **options)
+        boot = res.bootstrap_distribution
+        defined = np.isfinite(boot)
+        if not defined.all() and defined.any():
+            res = stats.bootstrap((x, y), _rank_rho, n_resamples=0, **options,
+                                  bootstrap_result=SimpleNamespace(bootstrap_distribution=boot[defined]))
+        if defined.any():
+            out.update(ci_low=float(res.confidence_interval.low), ci_high=float(res.confidence_interval.high),
+                       n_boot=int(defined.sum()))
     return out
 
 

@@ -378,19 +378,25 @@ def lape(stacked: pd.DataFrame, filter_rate: float = 0.95, top_rate: float = 0.0
 def benjamini_hochberg(pvalues: np.ndarray, fdr: float) -> np.ndarray:
     """Boolean mask of the tests with Benjamini-Hochberg q-value < ``fdr`` (same shape as input).
 
-    q_(i) = min_{j >= i} p_(j) m / j; only p-values under ``fdr`` can qualify, so only those are
-    sorted (fast for millions of tests).
+    The q-values (BH adjusted p-values, q_(i) = min_{j >= i} p_(j) m / j) are
+    ``scipy.stats.false_discovery_control``'s, computed for the p-values under ``fdr`` only: no other
+    test can qualify (q >= p), and sorting only those keeps millions of tests fast.  That subset is
+    exact: its c p-values are the c smallest, so their ranks among all m tests are their ranks
+    among themselves, and every term p_(j) m / j with j > c is >= ``fdr`` and cannot bring a q-value
+    under it; scipy computes the subset's q-values as if it were all the tests (m = c), so they are
+    scaled by m / c (a q-value that scipy clips to 1 becomes m / c >= 1, which never qualifies).
+    NaN p-values never qualify and count as tests (like p = 1).
     """
+    from scipy import stats  # here, not at the top: only the contrast needs scipy.stats (~0.5 s to import)
+
     p = np.asarray(pvalues, dtype=np.float64)
     flat = p.reshape(-1)
     m = flat.size
     out = np.zeros(m, dtype=bool)
     cand = np.flatnonzero(flat < fdr)
     if cand.size:
-        ps = np.sort(flat[cand])  # the smallest p-values: their global ranks are 1..len(cand)
-        ok = np.flatnonzero(ps * m < fdr * np.arange(1, ps.size + 1))
-        if ok.size:
-            out[cand] = flat[cand] <= ps[ok[-1]]
+        q = stats.false_discovery_control(flat[cand]) * (m / cand.size)
+        out[cand] = q < fdr
     return out.reshape(p.shape)
 
 
@@ -449,8 +455,9 @@ def sentence_contrast_statistics(stacked: pd.DataFrame, alternative: str = "grea
     on which the neuron fired).  The group's n1 sentences have mean m1 = sum(r) / n1 and variance
     v1 = (sum(r**2) - n1 m1**2) / (n1 - 1); the others' n2, m2, v2 likewise (totals minus the
     group's).  Welch's t = (m1 - m2) / sqrt(v1 / n1 + v2 / n2) with Welch-Satterthwaite degrees of
-    freedom; p from Student's t, one-sided ("greater") or two-sided.  Where both variances are 0
-    the difference of the means is exact: t = +-inf (p = 0 or 1), or 0 when the means are equal.
+    freedom; p from Student's t (``welch_pvalue``, scipy's), one-sided ("greater") or two-sided.
+    Where both variances are 0 the difference of the means is exact: t = +-inf (p = 0 or 1), or 0
+    when the means are equal.
 
     The effect size is on the token-level test's scale: the log-odds ratio of the mean rates,
     log((sum(r) + .5) / (n1 - sum(r) + .5)) - the same for the rest, i.e. the token-level formula
@@ -481,18 +488,28 @@ def sentence_contrast_statistics(stacked: pd.DataFrame, alternative: str = "grea
         a, a2 = rate_sum[:, s].T, rate_sumsq[:, s].T  # (u, G)
         b, b2 = total[s, None] - a, total_sq[s, None] - a2
         log_odds[s] = _log_odds_ratio(a, n1, b, n2)
-        m1, m2 = a / n1, b / n2
-        v1 = np.maximum(a2 - n1 * m1 * m1, 0.0) / (n1 - 1)  # rounding can make it a hair below 0
-        v2 = np.maximum(b2 - n2 * m2 * m2, 0.0) / (n2 - 1)
-        e1, e2 = v1 / n1, v2 / n2
-        se = np.sqrt(e1 + e2)
-        diff = m1 - m2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = np.where(se > 0, diff / se, np.sign(diff) * np.inf)
-            df = np.where(se > 0, (e1 + e2) ** 2 / (e1 * e1 / (n1 - 1) + e2 * e2 / (n2 - 1)), n1 + n2 - 2)
-        t = np.where(np.isnan(t), 0.0, t)  # 0 / 0: equal means, no variance
-        pvalue[s] = special.stdtr(df, -t) if alternative == "greater" else 2.0 * special.stdtr(df, -np.abs(t))
+        pvalue[s] = welch_pvalue(a, a2, n1, b, b2, n2, alternative)
     return d, log_odds, pvalue
+
+
+def welch_pvalue(a: np.ndarray, a2: np.ndarray, n1, b: np.ndarray, b2: np.ndarray, n2,
+                 alternative: str = "greater") -> np.ndarray:
+    """P-values of Welch's t-test from sums: n1 observations with sum ``a`` and sum of squares ``a2``
+    against n2 with ``b`` and ``b2`` (arrays broadcast), by ``scipy.stats.ttest_ind_from_stats``
+    (equal_var=False).  Where both variances are 0 scipy divides 0 by 0 for equal means: that t is
+    0 (p = 0.5 one-sided, 1 two-sided); unequal means give t = +-inf (p = 0 or 1) as in scipy.
+    """
+    from scipy import stats  # only the contrast needs scipy.stats (see benjamini_hochberg)
+
+    m1, m2 = a / n1, b / n2
+    v1 = np.maximum(a2 - n1 * m1 * m1, 0.0) / (n1 - 1)  # rounding can make it a hair below 0
+    v2 = np.maximum(b2 - n2 * m2 * m2, 0.0) / (n2 - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = stats.ttest_ind_from_stats(m1, np.sqrt(v1), n1, m2, np.sqrt(v2), n2, equal_var=False,
+                                            alternative=alternative)
+    pvalue = np.asarray(result.pvalue, dtype=np.float64)
+    undefined = np.isnan(pvalue) & (m1 == m2)  # 0 / 0: equal means, no variance
+    return np.where(undefined, 0.5 if alternative == "greater" else 1.0, pvalue)
 
 
 CONTRAST_UNITS = ("sentence", "token")
