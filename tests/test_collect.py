@@ -11,10 +11,13 @@ import pytest
 import torch
 
 from neurospec import collect, demo, ec40
+from neurospec.ablation import group_language
 from neurospec.errors import NeurospecError
+from neurospec.languages import counted_language
 from neurospec.models import load_model
-from neurospec.tables import ADDITIVE_COLUMNS, COUNT_COLUMNS
-from reference import assert_stats_equal, reference_counts
+from neurospec.prompts import render
+from neurospec.tables import ADDITIVE_COLUMNS, COUNT_COLUMNS, read_counts, read_metadata, read_table
+from reference import assert_stats_equal, hooked_target_counts, reference_counts
 from reference import table_arrays as _table_arrays
 
 TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
@@ -375,3 +378,93 @@ def test_plain_mlp_counts_its_activation_as_the_gate(loaded64):
             np.testing.assert_array_equal(df["gate_active" + suffix], df["active" + suffix])
         assert 0 < df["active"].mean() < df["nonzero"].mean()
     assert_stats_equal(_table_arrays(tables[0], 2), _table_arrays(tables[1], 2))
+
+
+# --------------------------------------------------------------------------------------------
+# collect.token_scope "target": the reference translation fed in after the prompt (teacher forcing),
+# counting its tokens only; checked against reference.hooked_target_counts (one sentence at a time,
+# hooks on mlp.down_proj's input), and through Snakemake on the demo config.
+# --------------------------------------------------------------------------------------------
+
+
+def test_target_counts_equal_a_hooked_recount_of_the_references(loaded64):
+    pairs = pd.concat([_demo_pairs("en-de", 12), _demo_pairs("hi-en", 12)], ignore_index=True)
+    pairs["id"] = range(len(pairs))
+    df, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope="target", token_budget=256)
+    got = _table_arrays(df, loaded64.model.config.num_hidden_layers)
+    ref, ref_tokens, _ = hooked_target_counts(loaded64, pairs, TEMPLATE)
+    # n_tokens: the references' tokens, tokenized by hand
+    by_hand = sum(len(loaded64.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in pairs["tgt"])
+    assert meta["n_tokens"] == ref_tokens == by_hand > 0
+    assert_stats_equal(got, ref)  # counts exact, every sum (per-sentence rates too) to 1e-9
+    assert meta["n_sentences"] == meta["n_rate_sentences"] == 24 and meta["n_rate_sentences_even"] == 12
+    assert meta["token_scope"] == "target" and meta["n_truncated"] == 0 and meta["n_skipped"] == 0
+    assert meta["counted_lang"] == "de" and meta["src_lang"] == "en"  # the first row's pair: en-de
+    assert "reference translation" in meta["counted_tokens"]
+    # prompts and references were both run; only the references were counted
+    prompts = sum(len(loaded64.tokenizer(render(TEMPLATE, r.src, r.src_lang, r.tgt_lang)[0])["input_ids"])
+                  for r in pairs.itertuples())
+    assert meta["n_prompt_tokens"] == prompts + by_hand
+    assert 0 < got["active"].mean() < ref_tokens and 0 < meta["n_tokens_even"] < meta["n_tokens"]
+    # not the source's counts: the same prompts counting their source differ
+    source, _ = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope="source", token_budget=256)
+    assert not np.array_equal(source["active"].to_numpy(), df["active"].to_numpy())
+
+
+def test_target_truncation_keeps_the_prompt_and_cuts_the_reference(loaded64):
+    pairs = _demo_pairs("en-fr", 10)
+    pairs.loc[pairs.index[::3], "tgt"] = "Une phrase assez longue sur le Royaume de Norvège et le Pérou " * 3
+    pairs.loc[pairs.index[1], "tgt"] = "   "  # an empty reference: skipped, like an empty source
+    template = "{src}"
+    long_template = "A long preamble before the sentence to translate into {tgt_name} follows: {src}"
+    for tmpl, max_length in ((template, 12), (long_template, 16)):
+        df, meta = collect.collect_pair(loaded64, pairs, template=tmpl, token_scope="target",
+                                        max_length=max_length, token_budget=64)
+        ref, ref_tokens, ref_truncated = hooked_target_counts(loaded64, pairs, tmpl, max_length=max_length)
+        assert meta["n_tokens"] == ref_tokens and meta["n_truncated"] == ref_truncated
+        assert_stats_equal(_table_arrays(df, 3), ref)
+        assert meta["n_skipped"] == 1 and meta["n_sentences"] == 9
+    assert ref_truncated >= 4  # the long references at least
+    assert meta["n_rate_sentences"] < meta["n_sentences"]  # the long template left some no reference token
+
+
+def test_target_scope_needs_the_references():
+    with pytest.raises(NeurospecError, match="token_scope 'target' needs the pair table's reference"):
+        collect.encode(None, ["Peru"], ["en"], ["de"], template=TEMPLATE, token_scope="target")
+    with pytest.raises(NeurospecError, match="choose one of source, all, target"):
+        collect.encode(None, ["Peru"], ["en"], ["de"], template=TEMPLATE, token_scope="tgt")
+
+
+def test_counted_language_and_ablation_group_language_follow_the_scope():
+    assert counted_language("en", "de", "target") == "de"
+    assert counted_language("en", "de", "source") == counted_language("en", "de", "all") == "en"
+    assert group_language("en-de", "target") == "de" and group_language("de-en", "target") == "en"
+    assert group_language("en-de") == "en" and group_language("de", "target") == "de"
+    with pytest.raises(NeurospecError, match="collect.token_scope 'both'"):
+        counted_language("en", "de", "both")
+
+
+def test_target_scope_through_snakemake(tmp_path):
+    """The demo config with collect.token_scope: target: each count table's n_tokens is the number of
+    its references' tokens (tokenized by hand), and the language methods pool by target language."""
+    from transformers import AutoTokenizer
+
+    from workflow_utils import SMALL_CONFIG, snakemake, write_config
+
+    pairs = ["en-de", "de-en", "en-ru", "ru-en"]
+    cfg = write_config(tmp_path, {"pairs": pairs, "collect": {"token_scope": "target"}})
+    results = tmp_path / "results/demo-small/demo/validation"
+    targets = [f"{results.relative_to(tmp_path)}/scores/{m}.parquet" for m in ("frequency", "lape", "contrast")]
+    snakemake(tmp_path, *targets, configfile=cfg)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "results/models/demo")
+    for pair in pairs:
+        table = read_table(tmp_path / f"results/data/demo/validation/{pair}.parquet")
+        assert 0 < len(table) <= SMALL_CONFIG["dataset"]["max_samples"]
+        by_hand = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in table["tgt"])
+        df, meta = read_counts(results / f"activations/{pair}.parquet", ["active"])
+        assert meta["n_tokens"] == by_hand > 0, pair
+        assert meta["token_scope"] == "target" and meta["counted_lang"] == pair.split("-")[1]
+        assert int(df["active"].max()) <= by_hand
+    lape = read_metadata(results / "scores/lape.parquet")
+    assert sorted(lape["groups"]) == ["de", "en", "ru"]  # en is counted by de-en and ru-en only
+    assert sorted(read_metadata(results / "scores/frequency.parquet")["groups"]) == sorted(pairs)
