@@ -446,15 +446,22 @@ def test_counted_language_and_ablation_group_language_follow_the_scope():
 
 def test_target_scope_through_snakemake(tmp_path):
     """The demo config with collect.token_scope: target: each count table's n_tokens is the number of
-    its references' tokens (tokenized by hand), and the language methods pool by target language."""
+    its references' tokens (tokenized by hand); the language methods pool by target language; the
+    ablation and the ablated translation name each pair group's language as its target."""
     from transformers import AutoTokenizer
 
     from workflow_utils import SMALL_CONFIG, snakemake, write_config
 
     pairs = ["en-de", "de-en", "en-ru", "ru-en"]
-    cfg = write_config(tmp_path, {"pairs": pairs, "collect": {"token_scope": "target"}})
+    cfg = write_config(tmp_path, {"pairs": pairs, "collect": {"token_scope": "target"},
+                                  "evaluate": {"ablation": {"max_sentences": 6, "random_sets": 1},
+                                               "translate": {"max_sentences": 3, "max_new_tokens": 6,
+                                                             "ablation_mode": "mean"}}})
     results = tmp_path / "results/demo-small/demo/validation"
-    targets = [f"{results.relative_to(tmp_path)}/scores/{m}.parquet" for m in ("frequency", "lape", "contrast")]
+    rel = results.relative_to(tmp_path)
+    targets = [f"{rel}/scores/{m}.parquet" for m in ("frequency", "lape", "contrast")]
+    targets += [f"{rel}/ablation/frequency.parquet", f"{rel}/translation/ablated/frequency.parquet",
+                f"{rel}/figures/frequency/clustering.png"]
     snakemake(tmp_path, *targets, configfile=cfg)
     tok = AutoTokenizer.from_pretrained(tmp_path / "results/models/demo")
     for pair in pairs:
@@ -468,3 +475,19 @@ def test_target_scope_through_snakemake(tmp_path):
     lape = read_metadata(results / "scores/lape.parquet")
     assert sorted(lape["groups"]) == ["de", "en", "ru"]  # en is counted by de-en and ru-en only
     assert sorted(read_metadata(results / "scores/frequency.parquet")["groups"]) == sorted(pairs)
+    ablation = read_metadata(results / "ablation/frequency.parquet")
+    assert ablation["token_scope"] == "target"
+    assert ablation["group_lang"] == {p: p.split("-")[1] for p in pairs}
+    ablated = read_metadata(results / "translation/ablated/frequency.parquet")
+    assert ablated["token_scope"] == "target"
+    for pair, info in ablated["pairs"].items():  # each direction ablates its own, target-side, neurons
+        assert info["group"] == pair and info["selected_on"] == pair.split("-")[1]
+
+
+def test_clustering_takes_the_pairs_that_count_the_non_english_language():
+    from neurospec.figures import clustering_groups
+
+    pairs = ["en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en"]
+    assert sorted(clustering_groups(pairs)["group"]) == ["de-en", "hi-en", "ru-en"]
+    assert sorted(clustering_groups(pairs, "target")["group"]) == ["en-de", "en-hi", "en-ru"]
+    assert sorted(clustering_groups(["de", "en", "ru"], "target")["group"]) == ["de", "en", "ru"]

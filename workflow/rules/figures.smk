@@ -43,6 +43,9 @@ rule figure_method:
         method="|".join(SCORING_METHODS),
     conda:
         "../../envs/analysis.yaml"
+    params:
+        # the clustering of pairs takes those that count the non-English language's tokens
+        token_scope=config["collect"]["token_scope"],
     script:
         "../scripts/plot_method.py"
 

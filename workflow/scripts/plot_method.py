@@ -3,4 +3,4 @@
 from neurospec.workers import run_task
 
 run_task("neurospec.figures:draw_many", log=snakemake.log[0], outputs=dict(snakemake.output.items()),
-         scores=snakemake.input.scores, iou=snakemake.input.iou)
+         scores=snakemake.input.scores, iou=snakemake.input.iou, token_scope=snakemake.params.token_scope)

@@ -51,7 +51,7 @@ from .batching import auto_token_budget, make_batches
 from .errors import NeurospecError
 from .interventions import (MODES, MeanPatchValues, Selection, intervene, random_like, selection_size,
                             selections_from_scores)
-from .languages import PIVOT, counted_language, parse_pair
+from .languages import PIVOT, group_language
 from .models import LoadedModel, is_demo_model
 from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
 
@@ -81,15 +81,6 @@ CHUNK_ELEMENTS = {"cpu": 1 << 25, "cuda": 1 << 27}
 # --------------------------------------------------------------------------------------------
 # Held-out sentences
 # --------------------------------------------------------------------------------------------
-
-
-def group_language(group: str, token_scope: str = "source") -> str:
-    """The language a group's neurons were selected on: a language group itself; for a pair, the
-    language whose tokens collection counted (``collect.token_scope``: its source for source and
-    all, the prompt holding the source sentence; its target for target)."""
-    if "-" not in group:
-        return group
-    return counted_language(*parse_pair(group), token_scope)
 
 
 @dataclass

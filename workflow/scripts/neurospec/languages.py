@@ -152,6 +152,14 @@ def counted_language(src_lang: str, tgt_lang: str, token_scope: str = "source") 
     return tgt_lang if token_scope == "target" else src_lang
 
 
+def group_language(group: str, token_scope: str = "source") -> str:
+    """The language a scoring group's neurons were selected on: a language group itself; for a pair
+    (``src-tgt``), the language whose tokens collection counted (``counted_language``)."""
+    if "-" not in group:
+        return group
+    return counted_language(*parse_pair(group), token_scope)
+
+
 def direction(pair: str) -> str:
     """``"en-xx"`` (out of English) or ``"xx-en"`` (into English)."""
     return "en-xx" if parse_pair(pair)[0] == PIVOT else "xx-en"
