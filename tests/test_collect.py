@@ -491,3 +491,23 @@ def test_clustering_takes_the_pairs_that_count_the_non_english_language():
     assert sorted(clustering_groups(pairs)["group"]) == ["de-en", "hi-en", "ru-en"]
     assert sorted(clustering_groups(pairs, "target")["group"]) == ["en-de", "en-hi", "en-ru"]
     assert sorted(clustering_groups(["de", "en", "ru"], "target")["group"]) == ["de", "en", "ru"]
+
+
+def test_bench_compares_the_scopes_run_by_run(loaded64):
+    """bench --token-scope: both scopes on the same pairs, alternating; each run's ratio is its target
+    time over its source time, and the target scope processes prompt + reference, counting the reference."""
+    from neurospec.bench import compare_token_scopes
+
+    pairs = _demo_pairs("en-de", 6)
+    lines = []
+    result = compare_token_scopes(loaded64, pairs["src"].tolist(), pairs["src_lang"].tolist(),
+                                  pairs["tgt_lang"].tolist(), pairs["tgt"].tolist(), runs=3, token_budget=256,
+                                  say=lines.append)
+    assert len(result["ratios"]) == len(lines) == 3 and all(len(v) == 3 for v in result["seconds"].values())
+    for k, ratio in enumerate(result["ratios"]):
+        assert ratio == pytest.approx(result["seconds"]["target"][k] / result["seconds"]["source"][k])
+        assert f"target / source {ratio:.3f}" in lines[k]
+    by_hand = sum(len(loaded64.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in pairs["tgt"])
+    assert result["counted_tokens"]["target"] == by_hand
+    processed = result["processed_tokens"]
+    assert processed["target"] > processed["source"] > result["counted_tokens"]["source"]

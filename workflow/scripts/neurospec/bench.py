@@ -294,11 +294,11 @@ def main(argv: list[str] | None = None) -> dict:
         if args.json:
             print(json.dumps(result, indent=1))
         else:
+            processed, counted = result["processed_tokens"], result["counted_tokens"]
             print(f"target / source per run: {', '.join(f'{r:.3f}' for r in result['ratios'])} "
-                  f"(median {result['ratio_median']:.3f}); tokens processed: source {result['processed_tokens']['source']}, "
-                  f"target {result['processed_tokens']['target']}; counted: source {result['counted_tokens']['source']}, "
-                  f"target {result['counted_tokens']['target']}; token budget {result['token_budget']}; "
-                  f"{result['counting']} counting")
+                  f"(median {result['ratio_median']:.3f}); tokens processed: source {processed['source']}, "
+                  f"target {processed['target']}; counted: source {counted['source']}, target {counted['target']}; "
+                  f"token budget {result['token_budget']}; {result['counting']} counting")
         return result
     src, sl, tl, origin = load_sentences(n_sent)
     enc = collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source",
