@@ -88,18 +88,21 @@ def test_batched_equals_one_by_one(small_model_dir):
     assert_stats_equal(_table_arrays(batched, 3), _table_arrays(single, 3), rtol=1e-5)
 
 
-def test_shards_sum_to_the_whole(loaded64):
+@pytest.mark.parametrize("token_scope", ["source", "target"])
+def test_shards_sum_to_the_whole(loaded64, token_scope):
     from neurospec.tables import sum_count_tables
 
     pairs = _demo_pairs("en-fr", 30)
-    whole, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE)
-    parts = [collect.collect_pair(loaded64, pairs, template=TEMPLATE, shard=i, n_shards=3) for i in range(3)]
+    whole, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope=token_scope)
+    parts = [collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope=token_scope, shard=i, n_shards=3)
+             for i in range(3)]
     summed, meta_sum = sum_count_tables(parts)
     assert list(summed.columns) == list(whole.columns)
     assert_stats_equal(_table_arrays(summed, 3), _table_arrays(whole, 3))  # every additive column
     for key in ("n_tokens", "n_tokens_even", "n_rate_sentences", "n_rate_sentences_even"):
         assert meta_sum[key] == meta[key], key
     assert meta_sum["n_sentences"] == 30 and meta["n_rate_sentences_even"] == int((pairs["id"] % 2 == 0).sum())
+    assert meta_sum["counted_lang"] == ("fr" if token_scope == "target" else "en")
 
 
 def test_truncation_and_empty_sentences_are_counted(loaded64):
