@@ -510,6 +510,8 @@ def test_bench_compares_the_scopes_run_by_run(loaded64):
     for k, ratio in enumerate(result["ratios"]):
         assert ratio == pytest.approx(result["seconds"]["target"][k] / result["seconds"]["source"][k])
         assert f"target / source {ratio:.3f}" in lines[k]
+        cpu = result["cpu_seconds"]
+        assert result["cpu_ratios"][k] == pytest.approx(cpu["target"][k] / cpu["source"][k]) and cpu["target"][k] > 0
     by_hand = sum(len(loaded64.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in pairs["tgt"])
     assert result["counted_tokens"]["target"] == by_hand
     processed = result["processed_tokens"]

@@ -178,9 +178,11 @@ def compare_token_scopes(loaded: LoadedModel, src: list[str], sl: list[str], tl:
 
     Each scope is encoded once (outside the timing) and warmed up once; then ``runs`` rounds each run
     both, alternating which goes first (so that a drift in the machine's load hits both alike).
-    A run's time is ``collect.run_counts``' seconds (the forward passes and the counting).  Returns
-    the per-run seconds of each scope, their ratios (target / source), and the tokens each scope
-    processed (prompt, plus the reference for target) and counted.
+    A run's time is ``collect.run_counts``' seconds (the forward passes and the counting), and the
+    process's CPU time over the same call (all threads: on a CPU shared with other work it varies
+    less than the wall time, which counts the waits for a core; on CUDA it means little).  Returns
+    the per-run seconds of each scope, their ratios (target / source), the CPU-time ratios, and the
+    tokens each scope processed (prompt, plus the reference for target) and counted.
     """
     tok = loaded.tokenizer
     enc = {"source": collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source",
@@ -192,18 +194,26 @@ def compare_token_scopes(loaded: LoadedModel, src: list[str], sl: list[str], tl:
     for scope, e in enc.items():  # warm-up (kernels, allocator, a compiled fused path)
         _, _, stats[scope] = collect.run_counts(loaded, e, budget, progress_every_s=1e9, counting=counting)
     seconds: dict[str, list[float]] = {"source": [], "target": []}
-    ratios = []
+    cpu: dict[str, list[float]] = {"source": [], "target": []}
+    ratios, cpu_ratios = [], []
     for k in range(runs):
         for scope in (("source", "target") if k % 2 == 0 else ("target", "source")):
+            c0 = time.process_time()
             _, _, st = collect.run_counts(loaded, enc[scope], budget, progress_every_s=1e9, counting=counting)
+            cpu[scope].append(time.process_time() - c0)
             seconds[scope].append(st["seconds"])
         ratios.append(seconds["target"][-1] / seconds["source"][-1])
+        cpu_ratios.append(cpu["target"][-1] / max(cpu["source"][-1], 1e-9))
         say(f"run {k + 1}: source {seconds['source'][-1]:.3f} s, target {seconds['target'][-1]:.3f} s, "
-            f"target / source {ratios[-1]:.3f}")
+            f"target / source {ratios[-1]:.3f} (CPU time: {cpu['source'][-1]:.3f} s, {cpu['target'][-1]:.3f} s, "
+            f"{cpu_ratios[-1]:.3f})")
     return {
         "seconds": seconds,
         "ratios": ratios,
         "ratio_median": float(np.median(ratios)),
+        "cpu_seconds": cpu,
+        "cpu_ratios": cpu_ratios,
+        "cpu_ratio_median": float(np.median(cpu_ratios)),
         "processed_tokens": {scope: st["n_real"] for scope, st in stats.items()},
         "counted_tokens": {scope: st["n_tokens"] for scope, st in stats.items()},
         "token_budget": budget,
@@ -296,7 +306,9 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             processed, counted = result["processed_tokens"], result["counted_tokens"]
             print(f"target / source per run: {', '.join(f'{r:.3f}' for r in result['ratios'])} "
-                  f"(median {result['ratio_median']:.3f}); tokens processed: source {processed['source']}, "
+                  f"(median {result['ratio_median']:.3f}; CPU time: "
+                  f"{', '.join(f'{r:.3f}' for r in result['cpu_ratios'])}, median {result['cpu_ratio_median']:.3f}); "
+                  f"tokens processed: source {processed['source']}, "
                   f"target {processed['target']}; counted: source {counted['source']}, target {counted['target']}; "
                   f"token budget {result['token_budget']}; {result['counting']} counting")
         return result
