@@ -431,6 +431,23 @@ def test_target_truncation_keeps_the_prompt_and_cuts_the_reference(loaded64):
     assert meta["n_rate_sentences"] < meta["n_sentences"]  # the long template left some no reference token
 
 
+def test_target_scope_drops_an_eos_the_tokenizer_appends_to_the_prompt():
+    """The reference follows the prompt's text: an end-of-sequence token after the prompt is dropped,
+    and none is appended after the reference."""
+    class EosTokenizer:  # BOS, one id per character, and EOS when special tokens are added
+        eos_token_id = 2
+
+        def __call__(self, texts, add_special_tokens, return_attention_mask):
+            return {"input_ids": [([1] if add_special_tokens else []) + [ord(c) for c in t]
+                                  + ([2] if add_special_tokens else []) for t in texts]}
+
+    enc = collect.encode(EosTokenizer(), ["ab", "c", " "], ["en"] * 3, ["de"] * 3, template="{src}",
+                         token_scope="target", tgt=["xyz", "w", "v"], max_length=5)
+    assert enc.input_ids == [[1, ord("a"), ord("b"), ord("x"), ord("y")], [1, ord("c"), ord("w")]]
+    assert [m.tolist() for m in enc.counted] == [[False] * 3 + [True] * 2, [False, False, True]]
+    assert enc.n_truncated == 1 and enc.n_skipped == 1 and enc.kept == [0, 1]
+
+
 def test_target_scope_needs_the_references():
     with pytest.raises(NeurospecError, match="token_scope 'target' needs the pair table's reference"):
         collect.encode(None, ["Peru"], ["en"], ["de"], template=TEMPLATE, token_scope="target")

@@ -128,9 +128,9 @@ def encode_target(tokenizer, src: Sequence[str], src_lang: Sequence[str], tgt_la
     attention it would not change the reference tokens' activations, and it is not the language's
     token).  An end-of-sequence token that the tokenizer itself appends to the prompt is dropped, so
     the reference follows the prompt's text.  Truncation is collection's rule: prompt + reference
-    are cut to ``max_length`` tokens from the end, so the prompt survives and the reference is
-    shortened (counted in ``n_truncated``); a prompt of ``max_length`` tokens or more leaves no
-    reference token, and that sentence has no firing rate.  Pairs whose source or reference is empty
+    keep their first ``max_length`` tokens, so the prompt survives and the reference loses its end
+    (such sentences are counted in ``n_truncated``); a prompt of ``max_length`` tokens or more leaves
+    no reference token (and is cut itself), and that sentence has no firing rate.  Pairs whose source or reference is empty
     or whitespace-only are skipped (``n_skipped``).
     """
     if tgt is None:
