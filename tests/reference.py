@@ -224,24 +224,72 @@ def reference_counts(loaded, pairs: pd.DataFrame, template: str, token_scope: st
         n_keep = int(keep.sum())
         n_tokens += n_keep
         x_in = capture_mlp_inputs(base, arch, input_ids=torch.tensor([ids]), use_cache=False)
-        suffixes = ("", "_even") if row.id % 2 == 0 else ("",)
         for i, block in enumerate(blocks):
             with torch.no_grad():
                 h, gate = arch.neurons(block, x_in[i][0])
-            h, gate = h[keep].double(), gate[keep]
             if stats is None:
                 stats = {c: np.zeros((len(blocks), h.shape[-1])) for c in ADDITIVE_COLUMNS}
-            counts = {"active": (h > 0).sum(0).numpy(), "nonzero": (h != 0).sum(0).numpy(),
-                      "gate_active": (gate > 0).sum(0).numpy()}
-            for suffix in suffixes:
-                for c, v in counts.items():
-                    stats[c + suffix][i] += v
-                    if n_keep:  # a sentence without counted tokens has no firing rate
-                        stats[f"{c}_rate_sum{suffix}"][i] += v / n_keep
-                        stats[f"{c}_rate_sumsq{suffix}"][i] += (v / n_keep) ** 2
-                stats["act_sum" + suffix][i] += h.sum(0).numpy()
-                stats["act_sumsq" + suffix][i] += (h * h).sum(0).numpy()
+            add_sentence(stats, i, h[keep], gate[keep], even=row.id % 2 == 0)
     return stats, n_tokens
+
+
+def add_sentence(stats: dict[str, np.ndarray], layer: int, h: torch.Tensor, gate: torch.Tensor, even: bool) -> None:
+    """Add one sentence's counted tokens (h, gate: [counted tokens, neurons]) at ``layer`` to every
+    additive column of ``stats``, and to the ``_even`` half when ``even``."""
+    h, n = h.double(), h.shape[0]
+    counts = {"active": (h > 0).sum(0).numpy(), "nonzero": (h != 0).sum(0).numpy(),
+              "gate_active": (gate > 0).sum(0).numpy()}
+    for suffix in ("", "_even") if even else ("",):
+        for c, v in counts.items():
+            stats[c + suffix][layer] += v
+            if n:  # a sentence without counted tokens has no firing rate
+                stats[f"{c}_rate_sum{suffix}"][layer] += v / n
+                stats[f"{c}_rate_sumsq{suffix}"][layer] += (v / n) ** 2
+        stats["act_sum" + suffix][layer] += h.sum(0).numpy()
+        stats["act_sumsq" + suffix][layer] += (h * h).sum(0).numpy()
+
+
+def hooked_target_counts(loaded, pairs: pd.DataFrame, template: str,
+                         max_length: int = 512) -> tuple[dict[str, np.ndarray], int, int]:
+    """collect.token_scope "target" recomputed one sentence at a time, without padding, from hooks.
+
+    Per sentence: the prompt's ids (special tokens added) then the reference translation's ids (none
+    added), cut to ``max_length``; one forward pass of the base model with a pre-hook on every
+    block's ``mlp.down_proj`` (its input is h, one value per neuron) and a hook on ``mlp.gate_proj``
+    (the gate activation is ``mlp.act_fn`` of its output); only the reference's surviving positions
+    are counted.  Pairs with an empty source or reference are skipped.  Returns (stats, n_tokens,
+    n_truncated) with stats as ``reference_counts`` gives them.
+    """
+    from neurospec.tables import ADDITIVE_COLUMNS
+
+    tok, mlps = loaded.tokenizer, [layer.mlp for layer in loaded.model.layers]
+    stats = {c: np.zeros((len(mlps), mlps[0].down_proj.in_features)) for c in ADDITIVE_COLUMNS}
+    n_tokens = n_truncated = 0
+    for row in pairs.itertuples():
+        if not (str(row.src).strip() and str(row.tgt).strip()):
+            continue
+        prompt = tok(render(template, row.src, row.src_lang, row.tgt_lang)[0])["input_ids"]
+        ref = tok(row.tgt, add_special_tokens=False)["input_ids"]
+        ids = (prompt + ref)[:max_length]
+        n_truncated += len(prompt) + len(ref) > max_length
+        positions = list(range(len(prompt), len(ids)))  # the reference's tokens that survived the cut
+        captured: dict[tuple[str, int], torch.Tensor] = {}
+        handles = []
+        for i, mlp in enumerate(mlps):
+            handles.append(mlp.down_proj.register_forward_pre_hook(
+                lambda m, args, i=i: captured.__setitem__(("h", i), args[0][0].detach().clone())))
+            handles.append(mlp.gate_proj.register_forward_hook(
+                lambda m, args, out, i=i, mlp=mlp: captured.__setitem__(("g", i), mlp.act_fn(out[0]).detach())))
+        try:
+            with torch.no_grad():
+                loaded.model(input_ids=torch.tensor([ids]), use_cache=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+        n_tokens += len(positions)
+        for i in range(len(mlps)):
+            add_sentence(stats, i, captured[("h", i)][positions], captured[("g", i)][positions], row.id % 2 == 0)
+    return stats, n_tokens, n_truncated
 
 
 def table_arrays(df: pd.DataFrame, n_layers: int) -> dict[str, np.ndarray]:

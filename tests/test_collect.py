@@ -11,10 +11,13 @@ import pytest
 import torch
 
 from neurospec import collect, demo, ec40
+from neurospec.ablation import group_language
 from neurospec.errors import NeurospecError
+from neurospec.languages import counted_language
 from neurospec.models import load_model
-from neurospec.tables import ADDITIVE_COLUMNS, COUNT_COLUMNS
-from reference import assert_stats_equal, reference_counts
+from neurospec.prompts import render
+from neurospec.tables import ADDITIVE_COLUMNS, COUNT_COLUMNS, read_counts, read_metadata, read_table
+from reference import assert_stats_equal, hooked_target_counts, reference_counts
 from reference import table_arrays as _table_arrays
 
 TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
@@ -85,18 +88,21 @@ def test_batched_equals_one_by_one(small_model_dir):
     assert_stats_equal(_table_arrays(batched, 3), _table_arrays(single, 3), rtol=1e-5)
 
 
-def test_shards_sum_to_the_whole(loaded64):
+@pytest.mark.parametrize("token_scope", ["source", "target"])
+def test_shards_sum_to_the_whole(loaded64, token_scope):
     from neurospec.tables import sum_count_tables
 
     pairs = _demo_pairs("en-fr", 30)
-    whole, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE)
-    parts = [collect.collect_pair(loaded64, pairs, template=TEMPLATE, shard=i, n_shards=3) for i in range(3)]
+    whole, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope=token_scope)
+    parts = [collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope=token_scope, shard=i, n_shards=3)
+             for i in range(3)]
     summed, meta_sum = sum_count_tables(parts)
     assert list(summed.columns) == list(whole.columns)
     assert_stats_equal(_table_arrays(summed, 3), _table_arrays(whole, 3))  # every additive column
     for key in ("n_tokens", "n_tokens_even", "n_rate_sentences", "n_rate_sentences_even"):
         assert meta_sum[key] == meta[key], key
     assert meta_sum["n_sentences"] == 30 and meta["n_rate_sentences_even"] == int((pairs["id"] % 2 == 0).sum())
+    assert meta_sum["counted_lang"] == ("fr" if token_scope == "target" else "en")
 
 
 def test_truncation_and_empty_sentences_are_counted(loaded64):
@@ -375,3 +381,155 @@ def test_plain_mlp_counts_its_activation_as_the_gate(loaded64):
             np.testing.assert_array_equal(df["gate_active" + suffix], df["active" + suffix])
         assert 0 < df["active"].mean() < df["nonzero"].mean()
     assert_stats_equal(_table_arrays(tables[0], 2), _table_arrays(tables[1], 2))
+
+
+# --------------------------------------------------------------------------------------------
+# collect.token_scope "target": the reference translation fed in after the prompt (teacher forcing),
+# counting its tokens only; checked against reference.hooked_target_counts (one sentence at a time,
+# hooks on mlp.down_proj's input), and through Snakemake on the demo config.
+# --------------------------------------------------------------------------------------------
+
+
+def test_target_counts_equal_a_hooked_recount_of_the_references(loaded64):
+    pairs = pd.concat([_demo_pairs("en-de", 12), _demo_pairs("hi-en", 12)], ignore_index=True)
+    pairs["id"] = range(len(pairs))
+    df, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope="target", token_budget=256)
+    got = _table_arrays(df, loaded64.model.config.num_hidden_layers)
+    ref, ref_tokens, _ = hooked_target_counts(loaded64, pairs, TEMPLATE)
+    # n_tokens: the references' tokens, tokenized by hand
+    by_hand = sum(len(loaded64.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in pairs["tgt"])
+    assert meta["n_tokens"] == ref_tokens == by_hand > 0
+    assert_stats_equal(got, ref)  # counts exact, every sum (per-sentence rates too) to 1e-9
+    assert meta["n_sentences"] == meta["n_rate_sentences"] == 24 and meta["n_rate_sentences_even"] == 12
+    assert meta["token_scope"] == "target" and meta["n_truncated"] == 0 and meta["n_skipped"] == 0
+    assert meta["counted_lang"] == "de" and meta["src_lang"] == "en"  # the first row's pair: en-de
+    assert "reference translation" in meta["counted_tokens"]
+    # prompts and references were both run; only the references were counted
+    prompts = sum(len(loaded64.tokenizer(render(TEMPLATE, r.src, r.src_lang, r.tgt_lang)[0])["input_ids"])
+                  for r in pairs.itertuples())
+    assert meta["n_prompt_tokens"] == prompts + by_hand
+    assert 0 < got["active"].mean() < ref_tokens and 0 < meta["n_tokens_even"] < meta["n_tokens"]
+    # not the source's counts: the same prompts counting their source differ
+    source, _ = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_scope="source", token_budget=256)
+    assert not np.array_equal(source["active"].to_numpy(), df["active"].to_numpy())
+
+
+def test_target_truncation_keeps_the_prompt_and_cuts_the_reference(loaded64):
+    pairs = _demo_pairs("en-fr", 10)
+    pairs.loc[pairs.index[::3], "tgt"] = "Une phrase assez longue sur le Royaume de Norvège et le Pérou " * 3
+    pairs.loc[pairs.index[1], "tgt"] = "   "  # an empty reference: skipped, like an empty source
+    template = "{src}"
+    long_template = "A long preamble before the sentence to translate into {tgt_name} follows: {src}"
+    for tmpl, max_length in ((template, 12), (long_template, 16)):
+        df, meta = collect.collect_pair(loaded64, pairs, template=tmpl, token_scope="target",
+                                        max_length=max_length, token_budget=64)
+        ref, ref_tokens, ref_truncated = hooked_target_counts(loaded64, pairs, tmpl, max_length=max_length)
+        assert meta["n_tokens"] == ref_tokens and meta["n_truncated"] == ref_truncated
+        assert_stats_equal(_table_arrays(df, 3), ref)
+        assert meta["n_skipped"] == 1 and meta["n_sentences"] == 9
+    assert ref_truncated >= 4  # the long references at least
+    assert meta["n_rate_sentences"] < meta["n_sentences"]  # the long template left some no reference token
+
+
+def test_target_scope_drops_an_eos_the_tokenizer_appends_to_the_prompt():
+    """The reference follows the prompt's text: an end-of-sequence token after the prompt is dropped,
+    and none is appended after the reference."""
+    class EosTokenizer:  # BOS, one id per character, and EOS when special tokens are added
+        eos_token_id = 2
+
+        def __call__(self, texts, add_special_tokens, return_attention_mask):
+            return {"input_ids": [([1] if add_special_tokens else []) + [ord(c) for c in t]
+                                  + ([2] if add_special_tokens else []) for t in texts]}
+
+    enc = collect.encode(EosTokenizer(), ["ab", "c", " "], ["en"] * 3, ["de"] * 3, template="{src}",
+                         token_scope="target", tgt=["xyz", "w", "v"], max_length=5)
+    assert enc.input_ids == [[1, ord("a"), ord("b"), ord("x"), ord("y")], [1, ord("c"), ord("w")]]
+    assert [m.tolist() for m in enc.counted] == [[False] * 3 + [True] * 2, [False, False, True]]
+    assert enc.n_truncated == 1 and enc.n_skipped == 1 and enc.kept == [0, 1]
+
+
+def test_target_scope_needs_the_references():
+    with pytest.raises(NeurospecError, match="token_scope 'target' needs the pair table's reference"):
+        collect.encode(None, ["Peru"], ["en"], ["de"], template=TEMPLATE, token_scope="target")
+    with pytest.raises(NeurospecError, match="choose one of source, all, target"):
+        collect.encode(None, ["Peru"], ["en"], ["de"], template=TEMPLATE, token_scope="tgt")
+
+
+def test_counted_language_and_ablation_group_language_follow_the_scope():
+    assert counted_language("en", "de", "target") == "de"
+    assert counted_language("en", "de", "source") == counted_language("en", "de", "all") == "en"
+    assert group_language("en-de", "target") == "de" and group_language("de-en", "target") == "en"
+    assert group_language("en-de") == "en" and group_language("de", "target") == "de"
+    with pytest.raises(NeurospecError, match="collect.token_scope 'both'"):
+        counted_language("en", "de", "both")
+
+
+def test_target_scope_through_snakemake(tmp_path):
+    """The demo config with collect.token_scope: target: each count table's n_tokens is the number of
+    its references' tokens (tokenized by hand); the language methods pool by target language; the
+    ablation and the ablated translation name each pair group's language as its target."""
+    from transformers import AutoTokenizer
+
+    from workflow_utils import SMALL_CONFIG, snakemake, write_config
+
+    pairs = ["en-de", "de-en", "en-ru", "ru-en"]
+    cfg = write_config(tmp_path, {"pairs": pairs, "collect": {"token_scope": "target"},
+                                  "evaluate": {"ablation": {"max_sentences": 6, "random_sets": 1},
+                                               "translate": {"max_sentences": 3, "max_new_tokens": 6,
+                                                             "ablation_mode": "mean"}}})
+    results = tmp_path / "results/demo-small/demo/validation"
+    rel = results.relative_to(tmp_path)
+    targets = [f"{rel}/scores/{m}.parquet" for m in ("frequency", "lape", "contrast")]
+    targets += [f"{rel}/ablation/frequency.parquet", f"{rel}/translation/ablated/frequency.parquet",
+                f"{rel}/figures/frequency/clustering.png"]
+    snakemake(tmp_path, *targets, configfile=cfg)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "results/models/demo")
+    for pair in pairs:
+        table = read_table(tmp_path / f"results/data/demo/validation/{pair}.parquet")
+        assert 0 < len(table) <= SMALL_CONFIG["dataset"]["max_samples"]
+        by_hand = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in table["tgt"])
+        df, meta = read_counts(results / f"activations/{pair}.parquet", ["active"])
+        assert meta["n_tokens"] == by_hand > 0, pair
+        assert meta["token_scope"] == "target" and meta["counted_lang"] == pair.split("-")[1]
+        assert int(df["active"].max()) <= by_hand
+    lape = read_metadata(results / "scores/lape.parquet")
+    assert sorted(lape["groups"]) == ["de", "en", "ru"]  # en is counted by de-en and ru-en only
+    assert sorted(read_metadata(results / "scores/frequency.parquet")["groups"]) == sorted(pairs)
+    ablation = read_metadata(results / "ablation/frequency.parquet")
+    assert ablation["token_scope"] == "target"
+    assert ablation["group_lang"] == {p: p.split("-")[1] for p in pairs}
+    ablated = read_metadata(results / "translation/ablated/frequency.parquet")
+    assert ablated["token_scope"] == "target"
+    for pair, info in ablated["pairs"].items():  # each direction ablates its own, target-side, neurons
+        assert info["group"] == pair and info["selected_on"] == pair.split("-")[1]
+
+
+def test_clustering_takes_the_pairs_that_count_the_non_english_language():
+    from neurospec.figures import clustering_groups
+
+    pairs = ["en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en"]
+    assert sorted(clustering_groups(pairs)["group"]) == ["de-en", "hi-en", "ru-en"]
+    assert sorted(clustering_groups(pairs, "target")["group"]) == ["en-de", "en-hi", "en-ru"]
+    assert sorted(clustering_groups(["de", "en", "ru"], "target")["group"]) == ["de", "en", "ru"]
+
+
+def test_bench_compares_the_scopes_run_by_run(loaded64):
+    """bench --token-scope: both scopes on the same pairs, alternating; each run's ratio is its target
+    time over its source time, and the target scope processes prompt + reference, counting the reference."""
+    from neurospec.bench import compare_token_scopes
+
+    pairs = _demo_pairs("en-de", 6)
+    lines = []
+    result = compare_token_scopes(loaded64, pairs["src"].tolist(), pairs["src_lang"].tolist(),
+                                  pairs["tgt_lang"].tolist(), pairs["tgt"].tolist(), runs=3, token_budget=256,
+                                  say=lines.append)
+    assert len(result["ratios"]) == len(lines) == 3 and all(len(v) == 3 for v in result["seconds"].values())
+    for k, ratio in enumerate(result["ratios"]):
+        assert ratio == pytest.approx(result["seconds"]["target"][k] / result["seconds"]["source"][k])
+        assert f"target / source {ratio:.3f}" in lines[k]
+        cpu = result["cpu_seconds"]
+        assert result["cpu_ratios"][k] == pytest.approx(cpu["target"][k] / cpu["source"][k]) and cpu["target"][k] > 0
+    by_hand = sum(len(loaded64.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in pairs["tgt"])
+    assert result["counted_tokens"]["target"] == by_hand
+    processed = result["processed_tokens"]
+    assert processed["target"] > processed["source"] > result["counted_tokens"]["source"]

@@ -41,6 +41,9 @@ rule figure_method:
         f"{LOGS}/figures/{{method}}/figures.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        # the clustering of pairs takes those that count the non-English language's tokens
+        token_scope=config["collect"]["token_scope"],
     script:
         "../scripts/plot_method.py"
 

@@ -46,6 +46,8 @@ rule translate_ablated:
         model=model_params(),
         translate=translate_params(),
         mode=TRANSLATE["ablation_mode"],
+        # the tokens the ablated neurons were selected on (target: the target language as produced)
+        token_scope=config["collect"]["token_scope"],
     script:
         "../scripts/translate_ablated.py"
 

@@ -6,4 +6,4 @@ sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of a
 from neurospec.workers import run_task  # noqa: E402
 
 run_task("neurospec.figures:draw_many", log=snakemake.log[0], outputs=dict(snakemake.output.items()),
-         scores=snakemake.input.scores, iou=snakemake.input.iou)
+         scores=snakemake.input.scores, iou=snakemake.input.iou, token_scope=snakemake.params.token_scope)

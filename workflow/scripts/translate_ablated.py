@@ -8,4 +8,5 @@ from neurospec.workers import run_model_task  # noqa: E402
 run_model_task("neurospec.translation:translate_ablated_to_file", model=snakemake.params.model,
                log=snakemake.log[0], pairs_paths=list(snakemake.input.pairs), scores_path=snakemake.input.scores,
                activation_paths=list(snakemake.input.activations), out_path=snakemake.output[0],
-               method=snakemake.wildcards.method, mode=snakemake.params.mode, **snakemake.params.translate)
+               method=snakemake.wildcards.method, mode=snakemake.params.mode,
+               token_scope=snakemake.params.token_scope, **snakemake.params.translate)

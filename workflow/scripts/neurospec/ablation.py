@@ -53,7 +53,7 @@ from .batching import auto_token_budget, make_batches
 from .errors import NeurospecError
 from .interventions import (MODES, MeanPatchValues, Selection, intervene, random_like, selection_size,
                             selections_from_scores)
-from .languages import PIVOT, parse_pair
+from .languages import PIVOT, group_language
 from .models import LoadedModel, is_demo_model
 from .prompts import model_context
 from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
@@ -84,12 +84,6 @@ CHUNK_ELEMENTS = {"cpu": 1 << 25, "cuda": 1 << 27}
 # --------------------------------------------------------------------------------------------
 # Held-out sentences
 # --------------------------------------------------------------------------------------------
-
-
-def group_language(group: str) -> str:
-    """The language a group's neurons were selected on: a language group itself; for a pair, the
-    language whose tokens collection counted (its source: the prompt holds the source sentence)."""
-    return parse_pair(group)[0] if "-" in group else group
 
 
 @dataclass
@@ -353,8 +347,12 @@ def random_controls(selection: Selection, n_neurons: int, group: str, seeds: Seq
 def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], held_out: HeldOut, *,
                    mode: str = "zero", random_sets: int = 3, seed: int = 0,
                    mean_values: Callable[[str], np.ndarray] | None = None, max_length: int = 512,
-                   token_budget: int | None = None, chunk_tokens: int | None = None) -> tuple[pd.DataFrame, dict]:
+                   token_budget: int | None = None, chunk_tokens: int | None = None,
+                   token_scope: str = "source") -> tuple[pd.DataFrame, dict]:
     """Rows of ABLATION_SCHEMA for every group of ``selections`` and its random controls.
+
+    ``token_scope``: the selection's collect.token_scope, which says a pair group's language
+    (``group_language``).
 
     ``mean_values(lang)``: [layers, neurons] values to patch with in ``mode`` "mean" for a group
     whose language is ``lang`` (its mean activation over the other languages).
@@ -388,8 +386,9 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
     n_neurons = model_neurons(loaded.model)
     seeds = [seed + j for j in range(random_sets)]
     rows = []
+    own_lang = {g: group_language(g, token_scope) for g in selections}
     for group, selection in selections.items():
-        values = mean_values(group_language(group)) if mode == "mean" else None
+        values = mean_values(own_lang[group]) if mode == "mean" else None
         conditions = [("selected", -1, selection)] + [
             ("random", s, sel) for s, sel in zip(seeds, random_controls(selection, n_neurons, group, seeds))]
         own_deltas = []
@@ -403,12 +402,12 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
                 n_passes += 1
             rows += [(group, lang, condition, s, size, int(n), float(v), float(b), float(v - b))
                      for lang, n, v, b in zip(order, n_tok, nll, base)]
-            if group_language(group) in order:
-                k = order.index(group_language(group))
+            if own_lang[group] in order:
+                k = order.index(own_lang[group])
                 own_deltas.append(f"{nll[k] - base[k]:+.3f}")
         if own_deltas:
             log.info("%s (%d neurons): delta NLL on %s %s (random: %s); %.0f tokens/s so far", group,
-                     selection_size(selection), group_language(group), own_deltas[0],
+                     selection_size(selection), own_lang[group], own_deltas[0],
                      ", ".join(own_deltas[1:]) or "none", n_passes * scorer.n_tokens / (time.perf_counter() - t0))
     seconds = time.perf_counter() - t0
     df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
@@ -424,7 +423,8 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
         "n_truncated_by_language": truncated,
         "max_length": max_length,
         "max_tokens": scorer.max_length,  # max_length, or the model's context when smaller
-        "group_lang": {g: group_language(g) for g in selections},
+        "group_lang": own_lang,
+        "token_scope": token_scope,
         "n_passes": n_passes,
         "tokens_per_pass": scorer.n_tokens,
         "seconds": seconds,
@@ -444,7 +444,7 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
 def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequence[str], out_path: str,
                    count_tables: Sequence[str] = (), mode: str = "zero", random_sets: int = 3,
                    max_sentences: int | None = 200, seed: int = 0, max_length: int = 512,
-                   token_budget: int | None = None) -> None:
+                   token_budget: int | None = None, token_scope: str = "source") -> None:
     """The ablation task of one scoring method: its score table, the held-out pair tables, (for mode
     "mean") the selection split's count tables; writes ``out_path`` atomically."""
     scores = read_table(scores_path, required=("group", "layer", "neuron"))
@@ -460,7 +460,8 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
     log.info("%s: %d groups (%d with neurons), mode %s, %d random sets each", method, len(groups),
              sum(selection_size(s) > 0 for s in selections.values()), mode, random_sets)
     df, meta = ablation_table(loaded, selections, held_out, mode=mode, random_sets=random_sets, seed=seed,
-                              mean_values=mean_values, max_length=max_length, token_budget=token_budget)
+                              mean_values=mean_values, max_length=max_length, token_budget=token_budget,
+                              token_scope=token_scope)
     meta.update({
         "method": method,
         "group_kind": score_meta.get("group_kind"),

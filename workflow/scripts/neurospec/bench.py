@@ -3,6 +3,7 @@
     python -m neurospec.bench [--model aya-shaped|demo] [--layers 2] [--json]
     python -m neurospec.bench --e2e 20 [--e2e-model demo|DIR] [--sentences 200] [--cores 1] [--e2e-baseline]
     python -m neurospec.bench --demo [--cores 1]
+    python -m neurospec.bench --token-scope [--model demo] [--repeats 5] [--sentences 32]
 
 All three run on the same model and the same sentences in one process, interleaved, so that their
 ratios are measured under the same machine load:
@@ -12,6 +13,11 @@ ratios are measured under the same machine load:
 (b) ``collector``: ``neurospec.collect`` (length-sorted batches under a token budget, base model only,
     on-device counting, one host sync);
 (c) ``bare``: the same batches as (b) through the same base model with no hooks: the ceiling.
+
+``--token-scope`` compares collection with ``token_scope: target`` (prompt + reference translation,
+counting the reference) against ``source`` instead: the same model and sentence pairs, one warm-up
+each, then ``--repeats`` runs alternating which scope goes first; it prints each run's seconds and
+the ratio target / source (``compare_token_scopes``).
 
 ``--e2e N`` runs N pairs through the whole workflow instead (``neurospec.bench_e2e``): model-load
 time, forward time, wall time and their ratio.
@@ -82,7 +88,14 @@ def aya_shaped(n_layers: int, device: torch.device, dtype: torch.dtype, seed: in
 
 def load_sentences(n: int) -> tuple[list[str], list[str], list[str], str]:
     """``n`` source sentences spread over languages and both directions, and where they come from."""
-    src, sl, tl = [], [], []
+    src, sl, tl, _, origin = load_pairs(n)
+    return src, sl, tl, origin
+
+
+def load_pairs(n: int) -> tuple[list[str], list[str], list[str], list[str], str]:
+    """``n`` sentence pairs spread over languages and both directions: sources, their languages,
+    the target languages, the reference translations, and where they come from."""
+    src, sl, tl, tgt = [], [], [], []
     shared = ROOT.parent / "shared" / "ec40"
     if (shared / "Ntrex-eval-set").is_dir():
         langs = list(EC40_LANGUAGES)
@@ -93,6 +106,7 @@ def load_sentences(n: int) -> tuple[list[str], list[str], list[str], str]:
                 src += df["src"].tolist()
                 sl += df["src_lang"].tolist()
                 tl += df["tgt_lang"].tolist()
+                tgt += df["tgt"].tolist()
         origin = f"NTREX-128 validation ({shared})"
     else:
         for xx in demo.available_languages():
@@ -101,9 +115,10 @@ def load_sentences(n: int) -> tuple[list[str], list[str], list[str], str]:
                 src += df["src"].tolist()
                 sl += df["src_lang"].tolist()
                 tl += df["tgt_lang"].tolist()
+                tgt += df["tgt"].tolist()
         origin = "demo corpus (pycountry)"
     idx = np.random.default_rng(0).permutation(len(src))[:n]
-    return [src[i] for i in idx], [sl[i] for i in idx], [tl[i] for i in idx], origin
+    return [src[i] for i in idx], [sl[i] for i in idx], [tl[i] for i in idx], [tgt[i] for i in idx], origin
 
 
 def _sync(device: torch.device) -> None:
@@ -156,6 +171,62 @@ def run_seed(causal_lm, enc: collect.Encoded, device) -> tuple[float, int, np.nd
     return time.perf_counter() - t0, n_tokens, counts
 
 
+def compare_token_scopes(loaded: LoadedModel, src: list[str], sl: list[str], tl: list[str], tgt: list[str], *,
+                         runs: int = 5, token_budget: int | None = None, max_length: int = 512,
+                         counting: str = "auto", say=print) -> dict:
+    """Collection of the same pairs with token_scope ``source`` and ``target``, timed side by side.
+
+    Each scope is encoded once (outside the timing) and warmed up once; then ``runs`` rounds each run
+    both, alternating which goes first (so that a drift in the machine's load hits both alike).
+    A run's time is ``collect.run_counts``' seconds (the forward passes and the counting), and the
+    process's CPU time over the same call (all threads: on a CPU shared with other work it varies
+    less than the wall time, which counts the waits for a core; on CUDA it means little).  Returns
+    the per-run seconds of each scope, their ratios (target / source), the CPU-time ratios, and the
+    tokens each scope processed (prompt, plus the reference for target) and counted.
+    """
+    tok = loaded.tokenizer
+    enc = {"source": collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source",
+                                    max_length=max_length),
+           "target": collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="target",
+                                    max_length=max_length, tgt=tgt)}
+    budget = token_budget or collect.auto_token_budget(loaded, max(max(e.lengths) for e in enc.values()))
+    stats = {}
+    for scope, e in enc.items():  # warm-up (kernels, allocator, a compiled fused path)
+        _, _, stats[scope] = collect.run_counts(loaded, e, budget, progress_every_s=1e9, counting=counting)
+    seconds: dict[str, list[float]] = {"source": [], "target": []}
+    cpu: dict[str, list[float]] = {"source": [], "target": []}
+    ratios, cpu_ratios = [], []
+    for k in range(runs):
+        for scope in (("source", "target") if k % 2 == 0 else ("target", "source")):
+            c0 = time.process_time()
+            _, _, st = collect.run_counts(loaded, enc[scope], budget, progress_every_s=1e9, counting=counting)
+            cpu[scope].append(time.process_time() - c0)
+            seconds[scope].append(st["seconds"])
+        ratios.append(seconds["target"][-1] / seconds["source"][-1])
+        cpu_ratios.append(cpu["target"][-1] / max(cpu["source"][-1], 1e-9))
+        say(f"run {k + 1}: source {seconds['source'][-1]:.3f} s, target {seconds['target'][-1]:.3f} s, "
+            f"target / source {ratios[-1]:.3f} (CPU time: {cpu['source'][-1]:.3f} s, {cpu['target'][-1]:.3f} s, "
+            f"{cpu_ratios[-1]:.3f})")
+    return {
+        "seconds": seconds,
+        "ratios": ratios,
+        "ratio_median": float(np.median(ratios)),
+        "cpu_seconds": cpu,
+        "cpu_ratios": cpu_ratios,
+        "cpu_ratio_median": float(np.median(cpu_ratios)),
+        "processed_tokens": {scope: st["n_real"] for scope, st in stats.items()},
+        "counted_tokens": {scope: st["n_tokens"] for scope, st in stats.items()},
+        "token_budget": budget,
+        "counting": stats["target"]["counting"],
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -185,6 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--e2e-baseline", action="store_true", help="--e2e: also time the run without workers")
     ap.add_argument("--cores", type=int, default=1, help="--e2e, --demo: snakemake --cores")
     ap.add_argument("--demo", action="store_true", help="time the Quick-start demo from scratch (neurospec.bench_e2e)")
+    ap.add_argument("--token-scope", action="store_true",
+                    help="compare collection with token_scope target against source, --repeats alternating runs")
     args = ap.parse_args(argv)
     if args.demo:
         from . import bench_e2e
@@ -220,6 +293,25 @@ def main(argv: list[str] | None = None) -> dict:
         causal = aya_shaped(args.layers, device, dtype)
         model_name = f"aya-shaped ({args.layers} layers)"
     base = causal.model
+    if args.token_scope:
+        src, sl, tl, tgt, origin = load_pairs(n_sent)
+        say(f"{model_name} on {device} in {dtype}; {len(src)} sentence pairs from {origin}")
+        result = compare_token_scopes(LoadedModel(base, tok, device, dtype, {}), src, sl, tl, tgt,
+                                      runs=args.repeats, token_budget=args.token_budget, max_length=args.max_length,
+                                      counting=args.counting, say=say)
+        result.update(model=model_name, dtype=str(dtype).removeprefix("torch."), sentences=len(src),
+                      sentence_source=origin, device=device_name(device))
+        if args.json:
+            print(json.dumps(result, indent=1))
+        else:
+            processed, counted = result["processed_tokens"], result["counted_tokens"]
+            print(f"target / source per run: {', '.join(f'{r:.3f}' for r in result['ratios'])} "
+                  f"(median {result['ratio_median']:.3f}; CPU time: "
+                  f"{', '.join(f'{r:.3f}' for r in result['cpu_ratios'])}, median {result['cpu_ratio_median']:.3f}); "
+                  f"tokens processed: source {processed['source']}, "
+                  f"target {processed['target']}; counted: source {counted['source']}, target {counted['target']}; "
+                  f"token budget {result['token_budget']}; {result['counting']} counting")
+        return result
     src, sl, tl, origin = load_sentences(n_sent)
     enc = collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source",
                          max_length=args.max_length)
@@ -257,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
         "collector_tokens_per_s": n_real / best_c,
         "bare_forward_tokens_per_s": n_real / best_b,
         "padding_efficiency": stats["padding_efficiency"],
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": device_name(device),
         "model": model_name,
         "dtype": str(dtype).removeprefix("torch."),
         "seed_dtype": str(seed_dtype).removeprefix("torch."),

@@ -12,6 +12,11 @@ accumulates, over the counted tokens of a pair:
   tokens on which the criterion held) and of its square: ``{criterion}_rate_sum``, ``_rate_sumsq``
 - every one of these sums also over the sentences with an even id alone (``*_even``): split halves.
 
+Which tokens are counted is ``collect.token_scope``: the source sentence's inside the prompt
+(``source``), the whole prompt (``all``), or the reference translation fed in after the prompt
+(``target``, teacher forcing: ``encode_target``), so that en-de counts German as it is produced;
+the table's metadata names the counted language (``counted_lang``, ``languages.counted_language``).
+
 How it stays close to the bare forward pass:
 
 - sentences are sorted by length and packed into batches under a token budget (padding included),
@@ -38,13 +43,20 @@ import torch
 from .architectures import n_neurons, resolve_mlp_taps
 from .batching import CPU_TOKEN_BUDGET, MAX_TOKEN_BUDGET, auto_token_budget, make_batches  # noqa: F401 (re-exported)
 from .errors import NeurospecError
+from .languages import TOKEN_SCOPES, counted_language
 from .models import LoadedModel
 from .prompts import check_template, model_context, render
 from .tables import COUNT_COLUMNS, HALF, TOTAL_COLUMNS, package_versions, write_counts
 
 log = logging.getLogger("neurospec")
 
-TOKEN_SCOPES = ("source", "all")
+# What each collect.token_scope counts (the count table's metadata says it, key "counted_tokens")
+COUNTED_TOKENS = {
+    "source": "the source sentence's tokens inside the prompt",
+    "all": "every token of the prompt (special tokens included)",
+    "target": "the reference translation's tokens, fed in after the prompt (teacher forcing); "
+              "prompt, source and padding excluded, no end-of-sequence token appended",
+}
 
 
 @dataclass
@@ -63,13 +75,23 @@ class Encoded:
         return [len(ids) for ids in self.input_ids]
 
 
+def _nonempty(text: Any) -> bool:
+    return isinstance(text, str) and bool(text.strip())
+
+
 def encode(tokenizer, src: Sequence[str], src_lang: Sequence[str], tgt_lang: Sequence[str], *,
-           template: str, token_scope: str = "source", max_length: int = 512) -> Encoded:
-    """Render prompts, tokenize them (special tokens included), truncate, and mark counted tokens."""
+           template: str, token_scope: str = "source", max_length: int = 512,
+           tgt: Sequence[str] | None = None) -> Encoded:
+    """Render prompts, tokenize them (special tokens included), truncate, and mark counted tokens.
+
+    ``token_scope`` "target" needs ``tgt``, the reference translations: see ``encode_target``.
+    """
     check_template(template)
     if token_scope not in TOKEN_SCOPES:
         raise NeurospecError(f"collect.token_scope {token_scope!r}: choose one of {', '.join(TOKEN_SCOPES)}")
-    keep = [i for i, s in enumerate(src) if isinstance(s, str) and s.strip()]
+    if token_scope == "target":
+        return encode_target(tokenizer, src, src_lang, tgt_lang, tgt, template=template, max_length=max_length)
+    keep = [i for i, s in enumerate(src) if _nonempty(s)]
     rendered = [render(template, src[i], src_lang[i], tgt_lang[i]) for i in keep]
     texts = [text for text, _ in rendered]
     need_offsets = token_scope == "source"
@@ -89,6 +111,49 @@ def encode(tokenizer, src: Sequence[str], src_lang: Sequence[str], tgt_lang: Seq
             mask = (offs[:, 0] < end) & (offs[:, 1] > start)
         else:
             mask = np.ones(len(ids), dtype=bool)
+        input_ids.append(ids)
+        counted.append(mask)
+    return Encoded(input_ids, counted, n_truncated, len(src) - len(keep), kept=keep)
+
+
+def encode_target(tokenizer, src: Sequence[str], src_lang: Sequence[str], tgt_lang: Sequence[str],
+                  tgt: Sequence[str] | None, *, template: str, max_length: int = 512) -> Encoded:
+    """token_scope "target": each prompt followed by its reference translation, counting the reference.
+
+    The prompt is rendered and tokenized as for the other scopes (special tokens included: BOS); the
+    reference is tokenized on its own (no special tokens) and its ids follow the prompt's, so that the
+    counted positions are exactly the reference's tokens (no token straddles the boundary) and a
+    model reads the prompt, then the translation as if it were producing it (teacher forcing, one
+    forward pass).  Nothing follows the reference: no end-of-sequence token is appended (with causal
+    attention it would not change the reference tokens' activations, and it is not the language's
+    token).  An end-of-sequence token that the tokenizer itself appends to the prompt is dropped, so
+    the reference follows the prompt's text.  Truncation is collection's rule: prompt + reference
+    keep their first ``max_length`` tokens, so the prompt survives and the reference loses its end
+    (such sentences are counted in ``n_truncated``); a prompt of ``max_length`` tokens or more leaves
+    no reference token (and is cut itself), and that sentence has no firing rate.  Pairs whose source or reference is empty
+    or whitespace-only are skipped (``n_skipped``).
+    """
+    if tgt is None:
+        raise NeurospecError("collect.token_scope 'target' needs the pair table's reference translations "
+                             "(column 'tgt')")
+    keep = [i for i, (s, t) in enumerate(zip(src, tgt)) if _nonempty(s) and _nonempty(t)]
+    texts = [render(template, src[i], src_lang[i], tgt_lang[i])[0] for i in keep]
+    if not texts:
+        return Encoded([], [], 0, len(src), kept=keep)
+    prompts = tokenizer(texts, add_special_tokens=True, return_attention_mask=False)["input_ids"]
+    refs = tokenizer([tgt[i] for i in keep], add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    input_ids, counted, n_truncated = [], [], 0
+    for prompt, ref in zip(prompts, refs):
+        prompt = list(prompt)
+        if eos is not None and len(prompt) > 1 and prompt[-1] == eos:
+            prompt.pop()
+        ids = prompt + list(ref)
+        if len(ids) > max_length:
+            n_truncated += 1
+            ids = ids[:max_length]
+        mask = np.zeros(len(ids), dtype=bool)
+        mask[len(prompt):] = True
         input_ids.append(ids)
         counted.append(mask)
     return Encoded(input_ids, counted, n_truncated, len(src) - len(keep), kept=keep)
@@ -463,10 +528,12 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
     context = model_context(loaded.model, loaded.tokenizer)  # never more tokens than the model takes
     configured, max_length = max_length, max_length if context is None else min(max_length, context)
     enc = encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(), pairs["tgt_lang"].tolist(),
-                 template=template, token_scope=token_scope, max_length=max_length)
+                 template=template, token_scope=token_scope, max_length=max_length,
+                 tgt=pairs["tgt"].tolist() if token_scope == "target" and "tgt" in pairs else None)
     enc.even = pairs["id"].to_numpy(np.int64)[enc.kept] % 2 == 0
-    log.info("%d prompts (%d skipped as empty), %d truncated to %d tokens, %d prompt tokens",
-             len(enc.input_ids), enc.n_skipped, enc.n_truncated, max_length, sum(enc.lengths))
+    log.info("%d prompts (%d skipped as empty), %d truncated to %d tokens, %d prompt tokens; counted: %s",
+             len(enc.input_ids), enc.n_skipped, enc.n_truncated, max_length, sum(enc.lengths),
+             COUNTED_TOKENS[token_scope])
     totals, even, stats = run_counts(loaded, enc, token_budget, counting=counting)
     log.info("done: %d counted tokens in %.1f s (%.0f prompt tokens/s), padding efficiency %.3f, %s counting",
              stats["n_tokens"], stats["seconds"], stats["n_real"] / max(stats["seconds"], 1e-9),
@@ -488,8 +555,9 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
         "pair": f"{src_lang}-{tgt_lang}",
         "src_lang": src_lang,
         "tgt_lang": tgt_lang,
-        # the prompt holds only the source sentence, so the counted tokens are in the source language
-        "counted_lang": src_lang,
+        # source and all: the prompt's sentence is the source; target: the reference translation
+        "counted_lang": counted_language(src_lang, tgt_lang, token_scope),
+        "counted_tokens": COUNTED_TOKENS[token_scope],
         **loaded.info,
         "prompt_template": template,
         "token_scope": token_scope,

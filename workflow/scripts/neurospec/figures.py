@@ -356,24 +356,26 @@ def adjusted_rand_index(labels_a: Sequence, labels_b: Sequence) -> float:
     return (index - expected) / (maximum - expected)
 
 
-def clustering_groups(groups: Sequence[str]) -> pd.DataFrame:
-    """The groups clustered, with their language: all languages, or the xx->en pairs (whose
-    counted tokens are the non-English language's; en->xx pairs all count English)."""
+def clustering_groups(groups: Sequence[str], token_scope: str = "source") -> pd.DataFrame:
+    """The groups clustered, with their language: all languages, or the pairs whose counted tokens
+    are the non-English language's: xx->en (en->xx pairs all count English), or with collection's
+    ``token_scope`` "target" (the reference translation counted) en->xx."""
     info = group_table(groups)
     if (info["direction"] != "").any():
-        info = info[info["direction"] == "xx-en"]
+        counts_target = L.counted_language("en", "xx", token_scope) == "xx"
+        info = info[info["direction"] == ("en-xx" if counts_target else "xx-en")]
     return info.reset_index(drop=True)
 
 
 def plot_clustering(iou_table: pd.DataFrame, groups: Sequence[str], path: str | os.PathLike,
-                    title: str = "") -> dict[str, Any]:
+                    title: str = "", token_scope: str = "source") -> dict[str, Any]:
     """Average-linkage clustering of the groups on 1 - IoU (pooled over layers), against families.
 
     The tree is cut into as many clusters as there are families among the groups; the title
     gives the adjusted Rand index of that cut against the families.  Returns the distance
     matrix, the clusters, the ARI and the leaf order.
     """
-    info = clustering_groups(groups)
+    info = clustering_groups(groups, token_scope)
     order = info["group"].tolist()
     n = len(order)
     if n < 3:
@@ -468,8 +470,9 @@ FIGURES = ("iou_layers", "direction_iou", "specialized_counts", "family_iou", "c
 
 
 def draw(figure: str, output: str | os.PathLike, scores: str | None = None, iou: str | None = None,
-         activations: Sequence[str] | None = None) -> Any:
-    """Read the inputs a figure needs and draw it into ``output``."""
+         activations: Sequence[str] | None = None, token_scope: str = "source") -> Any:
+    """Read the inputs a figure needs and draw it into ``output`` (``token_scope``: collection's, which
+    says which pairs count the non-English language, for the clustering)."""
     if figure not in FIGURES:
         raise NeurospecError(f"unknown figure {figure!r}; known: {', '.join(FIGURES)}")
     if figure == "activation_probability":
@@ -500,11 +503,11 @@ def draw(figure: str, output: str | os.PathLike, scores: str | None = None, iou:
         return plot_direction_iou(table, groups, layers, output, title)
     if figure == "family_iou":
         return plot_family_iou(table, groups, layers, output, title)
-    return plot_clustering(table, groups, output, title)
+    return plot_clustering(table, groups, output, title, token_scope)
 
 
 def draw_many(outputs: Mapping[str, str | os.PathLike], scores: str | None = None, iou: str | None = None,
-              activations: Sequence[str] | None = None) -> dict[str, Any]:
+              activations: Sequence[str] | None = None, token_scope: str = "source") -> dict[str, Any]:
     """Draw every figure named in ``outputs`` ({figure: path}) from the same inputs (one job per method)."""
-    return {figure: draw(figure, path, scores=scores, iou=iou, activations=activations)
+    return {figure: draw(figure, path, scores=scores, iou=iou, activations=activations, token_scope=token_scope)
             for figure, path in outputs.items()}

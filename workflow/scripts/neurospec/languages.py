@@ -135,6 +135,31 @@ def non_english(pair: str) -> str:
     return tgt if src == PIVOT else src
 
 
+# collect.token_scope: which tokens of a pair's prompt collection counts
+TOKEN_SCOPES = ("source", "all", "target")
+
+
+def counted_language(src_lang: str, tgt_lang: str, token_scope: str = "source") -> str:
+    """The language whose tokens collection counts for the pair ``src_lang``-``tgt_lang``.
+
+    ``target``: the reference translation fed in after the prompt, so the target language (en-de
+    counts German as it is produced); ``source``: the source sentence; ``all``: the whole prompt,
+    whose sentence is the source, so the source language too.  Language pooling
+    (``scoring.pool_by_language``) and ablation group by this language.
+    """
+    if token_scope not in TOKEN_SCOPES:
+        raise NeurospecError(f"collect.token_scope {token_scope!r}: choose one of {', '.join(TOKEN_SCOPES)}")
+    return tgt_lang if token_scope == "target" else src_lang
+
+
+def group_language(group: str, token_scope: str = "source") -> str:
+    """The language a scoring group's neurons were selected on: a language group itself; for a pair
+    (``src-tgt``), the language whose tokens collection counted (``counted_language``)."""
+    if "-" not in group:
+        return group
+    return counted_language(*parse_pair(group), token_scope)
+
+
 def direction(pair: str) -> str:
     """``"en-xx"`` (out of English) or ``"xx-en"`` (into English)."""
     return "en-xx" if parse_pair(pair)[0] == PIVOT else "xx-en"

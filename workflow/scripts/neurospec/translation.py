@@ -48,7 +48,7 @@ import torch
 
 from .errors import NeurospecError
 from .interventions import MODES, MeanPatchValues, intervene, selection_size, selections_from_scores
-from .languages import parse_pair
+from .languages import group_language, parse_pair
 from .models import LoadedModel
 from .prompts import check_continuation, check_template, fit_prompt, model_context, render
 from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
@@ -471,8 +471,14 @@ def excluded_languages(group: str, group_kind: str, counted: Mapping[str, str]) 
 
 def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], scores_path: str, out_path: str, *,
                               method: str, mode: str, prompt_template: str,
-                              activation_paths: Sequence[str] = (), **settings: Any) -> None:
+                              activation_paths: Sequence[str] = (), token_scope: str = "source",
+                              **settings: Any) -> None:
     """Every direction again, with its target language's (pair methods: its own) neurons of ``method`` ablated.
+
+    Which tokens those neurons were selected on is collection's ``token_scope``: with ``target`` a
+    direction's own group (its pair, or its target language) was counted on the target language as
+    it was produced, so the ablated neurons are the target side's; with ``source`` a pair group's were
+    counted on its source.  The metadata records it (``token_scope``, and per direction ``selected_on``).
 
     ``mode`` "zero" sets the neurons to 0; "mean" to their mean activation over the count tables of the
     other languages (``activation_paths``: needed for "mean").  A direction whose group selected no
@@ -523,6 +529,7 @@ def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], s
             df.insert(0, "group", group)
             df.insert(0, "pair", direction.pair)
             done[direction.pair] = df, {"group": group, "n_neurons": n_neurons, "n_sentences": len(df),
+                                        "selected_on": group_language(group, token_scope),
                                         "example_prompt": direction.example_prompt,
                                         **_split_meta(direction.meta), **stats}
     for pair in order:  # the order of pairs_paths
@@ -533,6 +540,7 @@ def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], s
                                                                   object, "int64", object))})
     meta = {
         "method": method, "group_kind": group_kind, "mode": mode, "scoring_params": score_meta.get("params"),
+        "token_scope": token_scope,
         "pairs": per_pair, "unablated": unablated,
         "n_truncated": {pair: stats["n_truncated"] for pair, stats in per_pair.items()},
         **_common_meta(loaded, prompt_template=prompt_template, chat=chat, settings=settings),
