@@ -40,16 +40,20 @@ def test_schema_errors_name_the_key_from_jsonschemas_own_path():
     lines = schema_errors({"pairs": ["en-de"], "evaluate": {"ablaton": {"mode": "zero"}},
                            "scoring": {"k": 150}}, SCHEMA)
     assert sorted(lines) == sorted([
-        "key 'evaluate.ablaton': unknown key (a typo?); evaluate takes: ablation, correlation, split, translate",
+        "key 'evaluate.ablaton': unknown key (a typo?); did you mean 'ablation'? evaluate takes: ablation, correlation, "
+        "split, translate, translation_scores",
         "key 'scoring.k': 150 is greater than the maximum of 100"])
     assert schema_errors({"pairs": ["en-de"], "scorng": {}}, SCHEMA)[0].startswith(
-        "key 'scorng': unknown key (a typo?); the config takes: collect, dataset, demo_model, evaluate, model, pairs")
+        "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: collect, dataset, demo_model, "
+        "evaluate, model, pairs, scoring")
+    # nothing close: no guess
+    assert "did you mean" not in schema_errors({"pairs": ["en-de"], "zzz": 1}, SCHEMA)[0]
     assert schema_errors({"pairs": ["en-de"]}, SCHEMA) == []
 
 
 @pytest.mark.parametrize(("override", "message"), [
     ({"evaluate": {"ablaton": {"mode": "zero"}}},
-     "key 'evaluate.ablaton': unknown key (a typo?); evaluate takes: ablation, correlation, split, translate"),
+     "key 'evaluate.ablaton': unknown key (a typo?); did you mean 'ablation'? evaluate takes: ablation, "),
     ({"collect": {"prompt_template": "Translate to {language}: {src}"}},
      "collect.prompt_template has unknown placeholder {language}; allowed: {src}, {src_name}"),
     ({"collect": {"prompt_template": "Translate to {tgt_name}:"}},

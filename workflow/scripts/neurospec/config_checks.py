@@ -8,6 +8,7 @@ The dataset's splits are checked by ``neurospec.pairs.check_dataset``.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -27,8 +28,11 @@ def schema_error_line(error) -> str:
         extra = sorted(k for k in error.instance if k not in known)
         where = key or "the config"
         name = f"{key}.{extra[0]}" if key else str(extra[0])
-        return (f"key {name!r}: unknown key (a typo?); {where} takes: {', '.join(known)}"
-                if extra else f"key {where!r}: {error.message}")
+        if not extra:
+            return f"key {where!r}: {error.message}"
+        close = difflib.get_close_matches(str(extra[0]), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"key {name!r}: unknown key (a typo?); {hint}{where} takes: {', '.join(known)}"
     if error.validator == "pattern" and key.split(".")[-1] == "split":
         return (f"key {key!r}: {error.instance!r} is not a split name: letters, digits, '_' and '.' only "
                 "(it names a folder under results/)")
