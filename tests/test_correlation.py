@@ -381,3 +381,13 @@ def test_correlate_to_file_writes_the_new_columns_and_names_the_family(tmp_path)
                             [tmp_path / "frequency_iou.parquet"], tmp_path / "c2.parquet", tmp_path / "m2.parquet",
                             n_perm=-1)
     assert not (tmp_path / "c2.parquet").exists()
+
+
+def test_a_negative_n_perm_is_one_config_line_through_snakemake(tmp_path):
+    from workflow_utils import snakemake, write_config
+
+    cfg = write_config(tmp_path, {"evaluate": {"correlation": {"n_perm": -1}}})
+    proc = snakemake(tmp_path, "--dry-run", configfile=cfg, check=False)
+    assert proc.returncode != 0
+    assert "neurospec: config error: key 'evaluate.correlation.n_perm': -1 is less than the minimum of 0" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout

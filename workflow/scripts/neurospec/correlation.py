@@ -32,6 +32,10 @@ independent observations.  So
   the en->xx direction of the language it is assigned to, its xx->en value with the xx->en one;
   languages with a different set of directions are permuted among themselves), ``n_perm`` times
   (``np.random.default_rng([seed, 1])``), p = (1 + #{|rho*| >= |rho|}) / (1 + n_perm), two-sided.
+  Each direction kind's values stay in that kind, so a rho over all directions that only reflects
+  a difference between the kinds (x and chrF++ both higher into English) is not significant, even
+  where the bootstrap interval, which keeps that difference, excludes 0.  The smallest p is
+  1 / (1 + n_perm).
   Within one direction kind each language has one direction; there the unit is the direction
   (column ``unit``), the bootstrap is the plain one, and p is scipy's Spearman test (column ``p_test``);
 * ``q_value`` is the Benjamini-Hochberg adjusted p-value (``scipy.stats.false_discovery_control``)
