@@ -81,13 +81,25 @@ def test_correlation_tables_and_figures_are_in_the_report(translated):
     result = read_table(workdir / RESULTS / "translation" / "correlation.parquet")
     measures = read_table(workdir / RESULTS / "translation" / "measures.parquet")
     n_measures = 3 * len(methods) + 1  # three per method, and the tier
-    assert len(measures) == len(PAIRS) * n_measures and len(result) == 3 * n_measures
+    # three scopes of every measure against chrF++, and of every method's measures against its delta chrF++
+    assert len(measures) == len(PAIRS) * n_measures and len(result) == 3 * (n_measures + 3 * len(methods))
+    assert sorted(result.loc[result["quality"] == "delta_chrf", "method"].unique()) == methods
+    scores = read_table(workdir / RESULTS / "translation" / "scores.parquet")
+    ablated = scores[(scores["condition"] == "ablated") & (scores["method"] == "frequency")].set_index("pair")
+    delta = measures[(measures["method"] == "frequency") & (measures["measure"] == "n_selected")].set_index("pair")
+    assert delta["delta_chrf"].to_dict() == pytest.approx(ablated.loc[delta.index, "delta_chrf"].to_dict())
+    # the unit is the language: 3 languages, 6 directions over both kinds
+    full = result[(result["scope"] == "all") & result["rho"].notna()]
+    assert len(full) and (full["unit"] == "language").all() and (full["n_directions"] == 6).all()
+    assert (full["n"] == 3).all() and (full["p_test"] == "cluster permutation").all()
+    assert "Benjamini-Hochberg" in read_metadata(workdir / RESULTS / "translation" / "correlation.parquet")[
+        "q_value_family"]
     freq = read_table(workdir / RESULTS / "scores" / "frequency.parquet")
     got = measures[(measures["method"] == "frequency") & (measures["measure"] == "n_selected")].set_index("pair")
     for pair in PAIRS:
         assert got.loc[pair, "value"] == (freq["group"] == pair).sum()
     everything = result[result["scope"] == "all"]
-    assert (everything["n"] <= len(PAIRS)).all() and (everything["n_boot"] <= 200).all()
+    assert (everything["n"] <= len(PAIRS) // 2).all() and (everything["n_boot"] <= 200).all()
     report = (workdir / "report.html").read_text(errors="replace")
     for name in ("quality.png", "correlation.png"):
         png = workdir / RESULTS / "figures" / "translation" / name

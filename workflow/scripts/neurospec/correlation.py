@@ -1,4 +1,4 @@
-"""Translation quality against specialization, per direction: Spearman's rho with a bootstrap interval.
+"""Translation quality against specialization, per direction: Spearman's rho, clustered by language.
 
 For every translation direction (en->xx or xx->en, xx the non-English language) and every scoring
 method, with ``g`` the method's group for the direction (the pair for pair methods such as
@@ -12,12 +12,43 @@ method, with ``g`` the method's group for the direction (the pair for pair metho
 IoU pooled over layers (the IoU of the layer x neuron sets, from the method's IoU table); plus
 ``tier_size``, xx's EC40 training-set size (its resource tier: 5M, 1M, 100k, 50k sentence pairs).
 
-Each measure is correlated with the direction's baseline chrF++ by Spearman's rho, over all directions
-and within each direction kind, with a percentile bootstrap interval (``scipy.stats.bootstrap``:
-directions resampled with replacement, ``n_boot`` times, seeded; resamples in which a variable is
-constant are skipped and counted).  With one value per direction, n is the number of directions:
-20 or 80, so intervals are wide, and many measures are tested at once.  ``plot_correlation`` draws a
-labelled scatter per measure.
+Each measure is correlated by Spearman's rho with a translation quality (column ``quality``):
+``chrf``, the direction's baseline chrF++, and ``delta_chrf``, its change with the method's own
+neurons ablated (ablated - baseline, from the translation score table's ablated rows; only where
+they exist, and not for ``tier_size``, which belongs to no method), over all directions and within
+each direction kind (``scope``).
+
+The unit is the language, not the direction.  Both directions of a language share its tier, its
+script, its training data and, for language methods, the very same x value: they are not two
+independent observations.  So
+
+* the interval is a cluster bootstrap: the languages xx of the scope (``n`` of them; ``n_directions``
+  directions) are resampled with replacement (``np.random.default_rng(seed).integers(0, n,
+  size=(n_boot, n))``, languages in sorted order), each drawn language brings all its directions,
+  rho is recomputed (ranks included) on every resample, and the interval is the percentile interval
+  (``np.percentile``, linear) of the resamples in which rho is defined (``n_boot`` counts them);
+* the p-value is a cluster permutation test where a language has several directions: the chrF++
+  values of whole languages are permuted between languages (a language's en->xx value goes with
+  the en->xx direction of the language it is assigned to, its xx->en value with the xx->en one;
+  languages with a different set of directions are permuted among themselves), ``n_perm`` times
+  (``np.random.default_rng([seed, 1])``), p = (1 + #{|rho*| >= |rho|}) / (1 + n_perm), two-sided.
+  Each direction kind's values stay in that kind, so a rho over all directions that only reflects
+  a difference between the kinds (x and chrF++ both higher into English) is not significant, even
+  where the bootstrap interval, which keeps that difference, excludes 0.  The smallest p is
+  1 / (1 + n_perm).
+  Within one direction kind each language has one direction; there the unit is the direction
+  (column ``unit``), the bootstrap is the plain one, and p is scipy's Spearman test (column ``p_test``);
+* ``q_value`` is the Benjamini-Hochberg adjusted p-value (``scipy.stats.false_discovery_control``)
+  over the family of all rows of the table with a p-value (every method x measure x quality x scope);
+  the scopes overlap, so the family is conservative rather than independent;
+* ``partial_rho`` is Spearman's rho controlling for resource tier and script: both variables are
+  ranked, each rank vector is regressed (least squares, with an intercept) on the tier as an
+  ordinal (high 0, medium 1, low 2, extremely-low 3) and on the script as Latin vs not, and the
+  residuals are correlated (Pearson).  ``partial_ci_low/high`` is its interval from the same cluster
+  resamples (ranks and regression redone on each).  Undefined (NaN) for ``tier_size`` (the
+  confound itself), when fewer than 3 residual degrees of freedom remain, or when a residual is 0.
+
+``plot_correlation`` draws a labelled scatter per measure against baseline chrF++.
 """
 
 from __future__ import annotations
@@ -46,9 +77,12 @@ logger = logging.getLogger("neurospec")
 
 MEASURES = ("n_selected", "iou_family", "iou_rest")
 SCOPES = ("all", "en-xx", "xx-en")
-MEASURE_COLUMNS = ("pair", "direction", "lang", "family", "tier", "chrf", "method", "measure", "value")
-CORRELATION_COLUMNS = ("method", "measure", "scope", "n", "rho", "ci_low", "ci_high", "p_value", "n_boot",
-                       "level", "seed")
+MEASURE_COLUMNS = ("pair", "direction", "lang", "family", "tier", "chrf", "delta_chrf", "method", "measure",
+                   "value")
+QUALITIES = ("chrf", "delta_chrf")
+CORRELATION_COLUMNS = ("method", "measure", "quality", "scope", "unit", "n", "n_directions", "rho", "ci_low",
+                       "ci_high", "p_value", "p_test", "q_value", "partial_rho", "partial_ci_low", "partial_ci_high",
+                       "n_boot", "n_perm", "level", "seed")
 MEASURE_LABELS = {"n_selected": "selected neurons", "iou_family": "mean IoU within family",
                   "iou_rest": "mean IoU with other families", "tier_size": "EC40 training pairs (tier)"}
 ARROW = "\u2192"
@@ -126,6 +160,130 @@ def spearman(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed
 
 
 # --------------------------------------------------------------------------------------------
+# The language as the unit: cluster bootstrap, cluster permutation test, partial rho
+# --------------------------------------------------------------------------------------------
+
+
+def confounds(langs: Sequence[str]) -> np.ndarray:
+    """The design a partial rho regresses out, one row per language code: intercept, tier (ordinal:
+    high 0, medium 1, low 2, extremely-low 3) and script (1 Latin, 0 other)."""
+    rows = []
+    for code in langs:
+        lang = L.language(code)
+        rows.append((1.0, float(L.TIERS.index(lang.tier)) if lang.tier in L.TIERS else np.nan,
+                     1.0 if lang.script == "Latin" else 0.0))
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), 3)
+
+
+def _rank_stats(x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rho, partial rho) of every row of ``x`` (B x m) with the same row of ``y``; ``z`` (B x m x p)
+    the confounds of each row (None: no partial).  Ranks are taken within each row."""
+    rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
+    rho = _row_pearson(rx, ry)
+    partial = np.full(rho.shape, np.nan)
+    if z is not None:
+        m = x.shape[-1]
+        hat = z @ np.linalg.pinv(z)  # B x m x m: projection onto the confounds' span
+        ex = rx - (hat @ rx[..., None])[..., 0]
+        ey = ry - (hat @ ry[..., None])[..., 0]
+        partial = _row_pearson(ex, ey)
+        # fewer than 3 residual degrees of freedom, or a rank vector the confounds explain: undefined
+        dof = m - np.linalg.matrix_rank(z)
+        cx = ((rx - rx.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+        cy = ((ry - ry.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+        flat = ((ex * ex).sum(axis=-1) <= 1e-10 * cx) | ((ey * ey).sum(axis=-1) <= 1e-10 * cy)
+        partial = np.where((dof >= 3) & ~flat, partial, np.nan)
+    return rho, partial
+
+
+def _percentile(values: np.ndarray, level: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return np.nan, np.nan
+    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def _permutation_p(x: np.ndarray, y: np.ndarray, members: list[np.ndarray], rho: float, n_perm: int,
+                   seed: int) -> float:
+    """Two-sided p of rho when whole languages' y values are permuted between languages with the
+    same set of directions (``members``: each language's indices, in direction order)."""
+    rng = np.random.default_rng([seed, 1])
+    strata: dict[tuple, list[np.ndarray]] = {}
+    for idx, key in members:
+        strata.setdefault(key, []).append(idx)
+    perm = np.empty((n_perm, len(y)), dtype=np.int64)
+    for blocks in strata.values():
+        blocks = np.stack(blocks)  # k x s
+        order = rng.permuted(np.broadcast_to(np.arange(len(blocks)), (n_perm, len(blocks))), axis=1)
+        perm[:, blocks.ravel()] = blocks[order].reshape(n_perm, -1)
+    rho_perm, _ = _rank_stats(np.broadcast_to(x, perm.shape), y[perm], None)
+    extreme = np.abs(np.nan_to_num(rho_perm, nan=0.0)) >= abs(rho) - 1e-12
+    return float((1 + extreme.sum()) / (1 + n_perm))
+
+
+def cluster_spearman(x: Sequence[float], y: Sequence[float], clusters: Sequence[str], *,
+                     kinds: Sequence[str] | None = None, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0,
+                     level: float = 0.95, partial: bool = True) -> dict[str, Any]:
+    """Spearman's rho of the finite (x, y) pairs with the language (``clusters``) as the unit.
+
+    ``kinds`` (e.g. each direction's kind) orders a language's directions for the permutation test
+    and keeps languages with different sets of directions apart; ``clusters`` are language codes
+    (their tier and script are the confounds of the partial rho; ``partial=False`` skips it).  See
+    the module docstring for the bootstrap, the test and the partial rho.  NaN where fewer than 3
+    languages remain or a variable is constant.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    clusters = np.asarray(clusters, dtype=object)
+    kinds = np.asarray(kinds if kinds is not None else [""] * len(x), dtype=object)
+    if not (x.shape == y.shape == clusters.shape == kinds.shape):
+        raise NeurospecError(f"cluster_spearman: x has {x.shape} values, y {y.shape}, clusters {clusters.shape}")
+    if not 0 < level < 1:
+        raise NeurospecError(f"evaluate.correlation.level must lie in (0, 1), got {level!r}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y, clusters, kinds = x[ok], y[ok], clusters[ok], kinds[ok]
+    codes = sorted(set(clusters))
+    members = []
+    for c in codes:
+        idx = np.flatnonzero(clusters == c)
+        idx = idx[np.argsort(kinds[idx], kind="stable")]
+        members.append((idx, tuple(kinds[idx])))
+    k, sizes = len(codes), {len(idx) for idx, _ in members}
+    out = {"unit": "language" if max(sizes, default=1) > 1 else "direction", "n": k, "n_directions": len(x),
+           "rho": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "p_test": "",
+           "partial_rho": np.nan, "partial_ci_low": np.nan, "partial_ci_high": np.nan, "n_boot": 0, "n_perm": 0}
+    if k < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    z = confounds(clusters.tolist()) if partial else None
+    rho, prho = _rank_stats(x[None], y[None], None if z is None else z[None])
+    out.update(rho=float(rho[0]), partial_rho=float(prho[0]))
+    if out["unit"] == "direction":
+        out.update(p_value=float(stats.spearmanr(x, y).pvalue), p_test="spearman")
+    elif n_perm > 0:
+        out.update(p_value=_permutation_p(x, y, members, out["rho"], int(n_perm), seed),
+                   p_test="cluster permutation", n_perm=int(n_perm))
+    if n_boot > 0:
+        draws = np.random.default_rng(seed).integers(0, k, size=(int(n_boot), k))
+        boot, pboot = np.full(int(n_boot), np.nan), np.full(int(n_boot), np.nan)
+        if len(sizes) == 1:  # every language has as many directions: one matrix of resamples
+            blocks = np.stack([idx for idx, _ in members])
+            for start in range(0, int(n_boot), 200):
+                idx = blocks[draws[start:start + 200]].reshape(len(draws[start:start + 200]), -1)
+                b, pb = _rank_stats(x[idx], y[idx], None if z is None else z[idx])
+                boot[start:start + len(idx)], pboot[start:start + len(idx)] = b, pb
+        else:
+            for i, row in enumerate(draws):
+                idx = np.concatenate([members[j][0] for j in row])
+                b, pb = _rank_stats(x[idx][None], y[idx][None], None if z is None else z[idx][None])
+                boot[i], pboot[i] = b[0], pb[0]
+        lo, hi = _percentile(boot, level)
+        plo, phi = _percentile(pboot, level) if np.isfinite(out["partial_rho"]) else (np.nan, np.nan)
+        out.update(ci_low=lo, ci_high=hi, partial_ci_low=plo, partial_ci_high=phi,
+                   n_boot=int(np.isfinite(boot).sum()))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Specialization measures per direction
 # --------------------------------------------------------------------------------------------
 
@@ -195,14 +353,20 @@ def measure_table(translation: pd.DataFrame, methods: Mapping[str, tuple[pd.Data
                   ) -> pd.DataFrame:
     """Every direction's chrF++ beside every measure: MEASURE_COLUMNS, one row per direction x measure.
 
-    ``translation`` is the translation score table (its "base" rows are used); ``methods`` maps a
-    method to (score table, IoU table, score metadata).
+    ``translation`` is the translation score table: its "base" rows give ``chrf``, its "ablated"
+    rows of the row's method give ``delta_chrf`` (NaN where the method has no ablated row for the
+    direction, and for ``tier_size``); ``methods`` maps a method to (score table, IoU table, score
+    metadata).
     """
     base = translation[translation["condition"] == "base"]
     if base.empty:
         raise NeurospecError("the translation score table has no baseline row")
     pairs = L.sort_pairs(base["pair"].astype(str).tolist())
     info = base.set_index("pair")
+    delta = {}
+    if "method" in translation and "delta_chrf" in translation:
+        ablated = translation[translation["condition"] == "ablated"]
+        delta = {(str(r.method), str(r.pair)): float(r.delta_chrf) for r in ablated.itertuples()}
     frames = []
     for method, (scores, overlap, meta) in methods.items():
         m = specialization_measures(pairs, scores, overlap, meta)
@@ -217,28 +381,49 @@ def measure_table(translation: pd.DataFrame, methods: Mapping[str, tuple[pd.Data
     long["family"] = [L.language(x).family for x in long["lang"]]
     long["tier"] = [L.language(x).tier for x in long["lang"]]
     long["chrf"] = info.loc[long["pair"], "chrf"].to_numpy(np.float64)
+    long["delta_chrf"] = [delta.get((m, p), np.nan) for m, p in zip(long["method"], long["pair"])]
     return long[list(MEASURE_COLUMNS)]
 
 
-def correlations(measures: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Spearman's rho of chrF++ with every measure, over all directions and per direction kind."""
+def correlations(measures: pd.DataFrame, *, n_boot: int = 1000, n_perm: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> pd.DataFrame:
+    """Spearman's rho of chrF++ (and of delta chrF++ where there is one) with every measure, over all
+    directions and per direction kind, the language as the unit; BH q-values over the whole table."""
     rows = []
     for (method, measure), part in measures.groupby(["method", "measure"], sort=False):
-        for scope in SCOPES:
-            sub = part if scope == "all" else part[part["direction"] == scope]
-            r = spearman(sub["value"].to_numpy(), sub["chrf"].to_numpy(), n_boot=n_boot, seed=seed, level=level)
-            rows.append({"method": method, "measure": measure, "scope": scope, **r, "level": level, "seed": seed})
+        for quality in QUALITIES:
+            if quality not in part or not np.isfinite(part[quality].to_numpy(np.float64)).any():
+                continue
+            for scope in SCOPES:
+                sub = part if scope == "all" else part[part["direction"] == scope]
+                r = cluster_spearman(sub["value"].to_numpy(), sub[quality].to_numpy(), sub["lang"].to_numpy(),
+                                     kinds=sub["direction"].to_numpy(), n_boot=n_boot, n_perm=n_perm, seed=seed,
+                                     level=level, partial=measure != "tier_size")
+                rows.append({"method": method, "measure": measure, "quality": quality, "scope": scope, **r,
+                             "level": level, "seed": seed})
     out = pd.DataFrame(rows, columns=list(CORRELATION_COLUMNS))
-    return out.astype({"n": "int64", "n_boot": "int64"})
+    out["q_value"] = bh_q_values(out["p_value"].to_numpy(np.float64))
+    return out.astype({"n": "int64", "n_directions": "int64", "n_boot": "int64", "n_perm": "int64"})
+
+
+def bh_q_values(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values of the finite ``p`` (the family); NaN where p is NaN."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = stats.false_discovery_control(p[ok], method="bh")
+    return q
 
 
 def correlate_to_file(translation: str | os.PathLike, scores: Sequence[str | os.PathLike],
                       iou: Sequence[str | os.PathLike], out_path: str | os.PathLike,
                       measures_path: str | os.PathLike, *, n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> None:
+                      level: float = 0.95, n_perm: int = 1000) -> None:
     """Rule entry point: measures per direction and their correlations with chrF++, written atomically."""
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-        raise NeurospecError(f"evaluate.correlation.n_boot must be an integer >= 0, got {n_boot!r}")
+    for key, value in (("n_boot", n_boot), ("n_perm", n_perm)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise NeurospecError(f"evaluate.correlation.{key} must be an integer >= 0, got {value!r}")
     table = read_table(translation, required=("pair", "condition", "chrf"))
     if len(scores) != len(iou):
         raise NeurospecError(f"{len(scores)} score tables but {len(iou)} IoU tables")
@@ -250,11 +435,21 @@ def correlate_to_file(translation: str | os.PathLike, scores: Sequence[str | os.
                            read_table(i_path, required=("layer", "group_a", "group_b", "n_a", "n_b", "intersection")),
                            meta)
     measures = measure_table(table, methods)
-    result = correlations(measures, n_boot=n_boot, seed=seed, level=level)
+    result = correlations(measures, n_boot=n_boot, n_perm=n_perm, seed=seed, level=level)
     for r in result[result["scope"] == "all"].itertuples():
-        logger.info("chrF++ vs %s %s: rho %.3f [%.3f, %.3f], n %d", r.method or "-", r.measure, r.rho, r.ci_low,
-                    r.ci_high, r.n)
-    meta = {"quality": "chrF++ (baseline)", "n_boot": n_boot, "seed": seed, "level": level,
+        logger.info("%s vs %s %s: rho %.3f [%.3f, %.3f], p %.3g, q %.3g, partial rho %.3f, %d languages (%d "
+                    "directions)", r.quality, r.method or "-", r.measure, r.rho, r.ci_low, r.ci_high, r.p_value,
+                    r.q_value, r.partial_rho, r.n, r.n_directions)
+    family = int(np.isfinite(result["p_value"].to_numpy(np.float64)).sum())
+    meta = {"quality": {"chrf": "chrF++ (baseline)",
+                        "delta_chrf": "delta chrF++ (the method's neurons ablated - baseline)"},
+            "unit": "language (cluster bootstrap and cluster permutation test; one direction per language "
+                    "within a direction kind: plain bootstrap, scipy's Spearman test)",
+            "q_value_family": f"Benjamini-Hochberg over all {family} rows of this table with a p-value "
+                              f"(method x measure x quality x scope)",
+            "partial": "Spearman's rho of the rank residuals after least squares on intercept, tier "
+                       "(ordinal 0-3) and script (Latin or not)",
+            "n_boot": n_boot, "n_perm": n_perm, "seed": seed, "level": level,
             "methods": list(methods), "translation_scores": str(translation),
             "signatures": read_metadata(translation).get("signatures")}
     write_table(measures, measures_path, metadata=meta)
@@ -284,8 +479,8 @@ def _panel(ax, sub: pd.DataFrame, corr: pd.Series | None, xlabel: str, log_x: bo
     ax.set_xlabel(xlabel, fontsize=7)
     ax.tick_params(labelsize=6)
     if corr is not None and np.isfinite(corr["rho"]):
-        ax.set_title(f"\u03c1 = {corr['rho']:+.2f} [{corr['ci_low']:+.2f}, {corr['ci_high']:+.2f}], n = {corr['n']}",
-                     fontsize=7)
+        ax.set_title(f"\u03c1 = {corr['rho']:+.2f} [{corr['ci_low']:+.2f}, {corr['ci_high']:+.2f}], "
+                     f"q = {corr['q_value']:.2g}, {corr['n']} languages", fontsize=7)
     else:
         why = ("fewer than 3 directions" if len(x) < 3 else "the measure is constant" if np.ptp(x) == 0
                else "chrF++ is constant" if np.ptp(y) == 0 else "")
@@ -303,6 +498,8 @@ def plot_correlation(measures: pd.DataFrame, result: pd.DataFrame, path: str | o
     methods = [m for m in dict.fromkeys(measures["method"]) if m]
     nrows = len(methods) + 1
     fig, axes = plt.subplots(nrows, len(MEASURES), figsize=(3.4 * len(MEASURES), 2.7 * nrows), squeeze=False)
+    if "quality" in result:
+        result = result[result["quality"] == "chrf"]
     everything = result[result["scope"] == "all"].set_index(["method", "measure"])
     drawn = {}
 
@@ -330,7 +527,8 @@ def plot_correlation(measures: pd.DataFrame, result: pd.DataFrame, path: str | o
     handles += [Patch(color=plt.get_cmap("tab10")(L.FAMILIES.index(f)), label=f) for f in families]
     axes[-1, 1].legend(handles=handles, loc="center", fontsize=7, title="direction, family", title_fontsize=7)
     level = float(result["level"].iloc[0]) if len(result) else 0.95
-    title = f"chrF++ per direction against specialization (Spearman \u03c1, bootstrap {level:.0%} interval)"
+    title = (f"chrF++ per direction against specialization (Spearman \u03c1, {level:.0%} interval resampling "
+             f"languages, BH q)")
     if demo:
         title += "\ndemo model (random init): these numbers are noise"
     fig.suptitle(title, fontsize=10, color="crimson" if demo else "black")
