@@ -291,6 +291,8 @@ def test_ablate_to_file_reads_scores_tables_and_count_means(small_model_dir, tmp
     assert meta["group_lang"] == {"de-en": "de", "en-de": "en", "ru-en": "ru"}
     assert meta["n_sentences"] == {"en": 3, "de": 3, "ru": 3} and meta["eval_split"] == "test"
     assert meta["method"] == "frequency" and meta["mode"] == "mean" and meta["demo_model"] is False
+    assert meta["controls"] == "layer and firing-rate decile" and meta["rate_column"] == "gate_active"
+    assert meta["control_overlap"] == {}
     # de-en's neurons are patched to their mean over the tables of the other languages (en, ru)
     held = HeldOut({"en": SENTENCES["en"][:3], "de": SENTENCES["de"][:3], "ru": SENTENCES["ru"][:3]})
     values = mean_activations(counts, exclude=["de"])

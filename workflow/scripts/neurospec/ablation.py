@@ -10,9 +10,12 @@ evaluated language is measured:
   count tables' ``act_sum`` / ``n_tokens`` of the selection split, the group's own language left
   out), which removes what is specific to the language rather than the neuron's average output.
 
-Controls: per group, ``random_sets`` random neuron sets with the same number of neurons in each
-layer (``interventions.random_like``), each drawn from its own seed (the ``seed`` column), so a
-rerun draws the same sets.  The baseline (no intervention) runs once per language, not once per
+Controls: per group, ``random_sets`` random neuron sets, each drawn from its own seed (the ``seed``
+column), so a rerun draws the same sets.  Each control neuron is matched to a selected one on its
+layer AND its firing-rate decile within that layer (``interventions.matched_like``; the rate is the
+score table's count criterion over n_tokens, pooled over the selection split's count tables), so a
+method that picks the most active neurons is compared with equally active random ones; without
+count tables, on the layer only (``interventions.random_like``).  The baseline (no intervention) runs once per language, not once per
 condition.  Output, one table per method::
 
     group, eval_lang, condition ("selected" | "random"), seed (-1 for "selected"), n_neurons,
@@ -49,11 +52,11 @@ import torch
 from .architectures import n_neurons as model_neurons
 from .batching import auto_token_budget, make_batches
 from .errors import NeurospecError
-from .interventions import (MODES, MeanPatchValues, Selection, intervene, random_like, selection_size,
-                            selections_from_scores)
+from .interventions import (MODES, MeanPatchValues, Selection, firing_rates, intervene, matched_like, random_like,
+                            rate_deciles, selection_size, selections_from_scores)
 from .languages import PIVOT, parse_pair
 from .models import LoadedModel, is_demo_model
-from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
+from .tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
 
 log = logging.getLogger("neurospec")
 
@@ -340,14 +343,25 @@ def random_controls(selection: Selection, n_neurons: int, group: str, seeds: Seq
             for s in seeds]
 
 
+def matched_controls(selection: Selection, deciles: np.ndarray, group: str,
+                     seeds: Sequence[int]) -> list[tuple[Selection, int]]:
+    """One control per seed matched on layer and firing-rate decile (``interventions.matched_like``),
+    with the number of its neurons that had to come from the selection; seeded like ``random_controls``."""
+    return [matched_like(selection, deciles, np.random.default_rng([int(s), zlib.crc32(group.encode())]))
+            for s in seeds]
+
+
 def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], held_out: HeldOut, *,
                    mode: str = "zero", random_sets: int = 3, seed: int = 0,
                    mean_values: Callable[[str], np.ndarray] | None = None, max_length: int = 512,
-                   token_budget: int | None = None, chunk_tokens: int | None = None) -> tuple[pd.DataFrame, dict]:
+                   token_budget: int | None = None, chunk_tokens: int | None = None,
+                   deciles: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
     """Rows of ABLATION_SCHEMA for every group of ``selections`` and its random controls.
 
     ``mean_values(lang)``: [layers, neurons] values to patch with in ``mode`` "mean" for a group
-    whose language is ``lang`` (its mean activation over the other languages).
+    whose language is ``lang`` (its mean activation over the other languages).  ``deciles``:
+    [layers, neurons] firing-rate deciles (``interventions.rate_deciles``): the controls are then
+    matched on layer and decile (``matched_controls``), else on layer only (``random_controls``).
     """
     if mode not in MODES:
         raise NeurospecError(f"evaluate.ablation.mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -376,10 +390,19 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
     n_neurons = model_neurons(loaded.model)
     seeds = [seed + j for j in range(random_sets)]
     rows = []
+    overlaps: dict[str, int] = {}
     for group, selection in selections.items():
         values = mean_values(group_language(group)) if mode == "mean" else None
-        conditions = [("selected", -1, selection)] + [
-            ("random", s, sel) for s, sel in zip(seeds, random_controls(selection, n_neurons, group, seeds))]
+        if deciles is None:
+            controls = random_controls(selection, n_neurons, group, seeds)
+        else:
+            drawn = matched_controls(selection, deciles, group, seeds)
+            controls = [c for c, _ in drawn]
+            if sum(o for _, o in drawn):
+                overlaps[group] = sum(o for _, o in drawn)
+                log.warning("%s: %d control neuron(s) over %d sets came from the selection: a (layer, decile) "
+                            "cell had too few other neurons", group, overlaps[group], len(seeds))
+        conditions = [("selected", -1, selection)] + [("random", s, sel) for s, sel in zip(seeds, controls)]
         own_deltas = []
         for condition, s, sel in conditions:
             size = selection_size(sel)
@@ -404,6 +427,8 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
         "mode": mode,
         "random_sets": random_sets,
         "seeds": seeds,
+        "controls": "layer" if deciles is None else "layer and firing-rate decile",
+        "control_overlap": overlaps,
         "eval_split": held_out.split,
         "eval_languages": order,
         "sentences": held_out.sources,
@@ -442,12 +467,19 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
                                    for p in pair_tables], max_sentences)
     patch = MeanPatchValues(count_tables, "evaluate.ablation") if mode == "mean" else None
     mean_values = (lambda lang: patch.excluding([lang])) if patch is not None else None
+    rate_column = score_meta.get("column") or "gate_active"
+    deciles = None
+    if count_tables:  # controls matched on firing-rate decile: the rate of the scores' own criterion
+        deciles = rate_deciles(firing_rates(
+            {str(p): read_counts(p, [rate_column]) for p in count_tables}, rate_column))
     method = score_meta.get("method", "?")
     log.info("%s: %d groups (%d with neurons), mode %s, %d random sets each", method, len(groups),
              sum(selection_size(s) > 0 for s in selections.values()), mode, random_sets)
     df, meta = ablation_table(loaded, selections, held_out, mode=mode, random_sets=random_sets, seed=seed,
-                              mean_values=mean_values, max_length=max_length, token_budget=token_budget)
+                              mean_values=mean_values, max_length=max_length, token_budget=token_budget,
+                              deciles=deciles)
     meta.update({
+        "rate_column": rate_column if deciles is not None else None,
         "method": method,
         "group_kind": score_meta.get("group_kind"),
         "scoring_params": score_meta.get("params"),
