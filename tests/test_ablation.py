@@ -355,3 +355,16 @@ def test_the_summary_command_prints_the_specific_groups(tmp_path, capsys):
     assert "lape: 1 of 2 groups specific (de)" in out
     assert out.splitlines()[0].split() == ["method", "group", "lang", "n_neurons", "own", "others", "others_max",
                                            "random", "random_max", "specific"]
+
+
+def test_real_configs_default_to_twenty_random_sets_the_demo_keeps_two():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
+    ablation = schema["properties"]["evaluate"]["properties"]["ablation"]["properties"]
+    assert ablation["random_sets"]["default"] == 20
+    assert yaml.safe_load((root / "config/ec40-aya23.yaml").read_text())["evaluate"]["ablation"]["random_sets"] >= 20
+    assert yaml.safe_load((root / "config/config.yaml").read_text())["evaluate"]["ablation"]["random_sets"] == 2

@@ -352,7 +352,7 @@ def matched_controls(selection: Selection, deciles: np.ndarray, group: str,
 
 
 def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], held_out: HeldOut, *,
-                   mode: str = "zero", random_sets: int = 3, seed: int = 0,
+                   mode: str = "zero", random_sets: int = 20, seed: int = 0,
                    mean_values: Callable[[str], np.ndarray] | None = None, max_length: int = 512,
                    token_budget: int | None = None, chunk_tokens: int | None = None,
                    deciles: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
@@ -453,7 +453,7 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
 
 
 def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequence[str], out_path: str,
-                   count_tables: Sequence[str] = (), mode: str = "zero", random_sets: int = 3,
+                   count_tables: Sequence[str] = (), mode: str = "zero", random_sets: int = 20,
                    max_sentences: int | None = 200, seed: int = 0, max_length: int = 512,
                    token_budget: int | None = None) -> None:
     """The ablation task of one scoring method: its score table, the held-out pair tables, (for mode
