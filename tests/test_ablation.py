@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 import transformers as tf
 
-from neurospec.ablation import (HeldOut, OutputHead, Scorer, ablate_to_file, ablation_table, chunked_nll,
-                                group_language, held_out_sentences, random_controls)
+from neurospec.ablation import (LEVEL, N_BOOT, HeldOut, OutputHead, Scorer, ablate_to_file, ablation_table,
+                                bootstrap_delta_ci, chunked_nll, ci_rng, group_language, held_out_sentences,
+                                p_controls, random_controls)
 from neurospec.ablation_figures import read as read_ablation
 from neurospec.errors import NeurospecError
 from neurospec.interventions import mean_activations
@@ -220,7 +221,8 @@ def test_ablation_conditions_equal_independent_weight_edits(small_model_dir, mod
                               mean_values=(lambda lang: values * (2.0 if lang == "ru" else 1.0)),
                               token_budget=32, chunk_tokens=7)
     assert list(df.columns) == ["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
-                                "base_nll", "delta_nll"]
+                                "base_nll", "delta_nll", "rel_delta_nll", "delta_nll_low", "delta_nll_high",
+                                "p_controls"]
     assert len(df) == 3 * 3 * 3  # groups x (selected + 2 random) x languages
     base = _edited_nll(lm, tok, held, {})
     n_neurons = lm.config.intermediate_size
@@ -337,8 +339,10 @@ def test_figures_recover_planted_specificity(tmp_path):
     spec = plot_specificity([(df, meta), (df.assign(delta_nll=0.0), {**meta, "method": "contrast"})],
                             tmp_path / "spec.png").set_index(["method", "group"])
     assert spec.loc[("lape", "de"), "specific"] and not spec.loc[("lape", "ru"), "specific"]
-    assert spec.loc[("lape", "de"), "own"] == 1.0 and spec.loc[("lape", "de"), "others"] == pytest.approx(0.1)
-    assert spec.loc[("lape", "ru"), "random_max"] == pytest.approx(0.08)
+    # on the relative scale: delta / base NLL (3.0)
+    assert spec.loc[("lape", "de"), "own"] == pytest.approx(1.0 / 3)
+    assert spec.loc[("lape", "de"), "others"] == pytest.approx(0.1 / 3)
+    assert spec.loc[("lape", "ru"), "random_max"] == pytest.approx(0.08 / 3)
     assert not spec.loc["contrast", "specific"].any()  # nothing beats ties
     for png in ("heat.png", "spec.png"):
         pixels = mpimg.imread(tmp_path / png)[..., :3]
@@ -354,7 +358,7 @@ def test_the_summary_command_prints_the_specific_groups(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "lape: 1 of 2 groups specific (de)" in out
     assert out.splitlines()[0].split() == ["method", "group", "lang", "n_neurons", "own", "others", "others_max",
-                                           "random", "random_max", "specific"]
+                                           "random", "random_max", "specific", "p_controls"]
 
 
 def test_real_configs_default_to_twenty_random_sets_the_demo_keeps_two():
@@ -368,3 +372,91 @@ def test_real_configs_default_to_twenty_random_sets_the_demo_keeps_two():
     assert ablation["random_sets"]["default"] == 20
     assert yaml.safe_load((root / "config/ec40-aya23.yaml").read_text())["evaluate"]["ablation"]["random_sets"] >= 20
     assert yaml.safe_load((root / "config/config.yaml").read_text())["evaluate"]["ablation"]["random_sets"] == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Uncertainty and the relative scale
+
+
+def _hand_ci(base, sel, counts, rng, n_boot, level):
+    """The percentile bootstrap written out: resample sentences, ratio of sums, one resample at a time."""
+    idx = rng.integers(0, len(counts), size=(n_boot, len(counts)))
+    deltas = []
+    for row in idx:
+        tokens = sum(counts[i] for i in row)
+        deltas.append(sum(sel[i] for i in row) / tokens - sum(base[i] for i in row) / tokens)
+    deltas = sorted(deltas)
+    return np.quantile(deltas, (1 - level) / 2), np.quantile(deltas, (1 + level) / 2)
+
+
+def test_the_bootstrap_ci_is_the_hand_computed_percentile_interval():
+    rng = np.random.default_rng(7)
+    counts = rng.integers(3, 30, size=25)
+    base = counts * rng.uniform(2.0, 4.0, size=25)
+    sel = base + counts * rng.normal(0.3, 0.5, size=25)
+    low, high = bootstrap_delta_ci(base, sel, counts, np.random.default_rng(11), n_boot=400, level=0.9)
+    want = _hand_ci(base, sel, counts, np.random.default_rng(11), 400, 0.9)
+    assert (low, high) == pytest.approx(want, rel=1e-12)
+    point = (sel.sum() - base.sum()) / counts.sum()
+    assert low < point < high and high - low > 0.05  # a real interval around the ratio-of-sums delta
+    # one sentence with all the weight: no spread
+    assert bootstrap_delta_ci(base[:1], sel[:1], counts[:1], np.random.default_rng(0)) == \
+        pytest.approx((point1 := (sel[0] - base[0]) / counts[0], point1))
+
+
+def test_the_empirical_p_value_counts_controls_at_least_as_large():
+    assert p_controls(0.5, [0.1, 0.6, 0.5, 0.2]) == pytest.approx(3 / 5)  # 0.6 and the tie 0.5
+    assert p_controls(0.7, [0.1, 0.6, 0.5, 0.2]) == pytest.approx(1 / 5)  # above every control
+    assert p_controls(0.0, [0.1] * 20) == pytest.approx(1.0)
+    assert p_controls(0.3, []) == 1.0  # no controls: no evidence
+
+
+def test_specificity_on_the_relative_scale_differs_from_raw_delta_where_base_nll_differs():
+    from neurospec.ablation_figures import specificity
+
+    # de's neurons: +0.5 nats on German (base 5.0: +10%), +0.3 on English (base 1.5: +20%)
+    rows = [("de", "de", "selected", -1, 3, 50, 5.5, 5.0, 0.5), ("de", "en", "selected", -1, 3, 50, 1.8, 1.5, 0.3),
+            ("de", "de", "random", 0, 3, 50, 5.1, 5.0, 0.1), ("de", "en", "random", 0, 3, 50, 1.6, 1.5, 0.1)]
+    df = pd.DataFrame(rows, columns=["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
+                                     "base_nll", "delta_nll"])
+    meta = {"method": "lape", "eval_languages": ["en", "de"], "group_lang": {"de": "de"}}
+    spec = specificity(df, meta).iloc[0]
+    assert spec["own"] == pytest.approx(0.1) and spec["others_max"] == pytest.approx(0.2)
+    assert spec["random_max"] == pytest.approx(0.02) and not spec["specific"]  # raw delta would call it specific
+    assert np.isnan(spec["p_controls"])  # an older table without the column
+
+
+@torch.no_grad()
+def _edited_sentences(lm, tok, texts, selection):
+    """Per sentence (summed NLL, tokens) with down_proj's weight columns of ``selection`` zeroed."""
+    import copy
+
+    model = copy.deepcopy(lm)
+    for layer, idx in selection.items():
+        model.model.layers[layer].mlp.down_proj.weight[:, idx] = 0.0
+    pairs = [_reference_nll(model, tok, t) for t in texts]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def test_ablation_rows_carry_the_bootstrap_ci_the_p_value_and_rel_delta(small_model_dir):
+    tok = _tokenizer(small_model_dir)
+    lm = _make("llama", len(tok))
+    held = HeldOut({lang: list(t) for lang, t in SENTENCES.items()})
+    selections = {"de": SELECTIONS["de"]}
+    df, meta = ablation_table(_loaded(lm, tok), selections, held, random_sets=3, seed=4, token_budget=32)
+    sel = df[df.condition == "selected"].set_index("eval_lang")
+    rand = df[df.condition == "random"]
+    assert rand[["delta_nll_low", "delta_nll_high", "p_controls"]].isna().all().all()
+    np.testing.assert_allclose(df["rel_delta_nll"], df["delta_nll"] / df["base_nll"], rtol=1e-12)
+    for lang, texts in SENTENCES.items():
+        base, counts = _edited_sentences(lm, tok, texts, {})
+        ablated, _ = _edited_sentences(lm, tok, texts, selections["de"])
+        keep = counts > 0
+        want = _hand_ci(base[keep], ablated[keep], counts[keep], ci_rng(4, "de", lang), N_BOOT, LEVEL)
+        assert (sel.loc[lang, "delta_nll_low"], sel.loc[lang, "delta_nll_high"]) == pytest.approx(want, rel=1e-6)
+        controls = rand[rand.eval_lang == lang]["delta_nll"].to_numpy()
+        expected_p = (1 + (controls >= sel.loc[lang, "delta_nll"]).sum()) / 4
+        assert sel.loc[lang, "p_controls"] == pytest.approx(expected_p)
+    assert meta["ci"]["unit"] == "sentences" and meta["ci"]["n_boot"] == N_BOOT
+    assert meta["ci"]["n"] == {"en": 6, "de": 4, "ru": 3}  # every sentence predicts at least one token
+    assert meta["p_controls"]["n_controls"] == 3

@@ -19,7 +19,14 @@ count tables, on the layer only (``interventions.random_like``).  The baseline (
 condition.  Output, one table per method::
 
     group, eval_lang, condition ("selected" | "random"), seed (-1 for "selected"), n_neurons,
-    n_tokens, nll, base_nll, delta_nll (= nll - base_nll)
+    n_tokens, nll, base_nll, delta_nll (= nll - base_nll), rel_delta_nll (= delta_nll / base_nll),
+    delta_nll_low, delta_nll_high, p_controls
+
+Uncertainty, for the selected sets (null on the controls' rows): ``delta_nll_low``/``_high``, a
+sentence bootstrap (``N_BOOT`` resamples of the language's held-out sentences, the ratio-of-sums
+delta NLL of each, percentile interval at ``LEVEL``, seeded per group and language); ``p_controls``,
+the empirical p-value (1 + #{controls with delta NLL >= the selected set's}) / (1 + random_sets) on the
+same language.  ``rel_delta_nll`` puts languages of different base NLL on one scale (specificity).
 
 Held-out sentences: the evaluation split's pair tables (never the split neurons were selected on);
 a language's plain sentences are its side of those tables (English's: the English sides), the
@@ -71,6 +78,10 @@ ABLATION_SCHEMA = pa.schema(
         ("nll", pa.float64()),  # mean NLL per token under the intervention (nats)
         ("base_nll", pa.float64()),  # mean NLL per token without intervention
         ("delta_nll", pa.float64()),  # nll - base_nll
+        ("rel_delta_nll", pa.float64()),  # delta_nll / base_nll: comparable across languages
+        ("delta_nll_low", pa.float64()),  # "selected": sentence-bootstrap CI of delta_nll (LEVEL); null for "random"
+        ("delta_nll_high", pa.float64()),
+        ("p_controls", pa.float64()),  # "selected": (1 + #controls with delta >= its delta) / (1 + #controls)
     ]
 )
 ABLATION_COLUMNS = tuple(ABLATION_SCHEMA.names)
@@ -79,6 +90,9 @@ ABLATION_COLUMNS = tuple(ABLATION_SCHEMA.names)
 MIN_FILL = 0.8
 # elements of one chunk's [tokens x vocabulary] logits (float32: 128 MiB on the CPU, 512 MiB on CUDA)
 CHUNK_ELEMENTS = {"cpu": 1 << 25, "cuda": 1 << 27}
+# the sentence bootstrap of the selected sets' delta NLL: resamples and two-sided level
+N_BOOT = 1000
+LEVEL = 0.95
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,6 +346,40 @@ def language_means(sums: np.ndarray, counts: np.ndarray, langs: np.ndarray, orde
 
 
 # --------------------------------------------------------------------------------------------
+# Uncertainty: sentence bootstrap, empirical p-value against the controls
+# --------------------------------------------------------------------------------------------
+
+
+def ci_rng(seed: int, group: str, lang: str) -> np.random.Generator:
+    """The bootstrap's generator of one (group, evaluated language): the same on every rerun."""
+    return np.random.default_rng([int(seed), zlib.crc32(group.encode()), zlib.crc32(lang.encode())])
+
+
+def bootstrap_delta_ci(base_sums: np.ndarray, sums: np.ndarray, counts: np.ndarray, rng: np.random.Generator,
+                       n_boot: int = N_BOOT, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile interval of delta NLL = (sum(sums) - sum(base_sums)) / sum(counts) over sentences
+    resampled with replacement (``n_boot`` resamples of all sentences at once, one
+    ``rng.integers(0, n, size=(n_boot, n))`` draw): per sentence its summed NLL with the intervention
+    (``sums``) and without (``base_sums``) and its predicted tokens (``counts``)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n = len(counts)
+    if n == 0 or n_boot < 1:
+        return float("nan"), float("nan")
+    idx = rng.integers(0, n, size=(n_boot, n))
+    diff = np.asarray(sums, dtype=np.float64) - np.asarray(base_sums, dtype=np.float64)
+    deltas = diff[idx].sum(axis=1) / np.maximum(counts[idx].sum(axis=1), 1.0)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1.0 - alpha))
+
+
+def p_controls(delta: float, control_deltas: Sequence[float]) -> float:
+    """Empirical p-value of a selected set's delta NLL against its controls':
+    (1 + #{controls with delta >= the selected one's}) / (1 + #controls)."""
+    controls = np.asarray(control_deltas, dtype=np.float64)
+    return float((1 + int((controls >= delta).sum())) / (1 + len(controls)))
+
+
+# --------------------------------------------------------------------------------------------
 # Conditions
 # --------------------------------------------------------------------------------------------
 
@@ -384,7 +432,10 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
         raise NeurospecError(f"no held-out sentence of {', '.join(empty)} has a token to predict")
 
     t0 = time.perf_counter()
-    base = language_means(scorer.nll(), scorer.n_predicted, langs, order)
+    base_sums = scorer.nll()
+    base = language_means(base_sums, scorer.n_predicted, langs, order)
+    # the bootstrap's unit: each language's sentences with a token to predict
+    units = {lang: np.flatnonzero((langs == lang) & (scorer.n_predicted > 0)) for lang in order}
     n_passes = 1
     log.info("baseline NLL: %s", ", ".join(f"{lang} {v:.3f}" for lang, v in zip(order, base)))
     n_neurons = model_neurons(loaded.model)
@@ -404,16 +455,27 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
                             "cell had too few other neurons", group, overlaps[group], len(seeds))
         conditions = [("selected", -1, selection)] + [("random", s, sel) for s, sel in zip(seeds, controls)]
         own_deltas = []
+        measured = []  # (condition, seed, size, per-sentence NLL sums, per-language mean NLL)
         for condition, s, sel in conditions:
             size = selection_size(sel)
             if size == 0:  # nothing to ablate: exactly the baseline
-                nll = base.copy()
+                sums = base_sums
             else:
                 with intervene(loaded.model, sel, mode, values):
-                    nll = language_means(scorer.nll(), scorer.n_predicted, langs, order)
+                    sums = scorer.nll()
                 n_passes += 1
-            rows += [(group, lang, condition, s, size, int(n), float(v), float(b), float(v - b))
-                     for lang, n, v, b in zip(order, n_tok, nll, base)]
+            measured.append((condition, s, size, sums, language_means(sums, scorer.n_predicted, langs, order)))
+        control_deltas = np.array([m[4] - base for m in measured[1:]]).reshape(len(measured) - 1, len(order))
+        for condition, s, size, sums, nll in measured:
+            for k, (lang, n, v, b) in enumerate(zip(order, n_tok, nll, base)):
+                low = high = p = float("nan")
+                if condition == "selected":
+                    u = units[lang]
+                    low, high = bootstrap_delta_ci(base_sums[u], sums[u], scorer.n_predicted[u],
+                                                   ci_rng(seed, group, lang))
+                    p = p_controls(v - b, control_deltas[:, k])
+                rows.append((group, lang, condition, s, size, int(n), float(v), float(b), float(v - b),
+                             float((v - b) / b), low, high, p))
             if group_language(group) in order:
                 k = order.index(group_language(group))
                 own_deltas.append(f"{nll[k] - base[k]:+.3f}")
@@ -428,6 +490,9 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
         "random_sets": random_sets,
         "seeds": seeds,
         "controls": "layer" if deciles is None else "layer and firing-rate decile",
+        "ci": {"unit": "sentences", "n": {lang: len(units[lang]) for lang in order}, "n_boot": N_BOOT,
+               "level": LEVEL, "interval": "percentile of the ratio-of-sums delta NLL", "seed": seed},
+        "p_controls": {"n_controls": random_sets, "formula": "(1 + #{controls: delta >= selected}) / (1 + n)"},
         "control_overlap": overlaps,
         "eval_split": held_out.split,
         "eval_languages": order,

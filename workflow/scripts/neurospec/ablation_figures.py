@@ -6,9 +6,10 @@ can check them; ``draw`` is the file-level entry point of the rule script.
 - ``heatmap``: per method, delta NLL of each group's neurons (rows) on each evaluated language
   (columns): the selected neurons' delta minus the mean delta of the group's random controls,
   so a cell is what the selection does beyond ablating as many random neurons per layer.
-- ``specificity``: all methods side by side: per group, the delta NLL on its own language, the
-  mean delta on the other languages, and the random controls' delta on its own language; a group
-  is *specific* when its own language's delta exceeds every other language's and every control's.
+- ``specificity``: all methods side by side: per group, the relative delta NLL (delta / base NLL:
+  languages of different base NLL on one scale) on its own language, the mean on the other
+  languages, and the random controls' on its own language; a group is *specific* when its own
+  language's exceeds every other language's and every control's.
 """
 
 from __future__ import annotations
@@ -114,19 +115,26 @@ def plot_heatmap(df: pd.DataFrame, meta: Mapping[str, Any], path: str | os.PathL
 # --------------------------------------------------------------------------------------------
 
 
+def relative(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with ``rel_delta_nll`` (delta_nll / base_nll), computed where an older table lacks it."""
+    return df if "rel_delta_nll" in df.columns else df.assign(rel_delta_nll=df["delta_nll"] / df["base_nll"])
+
+
 def specificity(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
-    """Per group whose own language was evaluated: its delta NLL on that language (``own``), the
-    mean and largest delta on the other languages (``others``, ``others_max``), the random
-    controls' mean and largest delta on its own language (``random``, ``random_max``), and
-    ``specific``: own > others_max and own > random_max."""
+    """Per group whose own language was evaluated, on the relative scale ``rel_delta_nll`` (delta
+    NLL / base NLL, so languages of different base NLL compare): its value on that language
+    (``own``), the mean and largest on the other languages (``others``, ``others_max``), the random
+    controls' mean and largest on its own language (``random``, ``random_max``), ``specific``:
+    own > others_max and own > random_max, and ``p_controls`` on its own language (null if absent)."""
+    df = relative(df)
     rows = []
     for group, own in meta["group_lang"].items():
         d = df[df["group"] == group]
-        sel = d[d["condition"] == "selected"].set_index("eval_lang")["delta_nll"]
+        sel = d[d["condition"] == "selected"].set_index("eval_lang")["rel_delta_nll"]
         if own not in sel.index:
             continue
         others = sel.drop(own)
-        rand = d[(d["condition"] == "random") & (d["eval_lang"] == own)]["delta_nll"]
+        rand = d[(d["condition"] == "random") & (d["eval_lang"] == own)]["rel_delta_nll"]
         row = {
             "method": meta["method"], "group": group, "lang": own,
             "n_neurons": int(d["n_neurons"][d["condition"] == "selected"].iloc[0]),
@@ -137,9 +145,11 @@ def specificity(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
             "random_max": float(rand.max()) if len(rand) else -np.inf,
         }
         row["specific"] = bool(row["own"] > row["others_max"] and row["own"] > row["random_max"])
+        p = d[(d["condition"] == "selected") & (d["eval_lang"] == own)].get("p_controls")
+        row["p_controls"] = float(p.iloc[0]) if p is not None and len(p) else np.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=["method", "group", "lang", "n_neurons", "own", "others", "others_max",
-                                       "random", "random_max", "specific"])
+                                       "random", "random_max", "specific", "p_controls"])
 
 
 def plot_specificity(tables: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]],
@@ -164,9 +174,10 @@ def plot_specificity(tables: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]],
         ax.axhline(0.0, color="black", lw=0.5, ls=":")
         ax.set_xticks(range(3), [label for _, label, _ in kinds], fontsize=7)
         ax.set_title(f"{method}: {int(d['specific'].sum())}/{len(d)} specific", fontsize=9)
-    axes[0][0].set_ylabel("delta NLL (nats/token)")
-    title = ("Specificity: delta NLL on the group's own language and on the others (mean) with its neurons, "
-             "\nand on its own language with random neurons (mean); bars: medians over groups")
+    axes[0][0].set_ylabel("delta NLL / base NLL")
+    title = ("Specificity: relative delta NLL (delta / base NLL) on the group's own language and on the others "
+             "(mean) with its neurons,\nand on its own language with matched random neurons (mean); bars: medians "
+             "over groups")
     if any(meta.get("demo_model") for _, meta in tables):
         title += f"\n{NOISE}"
     fig.suptitle(title, fontsize=10)

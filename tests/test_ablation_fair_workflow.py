@@ -1,0 +1,51 @@
+"""Fair ablation through snakemake: matched controls, the CI, the p-value and the relative scale in
+the ablation table of a small run (4 pairs, 2 random sets), ablation targets only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neurospec.tables import read_metadata, read_table
+from workflow_utils import snakemake, write_config
+
+RESULTS = "results/demo-small/demo/validation"
+METHODS = ("frequency", "lape", "contrast", "diffmeans")
+PAIRS = ["en-de", "de-en", "en-ru", "ru-en"]
+
+
+@pytest.fixture(scope="module")
+def fair_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("fair-ablation")
+    cfg = write_config(workdir, {"pairs": PAIRS, "evaluate": {
+        "split": None, "ablation": {"mode": "zero", "random_sets": 2, "max_sentences": 8, "seed": 3}}})
+    snakemake(workdir, *[f"{RESULTS}/ablation/{m}.parquet" for m in METHODS], configfile=cfg)
+    return workdir
+
+
+def test_the_ablation_table_has_ci_p_value_and_relative_delta_in_range(fair_run):
+    for method in METHODS:
+        path = fair_run / RESULTS / "ablation" / f"{method}.parquet"
+        df, meta = read_table(path), read_metadata(path)
+        for column in ("rel_delta_nll", "delta_nll_low", "delta_nll_high", "p_controls"):
+            assert column in df.columns, (method, column)
+        np.testing.assert_allclose(df["rel_delta_nll"], df["delta_nll"] / df["base_nll"], rtol=1e-12)
+        sel, rand = df[df.condition == "selected"], df[df.condition == "random"]
+        assert rand[["delta_nll_low", "delta_nll_high", "p_controls"]].isna().all().all()
+        ablated = sel[sel.n_neurons > 0]
+        assert len(ablated), method
+        # the CI brackets the point estimate (the bootstrap's resamples straddle it) and is a real interval
+        assert (ablated["delta_nll_low"] <= ablated["delta_nll"] + 1e-12).all()
+        assert (ablated["delta_nll_high"] >= ablated["delta_nll"] - 1e-12).all()
+        assert (ablated["delta_nll_high"] > ablated["delta_nll_low"]).any()
+        empty = sel[sel.n_neurons == 0]
+        assert (empty["delta_nll_low"] == 0).all() and (empty["delta_nll_high"] == 0).all()
+        # with 2 controls the p-value is 1/3, 2/3 or 1, and it is what the table's control rows give
+        assert set(np.round(sel["p_controls"] * 3, 9)) <= {1.0, 2.0, 3.0}
+        for (group, lang), row in sel.set_index(["group", "eval_lang"]).iterrows():
+            controls = rand[(rand.group == group) & (rand.eval_lang == lang)]["delta_nll"]
+            assert len(controls) == 2
+            assert row["p_controls"] == pytest.approx((1 + (controls >= row["delta_nll"]).sum()) / 3)
+        assert meta["controls"] == "layer and firing-rate decile" and meta["rate_column"] == "gate_active"
+        assert meta["ci"]["unit"] == "sentences" and meta["ci"]["n"] == {"en": 8, "de": 8, "ru": 8}
+        assert meta["p_controls"]["n_controls"] == 2
