@@ -11,7 +11,7 @@ import transformers as tf
 
 from neurospec.ablation import (LEVEL, N_BOOT, HeldOut, OutputHead, Scorer, ablate_to_file, ablation_table,
                                 bootstrap_delta_ci, chunked_nll, ci_rng, group_language, held_out_sentences,
-                                p_controls, random_controls)
+                                budget_selections, p_controls, random_controls)
 from neurospec.ablation_figures import read as read_ablation
 from neurospec.errors import NeurospecError
 from neurospec.interventions import mean_activations
@@ -222,7 +222,7 @@ def test_ablation_conditions_equal_independent_weight_edits(small_model_dir, mod
                               token_budget=32, chunk_tokens=7)
     assert list(df.columns) == ["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
                                 "base_nll", "delta_nll", "rel_delta_nll", "delta_nll_low", "delta_nll_high",
-                                "p_controls"]
+                                "p_controls", "budget"]
     assert len(df) == 3 * 3 * 3  # groups x (selected + 2 random) x languages
     base = _edited_nll(lm, tok, held, {})
     n_neurons = lm.config.intermediate_size
@@ -460,3 +460,61 @@ def test_ablation_rows_carry_the_bootstrap_ci_the_p_value_and_rel_delta(small_mo
     assert meta["ci"]["unit"] == "sentences" and meta["ci"]["n_boot"] == N_BOOT
     assert meta["ci"]["n"] == {"en": 6, "de": 4, "ru": 3}  # every sentence predicts at least one token
     assert meta["p_controls"]["n_controls"] == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Matched budgets
+
+
+def _flat(selection):
+    return sorted((layer, int(n)) for layer, idx in selection.items() for n in idx)
+
+
+def test_budget_selections_take_the_top_n_by_score_over_all_layers():
+    scores = pd.DataFrame({"group": ["de"] * 5 + ["ru"] * 2, "layer": [0, 0, 1, 2, 2, 0, 1],
+                           "neuron": [4, 9, 3, 1, 7, 2, 2], "score": [0.1, 0.5, 0.9, -2.0, 0.5, 1.0, 3.0]})
+    tops, skipped = budget_selections(scores, [1, 3, 6], "frequency")
+    # by score, largest first; the tie 0.5 (0, 9) and (2, 7) goes to the lower layer
+    assert _flat(tops["de"][1]) == [(1, 3)]
+    assert _flat(tops["de"][3]) == [(0, 9), (1, 3), (2, 7)]
+    assert _flat(tops["ru"][1]) == [(1, 2)]
+    assert 6 not in tops["de"] and skipped == {"de": [6], "ru": [3, 6]}
+    # diffmeans keeps the largest |difference|: -2.0 first
+    tops, _ = budget_selections(scores, [2], "diffmeans")
+    assert _flat(tops["de"][2]) == [(1, 3), (2, 1)]
+    with pytest.raises(NeurospecError, match="budgets must be positive integers"):
+        budget_selections(scores, [0], "lape")
+
+
+def test_budget_rows_ablate_the_top_n_with_their_own_controls(small_model_dir):
+    from neurospec.interventions import rate_deciles
+
+    tok = _tokenizer(small_model_dir)
+    lm = _make("llama", len(tok))
+    held = HeldOut({lang: list(t) for lang, t in SENTENCES.items()})
+    scores = pd.DataFrame({"group": "de", "layer": [0, 0, 0, 2, 2], "neuron": [1, 5, 7, 0, 47],
+                           "score": [0.2, 0.9, 0.1, 0.5, 0.3]})
+    tops, skipped = budget_selections(scores, [2, 5, 9], "lape")
+    assert skipped == {"de": [9]}
+    deciles = rate_deciles(np.random.default_rng(0).random((3, 48)))
+    df, meta = ablation_table(_loaded(lm, tok), {"de": SELECTIONS["de"]}, held, random_sets=2, seed=1,
+                              token_budget=32, deciles=deciles, budgets=tops, budget_random_sets=1)
+    own = df[df.budget.isna()]
+    assert len(own) == 3 * 3 and meta["budget_random_sets"] == 1
+    assert sorted(df.budget.dropna().unique().tolist()) == [2, 5]
+    for n in (2, 5):
+        d = df[df.budget == n]
+        assert sorted(zip(d.condition, d.seed)) == sorted([("selected", -1)] * 3 + [("random", 1)] * 3)
+        assert (d.n_neurons == n).all()
+    # N = 5 is the whole selection: the same NLL as the own selection's row
+    five = df[(df.budget == 5) & (df.condition == "selected")].set_index("eval_lang")["nll"]
+    np.testing.assert_allclose(five.sort_index(), own[own.condition == "selected"].set_index("eval_lang")["nll"]
+                               .sort_index(), rtol=1e-12)
+    # N = 2: layer 0 neuron 5 (0.9) and layer 2 neuron 0 (0.5), as an independent weight edit
+    expected = _edited_nll(lm, tok, held, {0: np.array([5]), 2: np.array([0])})
+    two = df[(df.budget == 2) & (df.condition == "selected")].set_index("eval_lang")
+    for lang in expected:
+        assert two.loc[lang, "nll"] == pytest.approx(expected[lang], rel=1e-9)
+        controls = df[(df.budget == 2) & (df.condition == "random") & (df.eval_lang == lang)]["delta_nll"]
+        assert two.loc[lang, "p_controls"] == pytest.approx((1 + (controls >= two.loc[lang, "delta_nll"]).sum()) / 2)
+    assert meta["n_passes"] == 1 + 3 + 2 * 2

@@ -12,13 +12,15 @@ from workflow_utils import snakemake, write_config
 RESULTS = "results/demo-small/demo/validation"
 METHODS = ("frequency", "lape", "contrast", "diffmeans")
 PAIRS = ["en-de", "de-en", "en-ru", "ru-en"]
+BUDGETS = [5, 20, 100000]  # the last one is beyond every selection: left out
 
 
 @pytest.fixture(scope="module")
 def fair_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("fair-ablation")
     cfg = write_config(workdir, {"pairs": PAIRS, "evaluate": {
-        "split": None, "ablation": {"mode": "zero", "random_sets": 2, "max_sentences": 8, "seed": 3}}})
+        "split": None, "ablation": {"mode": "zero", "random_sets": 2, "max_sentences": 8, "seed": 3,
+                                    "budgets": BUDGETS, "budget_random_sets": 1}}})
     snakemake(workdir, *[f"{RESULTS}/ablation/{m}.parquet" for m in METHODS], configfile=cfg)
     return workdir
 
@@ -27,6 +29,7 @@ def test_the_ablation_table_has_ci_p_value_and_relative_delta_in_range(fair_run)
     for method in METHODS:
         path = fair_run / RESULTS / "ablation" / f"{method}.parquet"
         df, meta = read_table(path), read_metadata(path)
+        df = df[df["budget"].isna()]  # the method's own selection (budgets: the next test)
         for column in ("rel_delta_nll", "delta_nll_low", "delta_nll_high", "p_controls"):
             assert column in df.columns, (method, column)
         np.testing.assert_allclose(df["rel_delta_nll"], df["delta_nll"] / df["base_nll"], rtol=1e-12)
@@ -49,3 +52,30 @@ def test_the_ablation_table_has_ci_p_value_and_relative_delta_in_range(fair_run)
         assert meta["controls"] == "layer and firing-rate decile" and meta["rate_column"] == "gate_active"
         assert meta["ci"]["unit"] == "sentences" and meta["ci"]["n"] == {"en": 8, "de": 8, "ru": 8}
         assert meta["p_controls"]["n_controls"] == 2
+
+
+def test_budget_rows_ablate_the_top_n_of_every_group_with_matched_controls(fair_run):
+    measured = set()  # (method, budget) pairs with rows
+    for method in METHODS:
+        path = fair_run / RESULTS / "ablation" / f"{method}.parquet"
+        df, meta = read_table(path), read_metadata(path)
+        scores = read_table(fair_run / RESULTS / "scores" / f"{method}.parquet")
+        sizes = scores.groupby("group", observed=True).size()
+        assert meta["budgets"] == BUDGETS and meta["budget_random_sets"] == 1
+        assert meta["budget_rank"] == ("|score|" if method == "diffmeans" else "score")
+        budgeted = df[df["budget"].notna()]
+        for group, size in sizes.items():
+            kept = [n for n in BUDGETS if n <= size]
+            d = budgeted[budgeted.group == group]
+            assert sorted(d["budget"].unique().tolist()) == kept, (method, group)
+            assert meta["budgets_skipped"].get(group, []) == [n for n in BUDGETS if n > size]
+            for n in kept:
+                measured.add((method, n))
+                rows = d[d.budget == n]
+                assert (rows.n_neurons == n).all()
+                assert sorted(rows.condition) == ["random"] * 3 + ["selected"] * 3  # 3 languages
+                sel = rows[rows.condition == "selected"]
+                assert sel["p_controls"].isin([0.5, 1.0]).all() and sel["delta_nll_low"].notna().all()
+        # groups that scored no neuron have no budget rows
+        assert set(budgeted.group) <= set(sizes.index)
+    assert {n for _, n in measured} == {5, 20}, measured  # both feasible budgets were measured somewhere

@@ -42,7 +42,7 @@ def test_ablation_tables_hold_every_group_language_and_condition(ablation_run):
             read_metadata(workdir / RESULTS / "scores" / f"{method}.parquet")
         assert list(df.columns) == ["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
                                     "base_nll", "delta_nll", "rel_delta_nll", "delta_nll_low", "delta_nll_high",
-                                    "p_controls"]
+                                    "p_controls", "budget"]
         assert sorted(df["group"].unique()) == sorted(score_meta["groups"])
         assert meta["eval_split"] == "test" and meta["eval_languages"] == ["en", "de", "hi", "ru"]
         assert meta["mode"] == "zero" and meta["seeds"] == [5, 6] and meta["demo_model"] is True

@@ -28,6 +28,12 @@ delta NLL of each, percentile interval at ``LEVEL``, seeded per group and langua
 the empirical p-value (1 + #{controls with delta NLL >= the selected set's}) / (1 + random_sets) on the
 same language.  ``rel_delta_nll`` puts languages of different base NLL on one scale (specificity).
 
+Matched budgets (``budgets``, dose-response): per group and N, the top N neurons of the method's
+score table ranked over all layers by ``score`` (|score| for diffmeans), ablated like a selection
+with ``budget_random_sets`` matched controls of N neurons; their rows carry ``budget`` = N (null on
+the method's own selection's rows).  A budget beyond a group's scored neurons is left out (metadata
+``budgets_skipped``).
+
 Held-out sentences: the evaluation split's pair tables (never the split neurons were selected on);
 a language's plain sentences are its side of those tables (English's: the English sides), the
 first ``max_sentences`` distinct ones in table order; the metadata lists which (pair, side, ids).
@@ -40,7 +46,8 @@ matrix of a whole batch never exists (Aya's vocabulary is 256k).  The head repro
 logits, output scaling included (``OutputHead``), and each job checks that on one sentence
 against ``lm(...).logits`` before it measures anything.
 
-Cost: (1 + groups x (1 + random_sets)) passes over every evaluated sentence (LM head included).
+Cost: (1 + groups x (1 + random_sets) + group budgets x (1 + budget_random_sets)) passes over every
+evaluated sentence (LM head included).
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ ABLATION_SCHEMA = pa.schema(
         ("delta_nll_low", pa.float64()),  # "selected": sentence-bootstrap CI of delta_nll (LEVEL); null for "random"
         ("delta_nll_high", pa.float64()),
         ("p_controls", pa.float64()),  # "selected": (1 + #controls with delta >= its delta) / (1 + #controls)
+        ("budget", pa.int64()),  # null: the method's own selection; N: its top N neurons by score (and controls)
     ]
 )
 ABLATION_COLUMNS = tuple(ABLATION_SCHEMA.names)
@@ -384,32 +392,69 @@ def p_controls(delta: float, control_deltas: Sequence[float]) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def random_controls(selection: Selection, n_neurons: int, group: str, seeds: Sequence[int]) -> list[Selection]:
+def random_controls(selection: Selection, n_neurons: int, group: str, seeds: Sequence[int],
+                    salt: Sequence[int] = ()) -> list[Selection]:
     """One random selection per seed with ``selection``'s neurons per layer; the draw depends on the
-    seed and the group only, so a rerun (or another method's run) gives the same sets."""
-    return [random_like(selection, n_neurons, np.random.default_rng([int(s), zlib.crc32(group.encode())]))
+    seed and the group only (and ``salt``: a budget's N), so a rerun (or another method's run) gives
+    the same sets."""
+    return [random_like(selection, n_neurons,
+                        np.random.default_rng([int(s), zlib.crc32(group.encode()), *map(int, salt)]))
             for s in seeds]
 
 
 def matched_controls(selection: Selection, deciles: np.ndarray, group: str,
-                     seeds: Sequence[int]) -> list[tuple[Selection, int]]:
+                     seeds: Sequence[int], salt: Sequence[int] = ()) -> list[tuple[Selection, int]]:
     """One control per seed matched on layer and firing-rate decile (``interventions.matched_like``),
     with the number of its neurons that had to come from the selection; seeded like ``random_controls``."""
-    return [matched_like(selection, deciles, np.random.default_rng([int(s), zlib.crc32(group.encode())]))
+    return [matched_like(selection, deciles,
+                         np.random.default_rng([int(s), zlib.crc32(group.encode()), *map(int, salt)]))
             for s in seeds]
+
+
+# methods whose selection keeps the largest |score| (diffmeans' score is a signed difference)
+ABS_SCORE_METHODS = ("diffmeans",)
+
+
+def budget_selections(scores: pd.DataFrame, budgets: Sequence[int],
+                      method: str) -> tuple[dict[str, dict[int, Selection]], dict[str, list[int]]]:
+    """Per group and budget N, the group's top N neurons of the score table, ranked over all layers by
+    ``score`` (by |score| for ``ABS_SCORE_METHODS``), ties by layer, then neuron.
+
+    Returns {group: {N: selection}} and {group: [the budgets larger than its scored neurons]} (the
+    score table holds the selected neurons only, so a budget beyond them is left out, not padded).
+    """
+    if any(isinstance(n, bool) or int(n) < 1 for n in budgets):
+        raise NeurospecError(f"evaluate.ablation.budgets must be positive integers, not {list(budgets)}")
+    out: dict[str, dict[int, Selection]] = {}
+    skipped: dict[str, list[int]] = {}
+    for group, d in scores.groupby("group", sort=True, observed=True):
+        key = d["score"].to_numpy(np.float64)
+        key = np.abs(key) if method in ABS_SCORE_METHODS else key
+        order = np.lexsort((d["neuron"].to_numpy(), d["layer"].to_numpy(), -key))
+        for n in sorted({int(b) for b in budgets}):
+            if n > len(d):
+                skipped.setdefault(str(group), []).append(n)
+                continue
+            top = d.iloc[order[:n]]
+            out.setdefault(str(group), {})[n] = selections_from_scores(top).get(str(group), {})
+    return out, skipped
 
 
 def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], held_out: HeldOut, *,
                    mode: str = "zero", random_sets: int = 20, seed: int = 0,
                    mean_values: Callable[[str], np.ndarray] | None = None, max_length: int = 512,
                    token_budget: int | None = None, chunk_tokens: int | None = None,
-                   deciles: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
+                   deciles: np.ndarray | None = None,
+                   budgets: Mapping[str, Mapping[int, Selection]] | None = None,
+                   budget_random_sets: int = 3) -> tuple[pd.DataFrame, dict]:
     """Rows of ABLATION_SCHEMA for every group of ``selections`` and its random controls.
 
     ``mean_values(lang)``: [layers, neurons] values to patch with in ``mode`` "mean" for a group
     whose language is ``lang`` (its mean activation over the other languages).  ``deciles``:
     [layers, neurons] firing-rate deciles (``interventions.rate_deciles``): the controls are then
     matched on layer and decile (``matched_controls``), else on layer only (``random_controls``).
+    ``budgets``: {group: {N: its top N neurons}} (``budget_selections``), each ablated with
+    ``budget_random_sets`` controls of its own; their rows carry ``budget`` N.
     """
     if mode not in MODES:
         raise NeurospecError(f"evaluate.ablation.mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -442,18 +487,23 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
     seeds = [seed + j for j in range(random_sets)]
     rows = []
     overlaps: dict[str, int] = {}
-    for group, selection in selections.items():
+    budget_seeds = [seed + j for j in range(budget_random_sets)]
+    sets = [(group, None, selection, seeds) for group, selection in selections.items()]
+    sets += [(group, n, sel, budget_seeds) for group in selections for n, sel in (budgets or {}).get(group, {}).items()]
+    for group, budget, selection, set_seeds in sets:
         values = mean_values(group_language(group)) if mode == "mean" else None
+        salt = () if budget is None else (budget,)
         if deciles is None:
-            controls = random_controls(selection, n_neurons, group, seeds)
+            controls = random_controls(selection, n_neurons, group, set_seeds, salt)
         else:
-            drawn = matched_controls(selection, deciles, group, seeds)
+            drawn = matched_controls(selection, deciles, group, set_seeds, salt)
             controls = [c for c, _ in drawn]
             if sum(o for _, o in drawn):
-                overlaps[group] = sum(o for _, o in drawn)
+                name = group if budget is None else f"{group}@{budget}"
+                overlaps[name] = sum(o for _, o in drawn)
                 log.warning("%s: %d control neuron(s) over %d sets came from the selection: a (layer, decile) "
-                            "cell had too few other neurons", group, overlaps[group], len(seeds))
-        conditions = [("selected", -1, selection)] + [("random", s, sel) for s, sel in zip(seeds, controls)]
+                            "cell had too few other neurons", name, overlaps[name], len(set_seeds))
+        conditions = [("selected", -1, selection)] + [("random", s, sel) for s, sel in zip(set_seeds, controls)]
         own_deltas = []
         measured = []  # (condition, seed, size, per-sentence NLL sums, per-language mean NLL)
         for condition, s, sel in conditions:
@@ -475,16 +525,18 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
                                                    ci_rng(seed, group, lang))
                     p = p_controls(v - b, control_deltas[:, k])
                 rows.append((group, lang, condition, s, size, int(n), float(v), float(b), float(v - b),
-                             float((v - b) / b), low, high, p))
+                             float((v - b) / b), low, high, p, budget))
             if group_language(group) in order:
                 k = order.index(group_language(group))
                 own_deltas.append(f"{nll[k] - base[k]:+.3f}")
         if own_deltas:
-            log.info("%s (%d neurons): delta NLL on %s %s (random: %s); %.0f tokens/s so far", group,
-                     selection_size(selection), group_language(group), own_deltas[0],
+            log.info("%s%s (%d neurons): delta NLL on %s %s (random: %s); %.0f tokens/s so far", group,
+                     "" if budget is None else f" top {budget}", selection_size(selection), group_language(group),
+                     own_deltas[0],
                      ", ".join(own_deltas[1:]) or "none", n_passes * scorer.n_tokens / (time.perf_counter() - t0))
     seconds = time.perf_counter() - t0
     df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+    df["budget"] = pd.array(df["budget"].tolist(), dtype="Int64")
     meta = {
         "mode": mode,
         "random_sets": random_sets,
@@ -494,6 +546,7 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
                "level": LEVEL, "interval": "percentile of the ratio-of-sums delta NLL", "seed": seed},
         "p_controls": {"n_controls": random_sets, "formula": "(1 + #{controls: delta >= selected}) / (1 + n)"},
         "control_overlap": overlaps,
+        "budget_random_sets": budget_random_sets,
         "eval_split": held_out.split,
         "eval_languages": order,
         "sentences": held_out.sources,
@@ -520,7 +573,8 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
 def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequence[str], out_path: str,
                    count_tables: Sequence[str] = (), mode: str = "zero", random_sets: int = 20,
                    max_sentences: int | None = 200, seed: int = 0, max_length: int = 512,
-                   token_budget: int | None = None) -> None:
+                   token_budget: int | None = None, budgets: Sequence[int] = (),
+                   budget_random_sets: int = 3) -> None:
     """The ablation task of one scoring method: its score table, the held-out pair tables, (for mode
     "mean") the selection split's count tables; writes ``out_path`` atomically."""
     scores = read_table(scores_path, required=("group", "layer", "neuron"))
@@ -538,12 +592,19 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
         deciles = rate_deciles(firing_rates(
             {str(p): read_counts(p, [rate_column]) for p in count_tables}, rate_column))
     method = score_meta.get("method", "?")
+    tops, skipped = budget_selections(scores, budgets, method) if budgets else ({}, {})
+    if skipped:
+        log.warning("budgets beyond a group's scored neurons are left out: %s",
+                    "; ".join(f"{g}: {', '.join(map(str, n))}" for g, n in skipped.items()))
     log.info("%s: %d groups (%d with neurons), mode %s, %d random sets each", method, len(groups),
              sum(selection_size(s) > 0 for s in selections.values()), mode, random_sets)
     df, meta = ablation_table(loaded, selections, held_out, mode=mode, random_sets=random_sets, seed=seed,
                               mean_values=mean_values, max_length=max_length, token_budget=token_budget,
-                              deciles=deciles)
+                              deciles=deciles, budgets=tops, budget_random_sets=budget_random_sets)
     meta.update({
+        "budgets": sorted({int(b) for b in budgets}),
+        "budgets_skipped": skipped,
+        "budget_rank": "|score|" if method in ABS_SCORE_METHODS else "score",
         "rate_column": rate_column if deciles is not None else None,
         "method": method,
         "group_kind": score_meta.get("group_kind"),

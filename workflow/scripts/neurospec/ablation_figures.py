@@ -66,8 +66,14 @@ def _save(fig, path: str | os.PathLike, dpi: int = 110) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def own_selection(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the methods' own selections and their controls (``budget`` null), not the budgets'."""
+    return df[df["budget"].isna()] if "budget" in df.columns else df
+
+
 def delta_matrix(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
     """groups x evaluated languages: selected delta NLL minus the mean of the random controls' (if any)."""
+    df = own_selection(df)
     selected = df[df["condition"] == "selected"].pivot(index="group", columns="eval_lang", values="delta_nll")
     random = df[df["condition"] == "random"]
     if len(random):
@@ -126,7 +132,7 @@ def specificity(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
     (``own``), the mean and largest on the other languages (``others``, ``others_max``), the random
     controls' mean and largest on its own language (``random``, ``random_max``), ``specific``:
     own > others_max and own > random_max, and ``p_controls`` on its own language (null if absent)."""
-    df = relative(df)
+    df = relative(own_selection(df))
     rows = []
     for group, own in meta["group_lang"].items():
         d = df[df["group"] == group]
