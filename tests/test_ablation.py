@@ -518,3 +518,33 @@ def test_budget_rows_ablate_the_top_n_with_their_own_controls(small_model_dir):
         controls = df[(df.budget == 2) & (df.condition == "random") & (df.eval_lang == lang)]["delta_nll"]
         assert two.loc[lang, "p_controls"] == pytest.approx((1 + (controls >= two.loc[lang, "delta_nll"]).sum()) / 2)
     assert meta["n_passes"] == 1 + 3 + 2 * 2
+
+
+def test_the_budget_figure_draws_the_planted_dose_response(tmp_path):
+    import matplotlib.image as mpimg
+
+    from neurospec.ablation_figures import plot_budget
+
+    rows = []
+    for group in ("de", "ru"):
+        for n in (10, 100):
+            for lang in ("de", "ru"):
+                sel = 0.01 * n if lang == group else 0.001 * n  # grows with N on the own language
+                rows.append((group, lang, "selected", -1, n, 50, 3 + sel, 3.0, sel, sel / 3, sel - 0.1, sel + 0.1,
+                             1 / 3, n))
+                for seed in (0, 1):
+                    d = 0.002 * n * (1 + seed)
+                    rows.append((group, lang, "random", seed, n, 50, 3 + d, 3.0, d, d / 3, np.nan, np.nan, np.nan, n))
+        rows.append((group, group, "selected", -1, 7, 50, 3.5, 3.0, 0.5, 0.5 / 3, 0.4, 0.6, 1 / 3, None))
+    df = pd.DataFrame(rows, columns=["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
+                                     "base_nll", "delta_nll", "rel_delta_nll", "delta_nll_low", "delta_nll_high",
+                                     "p_controls", "budget"])
+    df["budget"] = pd.array(df["budget"].tolist(), dtype="Int64")
+    meta = {"method": "lape", "group_lang": {"de": "de", "ru": "ru"}, "eval_languages": ["de", "ru"]}
+    data = plot_budget(df, meta, tmp_path / "budget.png").set_index(["group", "budget"])
+    assert sorted(data.index) == [("de", 10), ("de", 100), ("ru", 10), ("ru", 100)]  # not the own selection
+    assert data.loc[("de", 100), "selected"] == pytest.approx(1.0)
+    assert data.loc[("ru", 10), "low"] == pytest.approx(0.0) and data.loc[("ru", 10), "high"] == pytest.approx(0.2)
+    assert data.loc[("de", 100), "random"] == pytest.approx((0.2 + 0.4) / 2)
+    assert data.loc[("de", 100), "random_max"] == pytest.approx(0.4)
+    assert (mpimg.imread(tmp_path / "budget.png")[..., :3] < 0.9).mean() > 0.01

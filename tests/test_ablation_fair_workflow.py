@@ -21,7 +21,8 @@ def fair_run(tmp_path_factory):
     cfg = write_config(workdir, {"pairs": PAIRS, "evaluate": {
         "split": None, "ablation": {"mode": "zero", "random_sets": 2, "max_sentences": 8, "seed": 3,
                                     "budgets": BUDGETS, "budget_random_sets": 1}}})
-    snakemake(workdir, *[f"{RESULTS}/ablation/{m}.parquet" for m in METHODS], configfile=cfg)
+    snakemake(workdir, *[f"{RESULTS}/ablation/{m}.parquet" for m in METHODS],
+              *[f"{RESULTS}/figures/{m}/ablation_budget.png" for m in METHODS], configfile=cfg)
     return workdir
 
 
@@ -79,3 +80,19 @@ def test_budget_rows_ablate_the_top_n_of_every_group_with_matched_controls(fair_
         # groups that scored no neuron have no budget rows
         assert set(budgeted.group) <= set(sizes.index)
     assert {n for _, n in measured} == {5, 20}, measured  # both feasible budgets were measured somewhere
+
+
+def test_the_budget_figures_are_drawn_and_planned_only_with_budgets(fair_run, tmp_path):
+    import matplotlib.image as mpimg
+
+    from workflow_utils import job_counts
+
+    for method in METHODS:
+        png = fair_run / RESULTS / "figures" / method / "ablation_budget.png"
+        assert (mpimg.imread(png)[..., :3] < 0.9).mean() > 0.01  # drawn, not blank
+    # the default target plans them with budgets, not without
+    with_budgets = write_config(tmp_path, {"pairs": PAIRS, "evaluate": {"ablation": {"budgets": [5]}}}, name="a.yaml")
+    without = write_config(tmp_path, {"pairs": PAIRS}, name="b.yaml")
+    assert job_counts(snakemake(tmp_path, "--dry-run", configfile=with_budgets).stdout).get(
+        "figure_ablation_budget") == 5  # one per scoring method
+    assert "figure_ablation_budget" not in job_counts(snakemake(tmp_path, "--dry-run", configfile=without).stdout)

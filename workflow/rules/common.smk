@@ -268,6 +268,11 @@ def ablation_targets():
         [ablation_table(m) for m in SCORING_METHODS]
         + [figure_path(m, "ablation") for m in SCORING_METHODS]
         + [f"{RESULTS}/figures/ablation_specificity.png"]
+        + (
+            [figure_path(m, "ablation_budget") for m in SCORING_METHODS]
+            if config["evaluate"]["ablation"]["budgets"]
+            else []
+        )
     )
 
 

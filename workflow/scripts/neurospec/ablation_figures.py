@@ -10,6 +10,8 @@ can check them; ``draw`` is the file-level entry point of the rule script.
   languages of different base NLL on one scale) on its own language, the mean on the other
   languages, and the random controls' on its own language; a group is *specific* when its own
   language's exceeds every other language's and every control's.
+- ``budget``: per method, the dose-response of ``evaluate.ablation.budgets``: delta NLL on each
+  group's own language of its top N neurons and of N matched random ones, against N.
 """
 
 from __future__ import annotations
@@ -192,7 +194,67 @@ def plot_specificity(tables: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]],
     return data
 
 
-FIGURES = ("heatmap", "specificity")
+# --------------------------------------------------------------------------------------------
+# Dose-response: matched budgets
+# --------------------------------------------------------------------------------------------
+
+
+def budget_curve(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
+    """Per group and budget N: the delta NLL on the group's own language of its top N neurons
+    (``selected``, with ``low``/``high`` of its CI) and of the N-neuron matched controls (``random``:
+    mean, ``random_max``); empty without budget rows."""
+    columns = ["method", "group", "lang", "budget", "selected", "low", "high", "random", "random_max"]
+    if "budget" not in df.columns:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    d = df[df["budget"].notna()]
+    for (group, budget), g in d.groupby(["group", "budget"], sort=True):
+        own = meta["group_lang"].get(group)
+        g = g[g["eval_lang"] == own]
+        sel, rand = g[g["condition"] == "selected"], g[g["condition"] == "random"]["delta_nll"]
+        if not len(sel):
+            continue
+        rows.append({"method": meta["method"], "group": group, "lang": own, "budget": int(budget),
+                     "selected": float(sel["delta_nll"].iloc[0]),
+                     "low": float(sel["delta_nll_low"].iloc[0]) if "delta_nll_low" in sel else np.nan,
+                     "high": float(sel["delta_nll_high"].iloc[0]) if "delta_nll_high" in sel else np.nan,
+                     "random": float(rand.mean()) if len(rand) else np.nan,
+                     "random_max": float(rand.max()) if len(rand) else np.nan})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_budget(df: pd.DataFrame, meta: Mapping[str, Any], path: str | os.PathLike) -> pd.DataFrame:
+    """Delta NLL on the own language against the budget N (log axis): one thin line per group for its
+    top N neurons (red) and for its matched controls' mean (blue), medians over groups bold;
+    returns ``budget_curve``."""
+    data = budget_curve(df, meta)
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for key, color, label in (("selected", "#d62728", "top N by score"), ("random", "#1f77b4", "matched random N")):
+        for _, g in data.groupby("group"):
+            ax.plot(g["budget"], g[key], color=color, lw=0.6, alpha=0.35)
+        if len(data):
+            median = data.groupby("budget")[key].median()
+            ax.plot(median.index, median.to_numpy(), color=color, lw=2.2, marker="o", label=f"{label} (median)")
+    if len(data):
+        ax.set_xscale("log")
+        budgets = sorted(int(n) for n in data["budget"].unique())
+        ax.set_xticks(budgets, [str(n) for n in budgets])
+        ax.minorticks_off()
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no budget within any group's selection", ha="center", va="center", transform=ax.transAxes)
+    ax.axhline(0.0, color="black", lw=0.5, ls=":")
+    ax.set_xlabel("neurons ablated (N)")
+    ax.set_ylabel("delta NLL on the group's own language (nats/token)")
+    title = f"{meta['method']}: dose-response, top N neurons vs matched random N"
+    if meta.get("demo_model"):
+        title += f"\n{NOISE}"
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
+    return data
+
+
+FIGURES = ("heatmap", "specificity", "budget")
 
 
 def draw(figure: str, output: str | os.PathLike, paths: Sequence[str]) -> Any:
@@ -204,6 +266,10 @@ def draw(figure: str, output: str | os.PathLike, paths: Sequence[str]) -> Any:
         if len(tables) != 1:
             raise NeurospecError(f"the ablation heatmap draws one method's table, got {len(tables)}")
         return plot_heatmap(*tables[0], output)
+    if figure == "budget":
+        if len(tables) != 1:
+            raise NeurospecError(f"the ablation budget figure draws one method's table, got {len(tables)}")
+        return plot_budget(*tables[0], output)
     data = plot_specificity(tables, output)
     for method, d in data.groupby("method", sort=False):
         logger.info("%s: %d of %d groups specific (own-language delta NLL above every other language's and "
