@@ -96,3 +96,15 @@ def test_the_budget_figures_are_drawn_and_planned_only_with_budgets(fair_run, tm
     assert job_counts(snakemake(tmp_path, "--dry-run", configfile=with_budgets).stdout).get(
         "figure_ablation_budget") == 5  # one per scoring method
     assert "figure_ablation_budget" not in job_counts(snakemake(tmp_path, "--dry-run", configfile=without).stdout)
+
+
+@pytest.mark.parametrize("budgets, message", [
+    ([0], "key 'evaluate.ablation.budgets.0': 0 is less than the minimum of 1"),
+    ([10, 10], "key 'evaluate.ablation.budgets': [10, 10] has non-unique elements"),
+])
+def test_a_bad_budget_is_one_config_line(tmp_path, budgets, message):
+    cfg = write_config(tmp_path, {"pairs": PAIRS, "evaluate": {"ablation": {"budgets": budgets}}})
+    proc = snakemake(tmp_path, "--dry-run", configfile=cfg, check=False)
+    lines = [line for line in proc.stderr.splitlines() if "neurospec: config error" in line]
+    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr
+    assert message in lines[0], lines
