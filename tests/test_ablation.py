@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 import transformers as tf
 
-from neurospec.ablation import (HeldOut, OutputHead, Scorer, ablate_to_file, ablation_table, chunked_nll,
-                                group_language, held_out_sentences, random_controls)
+from neurospec.ablation import (LEVEL, N_BOOT, HeldOut, OutputHead, Scorer, ablate_to_file, ablation_table,
+                                bootstrap_delta_ci, chunked_nll, ci_rng, group_language, held_out_sentences,
+                                budget_selections, p_controls, random_controls)
 from neurospec.ablation_figures import read as read_ablation
 from neurospec.errors import NeurospecError
 from neurospec.interventions import mean_activations
@@ -220,7 +221,8 @@ def test_ablation_conditions_equal_independent_weight_edits(small_model_dir, mod
                               mean_values=(lambda lang: values * (2.0 if lang == "ru" else 1.0)),
                               token_budget=32, chunk_tokens=7)
     assert list(df.columns) == ["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
-                                "base_nll", "delta_nll"]
+                                "base_nll", "delta_nll", "rel_delta_nll", "delta_nll_low", "delta_nll_high",
+                                "p_controls", "budget"]
     assert len(df) == 3 * 3 * 3  # groups x (selected + 2 random) x languages
     base = _edited_nll(lm, tok, held, {})
     n_neurons = lm.config.intermediate_size
@@ -291,6 +293,8 @@ def test_ablate_to_file_reads_scores_tables_and_count_means(small_model_dir, tmp
     assert meta["group_lang"] == {"de-en": "de", "en-de": "en", "ru-en": "ru"}
     assert meta["n_sentences"] == {"en": 3, "de": 3, "ru": 3} and meta["eval_split"] == "test"
     assert meta["method"] == "frequency" and meta["mode"] == "mean" and meta["demo_model"] is False
+    assert meta["controls"] == "layer and firing-rate decile" and meta["rate_column"] == "gate_active"
+    assert meta["control_overlap"] == {}
     # de-en's neurons are patched to their mean over the tables of the other languages (en, ru)
     held = HeldOut({"en": SENTENCES["en"][:3], "de": SENTENCES["de"][:3], "ru": SENTENCES["ru"][:3]})
     values = mean_activations(counts, exclude=["de"])
@@ -335,8 +339,10 @@ def test_figures_recover_planted_specificity(tmp_path):
     spec = plot_specificity([(df, meta), (df.assign(delta_nll=0.0), {**meta, "method": "contrast"})],
                             tmp_path / "spec.png").set_index(["method", "group"])
     assert spec.loc[("lape", "de"), "specific"] and not spec.loc[("lape", "ru"), "specific"]
-    assert spec.loc[("lape", "de"), "own"] == 1.0 and spec.loc[("lape", "de"), "others"] == pytest.approx(0.1)
-    assert spec.loc[("lape", "ru"), "random_max"] == pytest.approx(0.08)
+    # on the relative scale: delta / base NLL (3.0)
+    assert spec.loc[("lape", "de"), "own"] == pytest.approx(1.0 / 3)
+    assert spec.loc[("lape", "de"), "others"] == pytest.approx(0.1 / 3)
+    assert spec.loc[("lape", "ru"), "random_max"] == pytest.approx(0.08 / 3)
     assert not spec.loc["contrast", "specific"].any()  # nothing beats ties
     for png in ("heat.png", "spec.png"):
         pixels = mpimg.imread(tmp_path / png)[..., :3]
@@ -352,4 +358,193 @@ def test_the_summary_command_prints_the_specific_groups(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "lape: 1 of 2 groups specific (de)" in out
     assert out.splitlines()[0].split() == ["method", "group", "lang", "n_neurons", "own", "others", "others_max",
-                                           "random", "random_max", "specific"]
+                                           "random", "random_max", "specific", "p_controls"]
+
+
+def test_real_configs_default_to_twenty_random_sets_the_demo_keeps_two():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
+    ablation = schema["properties"]["evaluate"]["properties"]["ablation"]["properties"]
+    assert ablation["random_sets"]["default"] == 20
+    assert yaml.safe_load((root / "config/ec40-aya23.yaml").read_text())["evaluate"]["ablation"]["random_sets"] >= 20
+    assert yaml.safe_load((root / "config/config.yaml").read_text())["evaluate"]["ablation"]["random_sets"] == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Uncertainty and the relative scale
+
+
+def _hand_ci(base, sel, counts, rng, n_boot, level):
+    """The percentile bootstrap written out: resample sentences, ratio of sums, one resample at a time."""
+    idx = rng.integers(0, len(counts), size=(n_boot, len(counts)))
+    deltas = []
+    for row in idx:
+        tokens = sum(counts[i] for i in row)
+        deltas.append(sum(sel[i] for i in row) / tokens - sum(base[i] for i in row) / tokens)
+    deltas = sorted(deltas)
+    return np.quantile(deltas, (1 - level) / 2), np.quantile(deltas, (1 + level) / 2)
+
+
+def test_the_bootstrap_ci_is_the_hand_computed_percentile_interval():
+    rng = np.random.default_rng(7)
+    counts = rng.integers(3, 30, size=25)
+    base = counts * rng.uniform(2.0, 4.0, size=25)
+    sel = base + counts * rng.normal(0.3, 0.5, size=25)
+    low, high = bootstrap_delta_ci(base, sel, counts, np.random.default_rng(11), n_boot=400, level=0.9)
+    want = _hand_ci(base, sel, counts, np.random.default_rng(11), 400, 0.9)
+    assert (low, high) == pytest.approx(want, rel=1e-12)
+    point = (sel.sum() - base.sum()) / counts.sum()
+    assert low < point < high and high - low > 0.05  # a real interval around the ratio-of-sums delta
+    # one sentence with all the weight: no spread
+    assert bootstrap_delta_ci(base[:1], sel[:1], counts[:1], np.random.default_rng(0)) == \
+        pytest.approx((point1 := (sel[0] - base[0]) / counts[0], point1))
+
+
+def test_the_empirical_p_value_counts_controls_at_least_as_large():
+    assert p_controls(0.5, [0.1, 0.6, 0.5, 0.2]) == pytest.approx(3 / 5)  # 0.6 and the tie 0.5
+    assert p_controls(0.7, [0.1, 0.6, 0.5, 0.2]) == pytest.approx(1 / 5)  # above every control
+    assert p_controls(0.0, [0.1] * 20) == pytest.approx(1.0)
+    assert p_controls(0.3, []) == 1.0  # no controls: no evidence
+
+
+def test_specificity_on_the_relative_scale_differs_from_raw_delta_where_base_nll_differs():
+    from neurospec.ablation_figures import specificity
+
+    # de's neurons: +0.5 nats on German (base 5.0: +10%), +0.3 on English (base 1.5: +20%)
+    rows = [("de", "de", "selected", -1, 3, 50, 5.5, 5.0, 0.5), ("de", "en", "selected", -1, 3, 50, 1.8, 1.5, 0.3),
+            ("de", "de", "random", 0, 3, 50, 5.1, 5.0, 0.1), ("de", "en", "random", 0, 3, 50, 1.6, 1.5, 0.1)]
+    df = pd.DataFrame(rows, columns=["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
+                                     "base_nll", "delta_nll"])
+    meta = {"method": "lape", "eval_languages": ["en", "de"], "group_lang": {"de": "de"}}
+    spec = specificity(df, meta).iloc[0]
+    assert spec["own"] == pytest.approx(0.1) and spec["others_max"] == pytest.approx(0.2)
+    assert spec["random_max"] == pytest.approx(0.02) and not spec["specific"]  # raw delta would call it specific
+    assert np.isnan(spec["p_controls"])  # an older table without the column
+
+
+@torch.no_grad()
+def _edited_sentences(lm, tok, texts, selection):
+    """Per sentence (summed NLL, tokens) with down_proj's weight columns of ``selection`` zeroed."""
+    import copy
+
+    model = copy.deepcopy(lm)
+    for layer, idx in selection.items():
+        model.model.layers[layer].mlp.down_proj.weight[:, idx] = 0.0
+    pairs = [_reference_nll(model, tok, t) for t in texts]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def test_ablation_rows_carry_the_bootstrap_ci_the_p_value_and_rel_delta(small_model_dir):
+    tok = _tokenizer(small_model_dir)
+    lm = _make("llama", len(tok))
+    held = HeldOut({lang: list(t) for lang, t in SENTENCES.items()})
+    selections = {"de": SELECTIONS["de"]}
+    df, meta = ablation_table(_loaded(lm, tok), selections, held, random_sets=3, seed=4, token_budget=32)
+    sel = df[df.condition == "selected"].set_index("eval_lang")
+    rand = df[df.condition == "random"]
+    assert rand[["delta_nll_low", "delta_nll_high", "p_controls"]].isna().all().all()
+    np.testing.assert_allclose(df["rel_delta_nll"], df["delta_nll"] / df["base_nll"], rtol=1e-12)
+    for lang, texts in SENTENCES.items():
+        base, counts = _edited_sentences(lm, tok, texts, {})
+        ablated, _ = _edited_sentences(lm, tok, texts, selections["de"])
+        keep = counts > 0
+        want = _hand_ci(base[keep], ablated[keep], counts[keep], ci_rng(4, "de", lang), N_BOOT, LEVEL)
+        assert (sel.loc[lang, "delta_nll_low"], sel.loc[lang, "delta_nll_high"]) == pytest.approx(want, rel=1e-6)
+        controls = rand[rand.eval_lang == lang]["delta_nll"].to_numpy()
+        expected_p = (1 + (controls >= sel.loc[lang, "delta_nll"]).sum()) / 4
+        assert sel.loc[lang, "p_controls"] == pytest.approx(expected_p)
+    assert meta["ci"]["unit"] == "sentences" and meta["ci"]["n_boot"] == N_BOOT
+    assert meta["ci"]["n"] == {"en": 6, "de": 4, "ru": 3}  # every sentence predicts at least one token
+    assert meta["p_controls"]["n_controls"] == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Matched budgets
+
+
+def _flat(selection):
+    return sorted((layer, int(n)) for layer, idx in selection.items() for n in idx)
+
+
+def test_budget_selections_take_the_top_n_by_score_over_all_layers():
+    scores = pd.DataFrame({"group": ["de"] * 5 + ["ru"] * 2, "layer": [0, 0, 1, 2, 2, 0, 1],
+                           "neuron": [4, 9, 3, 1, 7, 2, 2], "score": [0.1, 0.5, 0.9, -2.0, 0.5, 1.0, 3.0]})
+    tops, skipped = budget_selections(scores, [1, 3, 6], "frequency")
+    # by score, largest first; the tie 0.5 (0, 9) and (2, 7) goes to the lower layer
+    assert _flat(tops["de"][1]) == [(1, 3)]
+    assert _flat(tops["de"][3]) == [(0, 9), (1, 3), (2, 7)]
+    assert _flat(tops["ru"][1]) == [(1, 2)]
+    assert 6 not in tops["de"] and skipped == {"de": [6], "ru": [3, 6]}
+    # diffmeans keeps the largest |difference|: -2.0 first
+    tops, _ = budget_selections(scores, [2], "diffmeans")
+    assert _flat(tops["de"][2]) == [(1, 3), (2, 1)]
+    with pytest.raises(NeurospecError, match="budgets must be positive integers"):
+        budget_selections(scores, [0], "lape")
+
+
+def test_budget_rows_ablate_the_top_n_with_their_own_controls(small_model_dir):
+    from neurospec.interventions import rate_deciles
+
+    tok = _tokenizer(small_model_dir)
+    lm = _make("llama", len(tok))
+    held = HeldOut({lang: list(t) for lang, t in SENTENCES.items()})
+    scores = pd.DataFrame({"group": "de", "layer": [0, 0, 0, 2, 2], "neuron": [1, 5, 7, 0, 47],
+                           "score": [0.2, 0.9, 0.1, 0.5, 0.3]})
+    tops, skipped = budget_selections(scores, [2, 5, 9], "lape")
+    assert skipped == {"de": [9]}
+    deciles = rate_deciles(np.random.default_rng(0).random((3, 48)))
+    df, meta = ablation_table(_loaded(lm, tok), {"de": SELECTIONS["de"]}, held, random_sets=2, seed=1,
+                              token_budget=32, deciles=deciles, budgets=tops, budget_random_sets=1)
+    own = df[df.budget.isna()]
+    assert len(own) == 3 * 3 and meta["budget_random_sets"] == 1
+    assert sorted(df.budget.dropna().unique().tolist()) == [2, 5]
+    for n in (2, 5):
+        d = df[df.budget == n]
+        assert sorted(zip(d.condition, d.seed)) == sorted([("selected", -1)] * 3 + [("random", 1)] * 3)
+        assert (d.n_neurons == n).all()
+    # N = 5 is the whole selection: the same NLL as the own selection's row
+    five = df[(df.budget == 5) & (df.condition == "selected")].set_index("eval_lang")["nll"]
+    np.testing.assert_allclose(five.sort_index(), own[own.condition == "selected"].set_index("eval_lang")["nll"]
+                               .sort_index(), rtol=1e-12)
+    # N = 2: layer 0 neuron 5 (0.9) and layer 2 neuron 0 (0.5), as an independent weight edit
+    expected = _edited_nll(lm, tok, held, {0: np.array([5]), 2: np.array([0])})
+    two = df[(df.budget == 2) & (df.condition == "selected")].set_index("eval_lang")
+    for lang in expected:
+        assert two.loc[lang, "nll"] == pytest.approx(expected[lang], rel=1e-9)
+        controls = df[(df.budget == 2) & (df.condition == "random") & (df.eval_lang == lang)]["delta_nll"]
+        assert two.loc[lang, "p_controls"] == pytest.approx((1 + (controls >= two.loc[lang, "delta_nll"]).sum()) / 2)
+    assert meta["n_passes"] == 1 + 3 + 2 * 2
+
+
+def test_the_budget_figure_draws_the_planted_dose_response(tmp_path):
+    import matplotlib.image as mpimg
+
+    from neurospec.ablation_figures import plot_budget
+
+    rows = []
+    for group in ("de", "ru"):
+        for n in (10, 100):
+            for lang in ("de", "ru"):
+                sel = 0.01 * n if lang == group else 0.001 * n  # grows with N on the own language
+                rows.append((group, lang, "selected", -1, n, 50, 3 + sel, 3.0, sel, sel / 3, sel - 0.1, sel + 0.1,
+                             1 / 3, n))
+                for seed in (0, 1):
+                    d = 0.002 * n * (1 + seed)
+                    rows.append((group, lang, "random", seed, n, 50, 3 + d, 3.0, d, d / 3, np.nan, np.nan, np.nan, n))
+        rows.append((group, group, "selected", -1, 7, 50, 3.5, 3.0, 0.5, 0.5 / 3, 0.4, 0.6, 1 / 3, None))
+    df = pd.DataFrame(rows, columns=["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
+                                     "base_nll", "delta_nll", "rel_delta_nll", "delta_nll_low", "delta_nll_high",
+                                     "p_controls", "budget"])
+    df["budget"] = pd.array(df["budget"].tolist(), dtype="Int64")
+    meta = {"method": "lape", "group_lang": {"de": "de", "ru": "ru"}, "eval_languages": ["de", "ru"]}
+    data = plot_budget(df, meta, tmp_path / "budget.png").set_index(["group", "budget"])
+    assert sorted(data.index) == [("de", 10), ("de", 100), ("ru", 10), ("ru", 100)]  # not the own selection
+    assert data.loc[("de", 100), "selected"] == pytest.approx(1.0)
+    assert data.loc[("ru", 10), "low"] == pytest.approx(0.0) and data.loc[("ru", 10), "high"] == pytest.approx(0.2)
+    assert data.loc[("de", 100), "random"] == pytest.approx((0.2 + 0.4) / 2)
+    assert data.loc[("de", 100), "random_max"] == pytest.approx(0.4)
+    assert (mpimg.imread(tmp_path / "budget.png")[..., :3] < 0.9).mean() > 0.01

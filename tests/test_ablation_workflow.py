@@ -41,7 +41,8 @@ def test_ablation_tables_hold_every_group_language_and_condition(ablation_run):
         scores, score_meta = read_table(workdir / RESULTS / "scores" / f"{method}.parquet"), \
             read_metadata(workdir / RESULTS / "scores" / f"{method}.parquet")
         assert list(df.columns) == ["group", "eval_lang", "condition", "seed", "n_neurons", "n_tokens", "nll",
-                                    "base_nll", "delta_nll"]
+                                    "base_nll", "delta_nll", "rel_delta_nll", "delta_nll_low", "delta_nll_high",
+                                    "p_controls", "budget"]
         assert sorted(df["group"].unique()) == sorted(score_meta["groups"])
         assert meta["eval_split"] == "test" and meta["eval_languages"] == ["en", "de", "hi", "ru"]
         assert meta["mode"] == "zero" and meta["seeds"] == [5, 6] and meta["demo_model"] is True
@@ -101,10 +102,12 @@ def test_figure_data_are_selected_minus_random(ablation_run):
     assert sorted(spec["group"]) == sorted(meta["group_lang"])
     for _, row in spec.iterrows():
         d = df[df.group == row["group"]]
-        sel = d[d.condition == "selected"].set_index("eval_lang")["delta_nll"]
-        assert row["own"] == sel[row["lang"]]
+        sel = d[d.condition == "selected"].set_index("eval_lang")
+        sel = sel["delta_nll"] / sel["base_nll"]  # specificity is on the relative scale
+        rand = d[(d.condition == "random") & (d.eval_lang == row["lang"])]
+        assert row["own"] == pytest.approx(sel[row["lang"]])
         assert row["specific"] == bool(sel[row["lang"]] > sel.drop(row["lang"]).max() and sel[row["lang"]] >
-                                       d[(d.condition == "random") & (d.eval_lang == row["lang"])]["delta_nll"].max())
+                                       (rand["delta_nll"] / rand["base_nll"]).max())
 
 
 def test_an_ablation_parameter_reruns_ablation_only(ablation_run):

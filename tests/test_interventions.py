@@ -9,8 +9,8 @@ import torch
 import transformers as tf
 
 from neurospec.errors import NeurospecError
-from neurospec.interventions import (intervene, mean_activations, random_like, selection_size,
-                                     selections_from_scores)
+from neurospec.interventions import (firing_rates, intervene, matched_like, mean_activations, random_like,
+                                     rate_deciles, selection_size, selections_from_scores)
 
 H, I, L, V = 32, 48, 3, 97
 
@@ -157,3 +157,54 @@ def test_mean_patch_values_read_the_tables_once_and_leave_the_language_out(tmp_p
     assert patch.excluding(["de"]) is patch.excluding(("de",))  # computed once per exclusion
     with pytest.raises(NeurospecError, match="evaluate.ablation: mode 'mean' needs the count tables"):
         MeanPatchValues([], "evaluate.ablation")
+
+
+def test_firing_rates_pool_counts_over_tables_and_deciles_rank_within_layers():
+    def table(counts):
+        return pd.DataFrame({"layer": [1, 1, 0, 0], "neuron": [0, 1, 0, 1], "gate_active": counts})
+
+    tables = {"en-de": (table([1, 2, 3, 4]), {"n_tokens": 10}), "de-en": (table([9, 0, 7, 0]), {"n_tokens": 30})}
+    # rows are sorted by (layer, neuron): layer 0 holds counts 3+7, 4+0; layer 1 holds 1+9, 2+0; 40 tokens
+    np.testing.assert_allclose(firing_rates(tables, "gate_active"), [[10 / 40, 4 / 40], [10 / 40, 2 / 40]])
+    with pytest.raises(NeurospecError, match="lacks column 'active'"):
+        firing_rates(tables, "active")
+    rates = np.array([np.arange(20.0), np.arange(20.0)[::-1], np.zeros(20)])
+    deciles = rate_deciles(rates)
+    assert deciles[0].tolist() == [i // 2 for i in range(20)]  # two neurons per decile, by rank
+    assert deciles[1].tolist() == [9 - i // 2 for i in range(20)]
+    assert (deciles[2] == deciles[2][0]).all()  # tied rates share a decile
+
+
+def test_matched_controls_reproduce_the_selections_decile_histogram_per_layer():
+    rng = np.random.default_rng(0)
+    rates = rng.random((3, 200)) ** 3  # skewed, like firing rates
+    deciles = rate_deciles(rates)
+    # the most active neurons of layer 0 and 2 (what frequency and diffmeans pick), a mix in layer 1
+    selection = {0: np.argsort(-rates[0])[:60:2], 1: np.arange(0, 200, 9), 2: np.argsort(-rates[2])[:5]}
+    selection = {k: np.sort(v) for k, v in selection.items()}
+    for seed in range(20):
+        control, overlap = matched_like(selection, deciles, np.random.default_rng(seed))
+        assert overlap == 0
+        for layer, idx in selection.items():
+            c = control[layer]
+            assert len(set(c.tolist())) == len(c) == len(idx)  # without replacement
+            assert not set(c.tolist()) & set(idx.tolist())  # never a selected neuron
+            assert np.bincount(deciles[layer][c], minlength=10).tolist() == \
+                np.bincount(deciles[layer][idx], minlength=10).tolist()
+    # every other one of layer 0's 60 most active neurons: half of each of its top three deciles
+    assert np.bincount(deciles[0][selection[0]], minlength=10).tolist() == [0] * 7 + [10, 10, 10]
+    again, _ = matched_like(selection, deciles, np.random.default_rng(3))
+    other, _ = matched_like(selection, deciles, np.random.default_rng(4))
+    assert all((again[k] == matched_like(selection, deciles, np.random.default_rng(3))[0][k]).all() for k in again)
+    assert any(not np.array_equal(again[k], other[k]) for k in again)  # another seed, another set
+
+
+def test_a_matched_control_short_of_neurons_keeps_the_histogram_and_reports_the_overlap():
+    deciles = rate_deciles(np.arange(20.0)[None, :])  # two neurons per decile
+    selection = {0: np.array([18, 19, 0])}  # the whole top decile: no other neuron there
+    control, overlap = matched_like(selection, deciles, np.random.default_rng(0))
+    assert overlap == 2 and sorted(control[0].tolist()) == [1, 18, 19]
+    with pytest.raises(NeurospecError, match="layers 0..0"):
+        matched_like({1: np.array([0])}, deciles, np.random.default_rng(0))
+    with pytest.raises(NeurospecError, match="outside 0..19"):
+        matched_like({0: np.array([20])}, deciles, np.random.default_rng(0))

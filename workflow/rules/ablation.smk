@@ -52,6 +52,27 @@ rule figure_ablation:
         "../scripts/plot_ablation.py"
 
 
+rule figure_ablation_budget:
+    """Dose-response: own-language delta NLL of the top N neurons and of N matched random ones, vs N."""
+    input:
+        ablation=ablation_table("{method}"),
+    output:
+        report(
+            figure_path("{method}", "ablation_budget"),
+            caption="../report/ablation_budget.rst",
+            category="Ablation",
+            subcategory="{method}",
+        ),
+    log:
+        f"{LOGS}/figures/{{method}}/ablation_budget.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        figure="budget",
+    script:
+        "../scripts/plot_ablation.py"
+
+
 rule figure_ablation_specificity:
     """Own-language delta NLL against the other languages' and the random controls', per method."""
     input:

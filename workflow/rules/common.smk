@@ -311,10 +311,9 @@ def eval_language_tables():
 
 
 def ablation_count_tables(wildcards=None):
-    """The count tables, whose act_sum gives the values of mode 'mean'; none for mode 'zero'."""
-    return (
-        activation_tables() if config["evaluate"]["ablation"]["mode"] == "mean" else []
-    )
+    """The count tables: their firing rates match the random controls on decile, their act_sum
+    gives the values of mode 'mean'."""
+    return activation_tables()
 
 
 def ablation_table(method):
@@ -327,6 +326,11 @@ def ablation_targets():
         [ablation_table(m) for m in SCORING_METHODS]
         + [figure_path(m, "ablation") for m in SCORING_METHODS]
         + [f"{RESULTS}/figures/ablation_specificity.png"]
+        + (
+            [figure_path(m, "ablation_budget") for m in SCORING_METHODS]
+            if config["evaluate"]["ablation"]["budgets"]
+            else []
+        )
     )
 
 

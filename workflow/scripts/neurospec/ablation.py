@@ -10,13 +10,29 @@ evaluated language is measured:
   count tables' ``act_sum`` / ``n_tokens`` of the selection split, the group's own language left
   out), which removes what is specific to the language rather than the neuron's average output.
 
-Controls: per group, ``random_sets`` random neuron sets with the same number of neurons in each
-layer (``interventions.random_like``), each drawn from its own seed (the ``seed`` column), so a
-rerun draws the same sets.  The baseline (no intervention) runs once per language, not once per
+Controls: per group, ``random_sets`` random neuron sets, each drawn from its own seed (the ``seed``
+column), so a rerun draws the same sets.  Each control neuron is matched to a selected one on its
+layer AND its firing-rate decile within that layer (``interventions.matched_like``; the rate is the
+score table's count criterion over n_tokens, pooled over the selection split's count tables), so a
+method that picks the most active neurons is compared with equally active random ones; without
+count tables, on the layer only (``interventions.random_like``).  The baseline (no intervention) runs once per language, not once per
 condition.  Output, one table per method::
 
     group, eval_lang, condition ("selected" | "random"), seed (-1 for "selected"), n_neurons,
-    n_tokens, nll, base_nll, delta_nll (= nll - base_nll)
+    n_tokens, nll, base_nll, delta_nll (= nll - base_nll), rel_delta_nll (= delta_nll / base_nll),
+    delta_nll_low, delta_nll_high, p_controls
+
+Uncertainty, for the selected sets (null on the controls' rows): ``delta_nll_low``/``_high``, a
+sentence bootstrap (``N_BOOT`` resamples of the language's held-out sentences, the ratio-of-sums
+delta NLL of each, percentile interval at ``LEVEL``, seeded per group and language); ``p_controls``,
+the empirical p-value (1 + #{controls with delta NLL >= the selected set's}) / (1 + random_sets) on the
+same language.  ``rel_delta_nll`` puts languages of different base NLL on one scale (specificity).
+
+Matched budgets (``budgets``, dose-response): per group and N, the top N neurons of the method's
+score table ranked over all layers by ``score`` (|score| for diffmeans), ablated like a selection
+with ``budget_random_sets`` matched controls of N neurons; their rows carry ``budget`` = N (null on
+the method's own selection's rows).  A budget beyond a group's scored neurons is left out (metadata
+``budgets_skipped``).
 
 Held-out sentences: the evaluation split's pair tables (never the split neurons were selected on);
 a language's plain sentences are its side of those tables (English's: the English sides), the
@@ -32,7 +48,8 @@ matrix of a whole batch never exists (Aya's vocabulary is 256k).  The head repro
 logits, output scaling included (``OutputHead``), and each job checks that on one sentence
 against ``lm(...).logits`` before it measures anything.
 
-Cost: (1 + groups x (1 + random_sets)) passes over every evaluated sentence (LM head included).
+Cost: (1 + groups x (1 + random_sets) + group budgets x (1 + budget_random_sets)) passes over every
+evaluated sentence (LM head included).
 """
 
 from __future__ import annotations
@@ -51,12 +68,12 @@ import torch
 from .architectures import n_neurons as model_neurons
 from .batching import auto_token_budget, make_batches
 from .errors import NeurospecError
-from .interventions import (MODES, MeanPatchValues, Selection, intervene, random_like, selection_size,
-                            selections_from_scores)
+from .interventions import (MODES, MeanPatchValues, Selection, firing_rates, intervene, matched_like, random_like,
+                            rate_deciles, selection_size, selections_from_scores)
 from .languages import PIVOT, group_language
 from .models import LoadedModel, is_demo_model
 from .prompts import model_context
-from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
+from .tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
 
 log = logging.getLogger("neurospec")
 
@@ -71,6 +88,11 @@ ABLATION_SCHEMA = pa.schema(
         ("nll", pa.float64()),  # mean NLL per token under the intervention (nats)
         ("base_nll", pa.float64()),  # mean NLL per token without intervention
         ("delta_nll", pa.float64()),  # nll - base_nll
+        ("rel_delta_nll", pa.float64()),  # delta_nll / base_nll: comparable across languages
+        ("delta_nll_low", pa.float64()),  # "selected": sentence-bootstrap CI of delta_nll (LEVEL); null for "random"
+        ("delta_nll_high", pa.float64()),
+        ("p_controls", pa.float64()),  # "selected": (1 + #controls with delta >= its delta) / (1 + #controls)
+        ("budget", pa.int64()),  # null: the method's own selection; N: its top N neurons by score (and controls)
     ]
 )
 ABLATION_COLUMNS = tuple(ABLATION_SCHEMA.names)
@@ -79,6 +101,9 @@ ABLATION_COLUMNS = tuple(ABLATION_SCHEMA.names)
 MIN_FILL = 0.8
 # elements of one chunk's [tokens x vocabulary] logits (float32: 128 MiB on the CPU, 512 MiB on CUDA)
 CHUNK_ELEMENTS = {"cpu": 1 << 25, "cuda": 1 << 27}
+# the sentence bootstrap of the selected sets' delta NLL: resamples and two-sided level
+N_BOOT = 1000
+LEVEL = 0.95
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,29 +358,110 @@ def language_means(sums: np.ndarray, counts: np.ndarray, langs: np.ndarray, orde
 
 
 # --------------------------------------------------------------------------------------------
+# Uncertainty: sentence bootstrap, empirical p-value against the controls
+# --------------------------------------------------------------------------------------------
+
+
+def ci_rng(seed: int, group: str, lang: str) -> np.random.Generator:
+    """The bootstrap's generator of one (group, evaluated language): the same on every rerun."""
+    return np.random.default_rng([int(seed), zlib.crc32(group.encode()), zlib.crc32(lang.encode())])
+
+
+def bootstrap_delta_ci(base_sums: np.ndarray, sums: np.ndarray, counts: np.ndarray, rng: np.random.Generator,
+                       n_boot: int = N_BOOT, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile interval of delta NLL = (sum(sums) - sum(base_sums)) / sum(counts) over sentences
+    resampled with replacement (``n_boot`` resamples of all sentences at once, one
+    ``rng.integers(0, n, size=(n_boot, n))`` draw): per sentence its summed NLL with the intervention
+    (``sums``) and without (``base_sums``) and its predicted tokens (``counts``)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n = len(counts)
+    if n == 0 or n_boot < 1:
+        return float("nan"), float("nan")
+    idx = rng.integers(0, n, size=(n_boot, n))
+    diff = np.asarray(sums, dtype=np.float64) - np.asarray(base_sums, dtype=np.float64)
+    deltas = diff[idx].sum(axis=1) / np.maximum(counts[idx].sum(axis=1), 1.0)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1.0 - alpha))
+
+
+def p_controls(delta: float, control_deltas: Sequence[float]) -> float:
+    """Empirical p-value of a selected set's delta NLL against its controls':
+    (1 + #{controls with delta >= the selected one's}) / (1 + #controls)."""
+    controls = np.asarray(control_deltas, dtype=np.float64)
+    return float((1 + int((controls >= delta).sum())) / (1 + len(controls)))
+
+
+# --------------------------------------------------------------------------------------------
 # Conditions
 # --------------------------------------------------------------------------------------------
 
 
-def random_controls(selection: Selection, n_neurons: int, group: str, seeds: Sequence[int]) -> list[Selection]:
+def random_controls(selection: Selection, n_neurons: int, group: str, seeds: Sequence[int],
+                    salt: Sequence[int] = ()) -> list[Selection]:
     """One random selection per seed with ``selection``'s neurons per layer; the draw depends on the
-    seed and the group only, so a rerun (or another method's run) gives the same sets."""
-    return [random_like(selection, n_neurons, np.random.default_rng([int(s), zlib.crc32(group.encode())]))
+    seed and the group only (and ``salt``: a budget's N), so a rerun (or another method's run) gives
+    the same sets."""
+    return [random_like(selection, n_neurons,
+                        np.random.default_rng([int(s), zlib.crc32(group.encode()), *map(int, salt)]))
             for s in seeds]
 
 
+def matched_controls(selection: Selection, deciles: np.ndarray, group: str,
+                     seeds: Sequence[int], salt: Sequence[int] = ()) -> list[tuple[Selection, int]]:
+    """One control per seed matched on layer and firing-rate decile (``interventions.matched_like``),
+    with the number of its neurons that had to come from the selection; seeded like ``random_controls``."""
+    return [matched_like(selection, deciles,
+                         np.random.default_rng([int(s), zlib.crc32(group.encode()), *map(int, salt)]))
+            for s in seeds]
+
+
+# methods whose selection keeps the largest |score| (diffmeans' score is a signed difference)
+ABS_SCORE_METHODS = ("diffmeans",)
+
+
+def budget_selections(scores: pd.DataFrame, budgets: Sequence[int],
+                      method: str) -> tuple[dict[str, dict[int, Selection]], dict[str, list[int]]]:
+    """Per group and budget N, the group's top N neurons of the score table, ranked over all layers by
+    ``score`` (by |score| for ``ABS_SCORE_METHODS``), ties by layer, then neuron.
+
+    Returns {group: {N: selection}} and {group: [the budgets larger than its scored neurons]} (the
+    score table holds the selected neurons only, so a budget beyond them is left out, not padded).
+    """
+    if any(isinstance(n, bool) or int(n) < 1 for n in budgets):
+        raise NeurospecError(f"evaluate.ablation.budgets must be positive integers, not {list(budgets)}")
+    out: dict[str, dict[int, Selection]] = {}
+    skipped: dict[str, list[int]] = {}
+    for group, d in scores.groupby("group", sort=True, observed=True):
+        key = d["score"].to_numpy(np.float64)
+        key = np.abs(key) if method in ABS_SCORE_METHODS else key
+        order = np.lexsort((d["neuron"].to_numpy(), d["layer"].to_numpy(), -key))
+        for n in sorted({int(b) for b in budgets}):
+            if n > len(d):
+                skipped.setdefault(str(group), []).append(n)
+                continue
+            top = d.iloc[order[:n]]
+            out.setdefault(str(group), {})[n] = selections_from_scores(top).get(str(group), {})
+    return out, skipped
+
+
 def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], held_out: HeldOut, *,
-                   mode: str = "zero", random_sets: int = 3, seed: int = 0,
+                   mode: str = "zero", random_sets: int = 20, seed: int = 0,
                    mean_values: Callable[[str], np.ndarray] | None = None, max_length: int = 512,
                    token_budget: int | None = None, chunk_tokens: int | None = None,
-                   token_scope: str = "source") -> tuple[pd.DataFrame, dict]:
+                   deciles: np.ndarray | None = None,
+                   budgets: Mapping[str, Mapping[int, Selection]] | None = None,
+                   budget_random_sets: int = 3, token_scope: str = "source") -> tuple[pd.DataFrame, dict]:
     """Rows of ABLATION_SCHEMA for every group of ``selections`` and its random controls.
 
     ``token_scope``: the selection's collect.token_scope, which says a pair group's language
     (``group_language``).
 
     ``mean_values(lang)``: [layers, neurons] values to patch with in ``mode`` "mean" for a group
-    whose language is ``lang`` (its mean activation over the other languages).
+    whose language is ``lang`` (its mean activation over the other languages).  ``deciles``:
+    [layers, neurons] firing-rate deciles (``interventions.rate_deciles``): the controls are then
+    matched on layer and decile (``matched_controls``), else on layer only (``random_controls``).
+    ``budgets``: {group: {N: its top N neurons}} (``budget_selections``), each ablated with
+    ``budget_random_sets`` controls of its own; their rows carry ``budget`` N.
     """
     if mode not in MODES:
         raise NeurospecError(f"evaluate.ablation.mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -380,41 +486,77 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
         raise NeurospecError(f"no held-out sentence of {', '.join(empty)} has a token to predict")
 
     t0 = time.perf_counter()
-    base = language_means(scorer.nll(), scorer.n_predicted, langs, order)
+    base_sums = scorer.nll()
+    base = language_means(base_sums, scorer.n_predicted, langs, order)
+    # the bootstrap's unit: each language's sentences with a token to predict
+    units = {lang: np.flatnonzero((langs == lang) & (scorer.n_predicted > 0)) for lang in order}
     n_passes = 1
     log.info("baseline NLL: %s", ", ".join(f"{lang} {v:.3f}" for lang, v in zip(order, base)))
     n_neurons = model_neurons(loaded.model)
     seeds = [seed + j for j in range(random_sets)]
     rows = []
     own_lang = {g: group_language(g, token_scope) for g in selections}
-    for group, selection in selections.items():
+    overlaps: dict[str, int] = {}
+    budget_seeds = [seed + j for j in range(budget_random_sets)]
+    sets = [(group, None, selection, seeds) for group, selection in selections.items()]
+    sets += [(group, n, sel, budget_seeds) for group in selections for n, sel in (budgets or {}).get(group, {}).items()]
+    for group, budget, selection, set_seeds in sets:
         values = mean_values(own_lang[group]) if mode == "mean" else None
-        conditions = [("selected", -1, selection)] + [
-            ("random", s, sel) for s, sel in zip(seeds, random_controls(selection, n_neurons, group, seeds))]
+        salt = () if budget is None else (budget,)
+        if deciles is None:
+            controls = random_controls(selection, n_neurons, group, set_seeds, salt)
+        else:
+            drawn = matched_controls(selection, deciles, group, set_seeds, salt)
+            controls = [c for c, _ in drawn]
+            if sum(o for _, o in drawn):
+                name = group if budget is None else f"{group}@{budget}"
+                overlaps[name] = sum(o for _, o in drawn)
+                log.warning("%s: %d control neuron(s) over %d sets came from the selection: a (layer, decile) "
+                            "cell had too few other neurons", name, overlaps[name], len(set_seeds))
+        conditions = [("selected", -1, selection)] + [("random", s, sel) for s, sel in zip(set_seeds, controls)]
         own_deltas = []
+        measured = []  # (condition, seed, size, per-sentence NLL sums, per-language mean NLL)
         for condition, s, sel in conditions:
             size = selection_size(sel)
             if size == 0:  # nothing to ablate: exactly the baseline
-                nll = base.copy()
+                sums = base_sums
             else:
                 with intervene(loaded.model, sel, mode, values):
-                    nll = language_means(scorer.nll(), scorer.n_predicted, langs, order)
+                    sums = scorer.nll()
                 n_passes += 1
-            rows += [(group, lang, condition, s, size, int(n), float(v), float(b), float(v - b))
-                     for lang, n, v, b in zip(order, n_tok, nll, base)]
+            measured.append((condition, s, size, sums, language_means(sums, scorer.n_predicted, langs, order)))
+        control_deltas = np.array([m[4] - base for m in measured[1:]]).reshape(len(measured) - 1, len(order))
+        for condition, s, size, sums, nll in measured:
+            for k, (lang, n, v, b) in enumerate(zip(order, n_tok, nll, base)):
+                low = high = p = float("nan")
+                if condition == "selected":
+                    u = units[lang]
+                    low, high = bootstrap_delta_ci(base_sums[u], sums[u], scorer.n_predicted[u],
+                                                   ci_rng(seed, group, lang))
+                    p = p_controls(v - b, control_deltas[:, k])
+                rows.append((group, lang, condition, s, size, int(n), float(v), float(b), float(v - b),
+                             float((v - b) / b), low, high, p, budget))
             if own_lang[group] in order:
                 k = order.index(own_lang[group])
                 own_deltas.append(f"{nll[k] - base[k]:+.3f}")
         if own_deltas:
-            log.info("%s (%d neurons): delta NLL on %s %s (random: %s); %.0f tokens/s so far", group,
-                     selection_size(selection), own_lang[group], own_deltas[0],
+            log.info("%s%s (%d neurons): delta NLL on %s %s (random: %s); %.0f tokens/s so far", group,
+                     "" if budget is None else f" top {budget}", selection_size(selection), own_lang[group],
+                     own_deltas[0],
                      ", ".join(own_deltas[1:]) or "none", n_passes * scorer.n_tokens / (time.perf_counter() - t0))
     seconds = time.perf_counter() - t0
     df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+    df["budget"] = pd.array(df["budget"].tolist(), dtype="Int64")
     meta = {
         "mode": mode,
         "random_sets": random_sets,
         "seeds": seeds,
+        "controls": "layer" if deciles is None else "layer and firing-rate decile",
+        "ci": {"unit": "sentences", "n": {lang: len(units[lang]) for lang in order}, "n_boot": N_BOOT,
+               "level": LEVEL, "interval": "percentile of the ratio-of-sums delta NLL", "seed": seed},
+        "p_controls": {"n_controls": random_sets, "formula": "(1 + #{controls: delta >= selected}) / (1 + n)"},
+        "control_overlap": overlaps,
+        "budget_random_sets": budget_random_sets,
         "eval_split": held_out.split,
         "eval_languages": order,
         "sentences": held_out.sources,
@@ -442,9 +584,10 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
 
 
 def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequence[str], out_path: str,
-                   count_tables: Sequence[str] = (), mode: str = "zero", random_sets: int = 3,
+                   count_tables: Sequence[str] = (), mode: str = "zero", random_sets: int = 20,
                    max_sentences: int | None = 200, seed: int = 0, max_length: int = 512,
-                   token_budget: int | None = None, token_scope: str = "source") -> None:
+                   token_budget: int | None = None, budgets: Sequence[int] = (),
+                   budget_random_sets: int = 3, token_scope: str = "source") -> None:
     """The ablation task of one scoring method: its score table, the held-out pair tables, (for mode
     "mean") the selection split's count tables; writes ``out_path`` atomically."""
     scores = read_table(scores_path, required=("group", "layer", "neuron"))
@@ -456,13 +599,27 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
                                    for p in pair_tables], max_sentences)
     patch = MeanPatchValues(count_tables, "evaluate.ablation") if mode == "mean" else None
     mean_values = (lambda lang: patch.excluding([lang])) if patch is not None else None
+    rate_column = score_meta.get("column") or "gate_active"
+    deciles = None
+    if count_tables:  # controls matched on firing-rate decile: the rate of the scores' own criterion
+        deciles = rate_deciles(firing_rates(
+            {str(p): read_counts(p, [rate_column]) for p in count_tables}, rate_column))
     method = score_meta.get("method", "?")
+    tops, skipped = budget_selections(scores, budgets, method) if budgets else ({}, {})
+    if skipped:
+        log.warning("budgets beyond a group's scored neurons are left out: %s",
+                    "; ".join(f"{g}: {', '.join(map(str, n))}" for g, n in skipped.items()))
     log.info("%s: %d groups (%d with neurons), mode %s, %d random sets each", method, len(groups),
              sum(selection_size(s) > 0 for s in selections.values()), mode, random_sets)
     df, meta = ablation_table(loaded, selections, held_out, mode=mode, random_sets=random_sets, seed=seed,
                               mean_values=mean_values, max_length=max_length, token_budget=token_budget,
+                              deciles=deciles, budgets=tops, budget_random_sets=budget_random_sets,
                               token_scope=token_scope)
     meta.update({
+        "budgets": sorted({int(b) for b in budgets}),
+        "budgets_skipped": skipped,
+        "budget_rank": "|score|" if method in ABS_SCORE_METHODS else "score",
+        "rate_column": rate_column if deciles is not None else None,
         "method": method,
         "group_kind": score_meta.get("group_kind"),
         "scoring_params": score_meta.get("params"),

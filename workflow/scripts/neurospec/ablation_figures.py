@@ -6,9 +6,12 @@ can check them; ``draw`` is the file-level entry point of the rule script.
 - ``heatmap``: per method, delta NLL of each group's neurons (rows) on each evaluated language
   (columns): the selected neurons' delta minus the mean delta of the group's random controls,
   so a cell is what the selection does beyond ablating as many random neurons per layer.
-- ``specificity``: all methods side by side: per group, the delta NLL on its own language, the
-  mean delta on the other languages, and the random controls' delta on its own language; a group
-  is *specific* when its own language's delta exceeds every other language's and every control's.
+- ``specificity``: all methods side by side: per group, the relative delta NLL (delta / base NLL:
+  languages of different base NLL on one scale) on its own language, the mean on the other
+  languages, and the random controls' on its own language; a group is *specific* when its own
+  language's exceeds every other language's and every control's.
+- ``budget``: per method, the dose-response of ``evaluate.ablation.budgets``: delta NLL on each
+  group's own language of its top N neurons and of N matched random ones, against N.
 """
 
 from __future__ import annotations
@@ -64,8 +67,14 @@ def _save(fig, path: str | os.PathLike, dpi: int = 110) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def own_selection(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the methods' own selections and their controls (``budget`` null), not the budgets'."""
+    return df[df["budget"].isna()] if "budget" in df.columns else df
+
+
 def delta_matrix(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
     """groups x evaluated languages: selected delta NLL minus the mean of the random controls' (if any)."""
+    df = own_selection(df)
     selected = df[df["condition"] == "selected"].pivot(index="group", columns="eval_lang", values="delta_nll")
     random = df[df["condition"] == "random"]
     if len(random):
@@ -113,19 +122,26 @@ def plot_heatmap(df: pd.DataFrame, meta: Mapping[str, Any], path: str | os.PathL
 # --------------------------------------------------------------------------------------------
 
 
+def relative(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with ``rel_delta_nll`` (delta_nll / base_nll), computed where an older table lacks it."""
+    return df if "rel_delta_nll" in df.columns else df.assign(rel_delta_nll=df["delta_nll"] / df["base_nll"])
+
+
 def specificity(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
-    """Per group whose own language was evaluated: its delta NLL on that language (``own``), the
-    mean and largest delta on the other languages (``others``, ``others_max``), the random
-    controls' mean and largest delta on its own language (``random``, ``random_max``), and
-    ``specific``: own > others_max and own > random_max."""
+    """Per group whose own language was evaluated, on the relative scale ``rel_delta_nll`` (delta
+    NLL / base NLL, so languages of different base NLL compare): its value on that language
+    (``own``), the mean and largest on the other languages (``others``, ``others_max``), the random
+    controls' mean and largest on its own language (``random``, ``random_max``), ``specific``:
+    own > others_max and own > random_max, and ``p_controls`` on its own language (null if absent)."""
+    df = relative(own_selection(df))
     rows = []
     for group, own in meta["group_lang"].items():
         d = df[df["group"] == group]
-        sel = d[d["condition"] == "selected"].set_index("eval_lang")["delta_nll"]
+        sel = d[d["condition"] == "selected"].set_index("eval_lang")["rel_delta_nll"]
         if own not in sel.index:
             continue
         others = sel.drop(own)
-        rand = d[(d["condition"] == "random") & (d["eval_lang"] == own)]["delta_nll"]
+        rand = d[(d["condition"] == "random") & (d["eval_lang"] == own)]["rel_delta_nll"]
         row = {
             "method": meta["method"], "group": group, "lang": own,
             "n_neurons": int(d["n_neurons"][d["condition"] == "selected"].iloc[0]),
@@ -136,9 +152,11 @@ def specificity(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
             "random_max": float(rand.max()) if len(rand) else -np.inf,
         }
         row["specific"] = bool(row["own"] > row["others_max"] and row["own"] > row["random_max"])
+        p = d[(d["condition"] == "selected") & (d["eval_lang"] == own)].get("p_controls")
+        row["p_controls"] = float(p.iloc[0]) if p is not None and len(p) else np.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=["method", "group", "lang", "n_neurons", "own", "others", "others_max",
-                                       "random", "random_max", "specific"])
+                                       "random", "random_max", "specific", "p_controls"])
 
 
 def plot_specificity(tables: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]],
@@ -163,9 +181,10 @@ def plot_specificity(tables: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]],
         ax.axhline(0.0, color="black", lw=0.5, ls=":")
         ax.set_xticks(range(3), [label for _, label, _ in kinds], fontsize=7)
         ax.set_title(f"{method}: {int(d['specific'].sum())}/{len(d)} specific", fontsize=9)
-    axes[0][0].set_ylabel("delta NLL (nats/token)")
-    title = ("Specificity: delta NLL on the group's own language and on the others (mean) with its neurons, "
-             "\nand on its own language with random neurons (mean); bars: medians over groups")
+    axes[0][0].set_ylabel("delta NLL / base NLL")
+    title = ("Specificity: relative delta NLL (delta / base NLL) on the group's own language and on the others "
+             "(mean) with its neurons,\nand on its own language with matched random neurons (mean); bars: medians "
+             "over groups")
     if any(meta.get("demo_model") for _, meta in tables):
         title += f"\n{NOISE}"
     fig.suptitle(title, fontsize=10)
@@ -174,7 +193,67 @@ def plot_specificity(tables: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]],
     return data
 
 
-FIGURES = ("heatmap", "specificity")
+# --------------------------------------------------------------------------------------------
+# Dose-response: matched budgets
+# --------------------------------------------------------------------------------------------
+
+
+def budget_curve(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
+    """Per group and budget N: the delta NLL on the group's own language of its top N neurons
+    (``selected``, with ``low``/``high`` of its CI) and of the N-neuron matched controls (``random``:
+    mean, ``random_max``); empty without budget rows."""
+    columns = ["method", "group", "lang", "budget", "selected", "low", "high", "random", "random_max"]
+    if "budget" not in df.columns:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    d = df[df["budget"].notna()]
+    for (group, budget), g in d.groupby(["group", "budget"], sort=True):
+        own = meta["group_lang"].get(group)
+        g = g[g["eval_lang"] == own]
+        sel, rand = g[g["condition"] == "selected"], g[g["condition"] == "random"]["delta_nll"]
+        if not len(sel):
+            continue
+        rows.append({"method": meta["method"], "group": group, "lang": own, "budget": int(budget),
+                     "selected": float(sel["delta_nll"].iloc[0]),
+                     "low": float(sel["delta_nll_low"].iloc[0]) if "delta_nll_low" in sel else np.nan,
+                     "high": float(sel["delta_nll_high"].iloc[0]) if "delta_nll_high" in sel else np.nan,
+                     "random": float(rand.mean()) if len(rand) else np.nan,
+                     "random_max": float(rand.max()) if len(rand) else np.nan})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_budget(df: pd.DataFrame, meta: Mapping[str, Any], path: str | os.PathLike) -> pd.DataFrame:
+    """Delta NLL on the own language against the budget N (log axis): one thin line per group for its
+    top N neurons (red) and for its matched controls' mean (blue), medians over groups bold;
+    returns ``budget_curve``."""
+    data = budget_curve(df, meta)
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for key, color, label in (("selected", "#d62728", "top N by score"), ("random", "#1f77b4", "matched random N")):
+        for _, g in data.groupby("group"):
+            ax.plot(g["budget"], g[key], color=color, lw=0.6, alpha=0.35)
+        if len(data):
+            median = data.groupby("budget")[key].median()
+            ax.plot(median.index, median.to_numpy(), color=color, lw=2.2, marker="o", label=f"{label} (median)")
+    if len(data):
+        ax.set_xscale("log")
+        budgets = sorted(int(n) for n in data["budget"].unique())
+        ax.set_xticks(budgets, [str(n) for n in budgets])
+        ax.minorticks_off()
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no budget within any group's selection", ha="center", va="center", transform=ax.transAxes)
+    ax.axhline(0.0, color="black", lw=0.5, ls=":")
+    ax.set_xlabel("neurons ablated (N)")
+    ax.set_ylabel("delta NLL on the group's own language (nats/token)")
+    title = f"{meta['method']}: dose-response, top N neurons vs matched random N"
+    if meta.get("demo_model"):
+        title += f"\n{NOISE}"
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
+    return data
+
+
+FIGURES = ("heatmap", "specificity", "budget")
 
 
 def draw(figure: str, output: str | os.PathLike, paths: Sequence[str]) -> Any:
@@ -186,6 +265,10 @@ def draw(figure: str, output: str | os.PathLike, paths: Sequence[str]) -> Any:
         if len(tables) != 1:
             raise NeurospecError(f"the ablation heatmap draws one method's table, got {len(tables)}")
         return plot_heatmap(*tables[0], output)
+    if figure == "budget":
+        if len(tables) != 1:
+            raise NeurospecError(f"the ablation budget figure draws one method's table, got {len(tables)}")
+        return plot_budget(*tables[0], output)
     data = plot_specificity(tables, output)
     for method, d in data.groupby("method", sort=False):
         logger.info("%s: %d of %d groups specific (own-language delta NLL above every other language's and "

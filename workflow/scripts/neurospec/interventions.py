@@ -61,6 +61,74 @@ def random_like(selection: Mapping[int, np.ndarray], n_neurons: int, rng: np.ran
     return out
 
 
+def firing_rates(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], column: str) -> np.ndarray:
+    """Each neuron's overall firing rate, [layers, neurons]: sum(``column``) / sum(n_tokens), pooled
+    over every count table (``tables.read_counts``'s (table, metadata) per pair)."""
+    total: np.ndarray | None = None
+    n_tokens = 0
+    for pair, (df, meta) in tables.items():
+        if column not in df.columns:
+            raise NeurospecError(f"count table of {pair!r} lacks column {column!r}")
+        d = df.sort_values(["layer", "neuron"], kind="stable")
+        c = d[column].to_numpy(np.float64).reshape(int(d["layer"].max()) + 1, -1)
+        if total is None:
+            total = c.copy()
+        elif c.shape != total.shape:
+            raise NeurospecError(f"count table of {pair!r} has {c.shape} layers x neurons, others {total.shape}")
+        else:
+            total += c
+        n_tokens += int(meta.get("n_tokens") or 0)
+    if total is None or n_tokens <= 0:
+        raise NeurospecError("no count table with counted tokens to take firing rates from")
+    return total / n_tokens
+
+
+def rate_deciles(rates: np.ndarray) -> np.ndarray:
+    """[layers, neurons] -> the decile (0..9) of each neuron's rate within its layer, by average rank:
+    decile = floor(10 * (rank - 1) / neurons), so tied rates (e.g. neurons that never fire) share one."""
+    from scipy.stats import rankdata
+
+    rates = np.asarray(rates, dtype=np.float64)
+    ranks = rankdata(rates, method="average", axis=1)
+    return np.minimum((10 * (ranks - 1) / rates.shape[1]).astype(np.int64), 9)
+
+
+def matched_like(selection: Mapping[int, np.ndarray], deciles: np.ndarray,
+                 rng: np.random.Generator) -> tuple[Selection, int]:
+    """A random selection matched per layer AND firing-rate decile: for each selected neuron, a neuron
+    of the same layer and decile (``rate_deciles``), without replacement, outside the selection.
+
+    Where a (layer, decile) holds fewer unselected neurons than the selection takes from it, the
+    shortfall is drawn from the selected neurons of that cell (the decile histogram stays exact; such a
+    control is conservative: it shares neurons with what it controls for).  Returns the control and
+    the number of neurons drawn that way (0 unless a cell ran short).
+    """
+    out: Selection = {}
+    overlap = 0
+    n_layers, n_neurons = deciles.shape
+    for layer, idx in sorted(selection.items()):
+        idx = np.asarray(idx, dtype=np.int64)
+        if not 0 <= int(layer) < n_layers:
+            raise NeurospecError(f"selection names layer {layer}; the firing rates have layers 0..{n_layers - 1}")
+        if len(idx) and (idx.min() < 0 or idx.max() >= n_neurons):
+            raise NeurospecError(f"selection of layer {layer} names neurons outside 0..{n_neurons - 1}")
+        d = deciles[int(layer)]
+        chosen = np.zeros(n_neurons, dtype=bool)
+        chosen[idx] = True
+        picked = []
+        for b in np.unique(d[idx]):
+            k = int((d[idx] == b).sum())
+            pool = np.flatnonzero((d == b) & ~chosen)
+            if len(pool) >= k:
+                picked.append(rng.choice(pool, size=k, replace=False))
+            else:
+                own = np.flatnonzero((d == b) & chosen)
+                picked += [pool, rng.choice(own, size=k - len(pool), replace=False)]
+                overlap += k - len(pool)
+        out[int(layer)] = np.sort(np.concatenate(picked).astype(np.int64)) if picked else np.array([], np.int64)
+    return out, overlap
+
+
 def mean_activations(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]],
                      exclude: Sequence[str] = ()) -> np.ndarray:
     """Mean down_proj input per layer and neuron, [layers, neurons], pooled over count tables.
