@@ -193,6 +193,11 @@ def sum_count_tables(tables: Sequence[tuple[pd.DataFrame, dict[str, Any]]]) -> t
                 total[col] = total[col] + df[col]
         for key in SUMMED_KEYS:
             meta[key] = meta.get(key, 0) + m.get(key, 0)
+        for key in ("counted_hashes_even", "counted_hashes_odd"):  # sets of sentence hashes: their union
+            if key in meta and key in m:
+                meta[key] = sorted(set(meta[key]) | set(m[key]))
+            else:  # a shard without them: the pair's table has none (never a partial set)
+                meta.pop(key, None)
     meta["shard"] = f"sum of {len(tables)}"
     return total, meta
 
