@@ -19,11 +19,18 @@ the *selected* (group, neuron) cells only, sorted by group, layer, neuron:
                ``k`` percent of the layer's activation mass.  score = share of the layer's mass.
 ``lape``       Tang et al. (ACL 2024): low entropy of activation probabilities across languages.
                score = 1 - entropy / log(number of groups).
-``contrast``   ours: each language against all others pooled, Welch's t-test on per-sentence
+``contrast``   ours: each language against the rest, Welch's t-test on per-sentence
                firing rates (``unit="sentence"``, default) or a two-proportion z-test on tokens
                (``unit="token"``), Benjamini-Hochberg FDR control.  score = log-odds ratio.
 ``diffmeans``  baseline: per language and layer, the ``k`` neurons whose mean activation differs
-               most from the other languages' (absolute difference).  score = the difference.
+               most from the rest's (absolute difference).  score = the difference.
+
+"The rest" of a language (``rest``, the workflow's ``scoring.rest``): ``balanced`` (the workflow's
+default), the unweighted mean of the other languages' own means, every language weighing the
+same; ``pooled``, the other languages' sentences or tokens pooled, where the language with the most
+(EC40's English, counted by every en-xx pair) dominates.  A sentence that several pairs count
+(EC40's multi-parallel English) is one sentence unit: ``distinct_sentences`` and
+``pool_by_language``'s ``distinct``.
 
 ``iou`` compares the selected sets of every two groups per layer.  The functions here are pure
 (no Snakemake); ``run_scoring`` is the file-level entry point of the rule scripts.
@@ -482,7 +489,7 @@ def _check_rest(rest: str) -> str:
 
 
 def contrast_statistics(stacked: pd.DataFrame, alternative: str = "greater",
-                        chunk: int = 1 << 20, rest: str = "pooled") -> tuple[_Dense, np.ndarray, np.ndarray]:
+                        chunk: int = 1 << 20, rest: str = "balanced") -> tuple[_Dense, np.ndarray, np.ndarray]:
     """Per neuron and group, that group against all others pooled: (dense, log_odds, p_value).
 
     log_odds[u, g] = log((a + .5) / (n1 - a + .5)) - log((b + .5) / (n2 - b + .5)), with a of
@@ -541,7 +548,7 @@ def _log_odds_ratio(a: np.ndarray, n1, b: np.ndarray, n2) -> np.ndarray:
 
 
 def sentence_contrast_statistics(stacked: pd.DataFrame, alternative: str = "greater",
-                                 chunk: int = 1 << 20, rest: str = "pooled") -> tuple[_Dense, np.ndarray, np.ndarray]:
+                                 chunk: int = 1 << 20, rest: str = "balanced") -> tuple[_Dense, np.ndarray, np.ndarray]:
     """Per neuron and group, that group's sentences against all other groups' sentences pooled.
 
     Each sentence contributes one observation, its firing rate r (the share of its counted tokens
@@ -666,7 +673,7 @@ CONTRAST_UNITS = ("sentence", "token")
 
 
 def contrast(stacked: pd.DataFrame, fdr: float = 0.01, min_log_odds: float = 1.0,
-             alternative: str = "greater", unit: str = "sentence", rest: str = "pooled") -> pd.DataFrame:
+             alternative: str = "greater", unit: str = "sentence", rest: str = "balanced") -> pd.DataFrame:
     """Ours: neurons that fire more often for one language than for all the others.
 
     For every layer x neuron x language: a test of that language against the rest, on sentences
@@ -701,7 +708,7 @@ def contrast(stacked: pd.DataFrame, fdr: float = 0.01, min_log_odds: float = 1.0
     return _score_frame(d.groups, group_i, d.layer[unit_i], d.neuron[unit_i], log_odds[unit_i, group_i])
 
 
-def diffmeans(stacked: pd.DataFrame, k: int = 50, rest: str = "pooled") -> pd.DataFrame:
+def diffmeans(stacked: pd.DataFrame, k: int = 50, rest: str = "balanced") -> pd.DataFrame:
     """Baseline: per group and layer, the ``k`` neurons whose mean activation differs most from the rest's.
 
     mean[g] = act_sum / n_tokens of group g; rest[g] = the mean of the other groups' means
