@@ -288,11 +288,14 @@ def test_sentence_hash_and_counted_hashes():
 
 
 def test_contrast_records_balanced_rest_and_english_distinct_n(tmp_path):
-    cfg = write_config(tmp_path, {"scoring": {"k": 10, "diffmeans": {"k": 10}, "contrast": {"min_log_odds": 0.0}}})
-    snakemake(tmp_path, "results/demo-small/demo/validation/scores/contrast.parquet", configfile=cfg)
+    cfg = write_config(tmp_path, {"scoring": {"k": 10, "diffmeans": {"k": 10}, "contrast": {"min_log_odds": 0.0}},
+                                  "evaluate": {"ablation": {"mode": "mean", "random_sets": 1, "max_sentences": 5}}})
+    snakemake(tmp_path, "results/demo-small/demo/validation/scores/contrast.parquet",
+              "results/demo-small/demo/validation/ablation/contrast.parquet", configfile=cfg)
     results = tmp_path / "results/demo-small/demo/validation"
     meta = read_metadata(results / "scores/contrast.parquet")
-    assert meta["params"]["rest"] == "balanced"
+    assert meta["params"]["rest"] == "balanced"  # the schema's default, passed through params
+    assert read_metadata(results / "ablation/contrast.parquet")["mean_rest"] == "balanced"
     # each language's units: the distinct sentences (normalised text) of the pair tables that count
     # it (their source side), recomputed here from the pair tables; English: three pairs
     for lang in ("en", "de", "ru", "hi"):
