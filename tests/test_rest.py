@@ -148,7 +148,8 @@ def test_diffmeans_balanced_by_hand():
 
 def test_mean_patching_balanced_by_hand(tmp_path):
     def table(values, n, lang):
-        df = pd.DataFrame({"layer": np.repeat([0, 1], 2).astype(np.int32), "neuron": np.tile([0, 1], 2).astype(np.int32),
+        df = pd.DataFrame({"layer": np.repeat([0, 1], 2).astype(np.int32),
+                           "neuron": np.tile([0, 1], 2).astype(np.int32),
                            "act_sum": np.asarray(values, dtype=np.float64)})
         return df, {"n_tokens": n, "counted_lang": lang}
 

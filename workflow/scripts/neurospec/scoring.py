@@ -713,11 +713,12 @@ def diffmeans(stacked: pd.DataFrame, k: int = 50, rest: str = "balanced") -> pd.
 
     mean[g] = act_sum / n_tokens of group g; rest[g] = the mean of the other groups' means
     (``rest="balanced"``: each other group weighs the same) or the other groups' act_sum over their
-    tokens (``rest="pooled"``); diff = mean[g] - rest[g].  Per group and layer the ``k`` neurons with the largest |diff| are
-    kept (ties: lower neuron index first): the sign of the down_proj input is no signal by itself
-    (up_proj's sign is arbitrary), and a difference-of-means steering vector weighs each neuron by
-    its signed difference, so the largest magnitudes are what it uses most.  score = diff.  Like
-    frequency and lape it ranks: it always keeps k neurons per group and layer.
+    tokens (``rest="pooled"``); diff = mean[g] - rest[g].  Per group and layer the ``k`` neurons
+    with the largest |diff| are kept (ties: lower neuron index first): the sign of the down_proj
+    input is no signal by itself (up_proj's sign is arbitrary), and a difference-of-means steering
+    vector weighs each neuron by its signed difference, so the largest magnitudes are what it uses
+    most.  score = diff.  Like frequency and lape it ranks: it always keeps k neurons per group
+    and layer.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise NeurospecError(f"scoring.diffmeans.k must be a positive integer, got {k!r}")
