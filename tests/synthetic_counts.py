@@ -11,16 +11,24 @@ exactly what the collector writes.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
 from neurospec.tables import COUNT_COLUMNS, COUNT_SCHEMA, HALF, TOTAL_COLUMNS, write_counts
 
 
+_SENTENCE_IDS = itertools.count()  # distinct synthetic sentence hashes across every table
+
+
 def sentence_table(rng: np.random.Generator, p: np.ndarray, lengths: np.ndarray, n_layers: int,
                    mu: np.ndarray | float = 0.0, sigma: float = 0.5,
-                   meta: dict | None = None) -> tuple[pd.DataFrame, dict]:
+                   meta: dict | None = None, hashes: list | None = None) -> tuple[pd.DataFrame, dict]:
     """A count table and its metadata from per-sentence firing probabilities ``p`` [S, U].
+
+    ``hashes`` [S]: the sentences' content hashes (metadata ``counted_hashes_even``/``_odd``, as
+    collection records them); default: a new distinct one per sentence (no sentence shared).
 
     ``U`` = n_layers x neurons (units in layer-major order); ``lengths`` [S] counted tokens per
     sentence (>= 1); ``mu`` the activation's mean, scalar or broadcastable to [S, U].
@@ -49,8 +57,12 @@ def sentence_table(rng: np.random.Generator, p: np.ndarray, lengths: np.ndarray,
         for suffix, rows in (("", slice(None)), (f"_{HALF}", even)):
             total = values[rows].sum(axis=0)
             columns[col + suffix] = total.astype(np.int64) if col in COUNT_COLUMNS else total.astype(np.float64)
+    if hashes is None:
+        hashes = [f"{next(_SENTENCE_IDS):016x}" for _ in range(n_sent)]
     info = {"n_tokens": int(lengths.sum()), "n_sentences": n_sent, "n_tokens_even": int(lengths[even].sum()),
-            "n_rate_sentences": n_sent, "n_rate_sentences_even": int(even.sum()), **(meta or {})}
+            "n_rate_sentences": n_sent, "n_rate_sentences_even": int(even.sum()),
+            "counted_hashes_even": sorted({h for h, e in zip(hashes, even) if e}),
+            "counted_hashes_odd": sorted({h for h, e in zip(hashes, even) if not e}), **(meta or {})}
     return pd.DataFrame(columns)[COUNT_SCHEMA.names], info
 
 

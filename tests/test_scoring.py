@@ -388,7 +388,7 @@ def test_welch_pvalue_is_the_hand_versions(alternative):
     tables, _ = synthetic(seed=2)
     pooled = scoring.pool_by_language(scoring.stack_counts(tables, "gate_active"),
                                       scoring.counted_languages(tables))
-    d, _, p = scoring.sentence_contrast_statistics(pooled, alternative)
+    d, _, p = scoring.sentence_contrast_statistics(pooled, alternative, rest="pooled")
     rate_sum, rate_sumsq = d.extra["rate_sum"].T, d.extra["rate_sumsq"].T  # (units, groups)
     n = d.n_sentences.astype(np.float64)
     want = _hand_welch_pvalue(rate_sum, rate_sumsq, n, rate_sum.sum(axis=1, keepdims=True) - rate_sum,
@@ -403,9 +403,9 @@ def test_contrast_statistics_by_hand():
          "b": (pd.DataFrame({"layer": layer, "neuron": neuron, "active": [10]}), {"n_tokens": 50}),
          "c": (pd.DataFrame({"layer": layer, "neuron": neuron, "active": [10]}), {"n_tokens": 150})}
     stacked = scoring.stack_counts(t, "active")
-    d, log_odds, p = scoring.contrast_statistics(stacked, "two-sided")
-    _, _, p_greater = scoring.contrast_statistics(stacked)
-    # a: 30/100 against 20/200
+    d, log_odds, p = scoring.contrast_statistics(stacked, "two-sided", rest="pooled")
+    _, _, p_greater = scoring.contrast_statistics(stacked, rest="pooled")
+    # a: 30/100 against 20/200 (the rest pooled; the balanced rest: tests/test_rest.py)
     assert log_odds[0, 0] == pytest.approx(math.log(30.5 / 70.5) - math.log(20.5 / 180.5))
     pooled = 50 / 300
     z = (0.3 - 0.1) / math.sqrt(pooled * (1 - pooled) * (1 / 100 + 1 / 200))
@@ -522,8 +522,8 @@ def test_sentence_contrast_statistics_by_hand():
                                 "active_rate_sum": [r.sum()], "active_rate_sumsq": [(r * r).sum()]}),
                   {"n_tokens": 100, "n_rate_sentences": len(r)}) for g, r in rates.items()}
     stacked = scoring.stack_counts(tables, "active")
-    d, log_odds, p = scoring.sentence_contrast_statistics(stacked)
-    _, _, p_two = scoring.sentence_contrast_statistics(stacked, "two-sided")
+    d, log_odds, p = scoring.sentence_contrast_statistics(stacked, rest="pooled")
+    _, _, p_two = scoring.sentence_contrast_statistics(stacked, "two-sided", rest="pooled")
     for gi, g in enumerate(d.groups):
         rest = np.concatenate([r for h, r in rates.items() if h != g])
         assert p[0, gi] == pytest.approx(stats.ttest_ind(rates[g], rest, equal_var=False,
@@ -541,7 +541,7 @@ def test_sentence_contrast_statistics_by_hand():
     few = dict(tables)
     few["a"] = (tables["a"][0], {"n_tokens": 100, "n_rate_sentences": 1})
     with pytest.raises(NeurospecError, match="at least two sentences in a group.*'a' has 1.*unit: token"):
-        scoring.sentence_contrast_statistics(scoring.stack_counts(few, "active"))
+        scoring.sentence_contrast_statistics(scoring.stack_counts(few, "active"), rest="pooled")
     bare = {g: (df[["layer", "neuron", "active"]], m) for g, (df, m) in tables.items()}
     with pytest.raises(NeurospecError, match="sentence-level contrast.*needs rate_sum, rate_sumsq"):
         scoring.contrast(scoring.stack_counts(bare, "active"))
@@ -611,12 +611,14 @@ def test_diffmeans_recovers_planted_neurons(planted):
         # planted for other languages (they fire at 0.9 there, at 0.2-0.4 here): ranking by |diff|
         assert sel(mine["score"] > 0.1) == units, lang
         assert sel(mine["score"] < -0.1) <= every_planted - units, lang
-    # score: the signed difference of mean activations, by hand for one cell
+    # score: the signed difference of mean activations, by hand for one cell (the rest balanced:
+    # the mean of the other languages' means)
     d = scoring._dense(pooled)
     row = scores.iloc[0]
     g, u = d.groups.index(row["group"]), int(np.flatnonzero((d.layer == row["layer"]) & (d.neuron == row["neuron"]))[0])
     act, n = d.extra["act_sum"][:, u], d.n_tokens
-    assert row["score"] == pytest.approx(act[g] / n[g] - (act.sum() - act[g]) / (n.sum() - n[g]))
+    mean = act / n
+    assert row["score"] == pytest.approx(mean[g] - (mean.sum() - mean[g]) / (len(n) - 1))
 
 
 def test_diffmeans_parameters_and_inputs(planted):

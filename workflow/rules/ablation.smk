@@ -25,6 +25,13 @@ rule ablation:
     params:
         model=model_params(),
         ablation=ablation_params(),
+        # mode mean: each neuron's value is its mean over the other languages, as scoring.rest says
+        # (mode zero does not read it: a change of scoring.rest reruns only what it changes)
+        rest=(
+            SCORING["rest"]
+            if config["evaluate"]["ablation"]["mode"] == "mean"
+            else None
+        ),
         # which language a pair group's neurons belong to (its source's, or its target's for "target")
         token_scope=config["collect"]["token_scope"],
     script:

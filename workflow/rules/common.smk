@@ -218,8 +218,10 @@ SCORING_METHODS = {
     "frequency": {"k": SCORING["k"]},
     "frequency_language": {"k": SCORING["k"]},
     "lape": dict(sorted(SCORING["lape"].items())),
-    "contrast": dict(sorted(SCORING["contrast"].items())),
-    "diffmeans": dict(sorted(SCORING["diffmeans"].items())),
+    "contrast": dict(sorted({**SCORING["contrast"], "rest": SCORING["rest"]}.items())),
+    "diffmeans": dict(
+        sorted({**SCORING["diffmeans"], "rest": SCORING["rest"]}.items())
+    ),
 }
 
 

@@ -587,7 +587,7 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
                    count_tables: Sequence[str] = (), mode: str = "zero", random_sets: int = 20,
                    max_sentences: int | None = 200, seed: int = 0, max_length: int = 512,
                    token_budget: int | None = None, budgets: Sequence[int] = (),
-                   budget_random_sets: int = 3, token_scope: str = "source") -> None:
+                   budget_random_sets: int = 3, token_scope: str = "source", rest: str = "pooled") -> None:
     """The ablation task of one scoring method: its score table, the held-out pair tables, (for mode
     "mean") the selection split's count tables; writes ``out_path`` atomically."""
     scores = read_table(scores_path, required=("group", "layer", "neuron"))
@@ -597,7 +597,7 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
     selections = {g: selected.get(g, {}) for g in groups}
     held_out = held_out_sentences([(read_table(p, required=tuple(PAIR_SCHEMA.names)), read_metadata(p))
                                    for p in pair_tables], max_sentences)
-    patch = MeanPatchValues(count_tables, "evaluate.ablation") if mode == "mean" else None
+    patch = MeanPatchValues(count_tables, "evaluate.ablation", rest=rest) if mode == "mean" else None
     mean_values = (lambda lang: patch.excluding([lang])) if patch is not None else None
     rate_column = score_meta.get("column") or "gate_active"
     deciles = None
@@ -624,6 +624,7 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
         "group_kind": score_meta.get("group_kind"),
         "scoring_params": score_meta.get("params"),
         "scoring_column": score_meta.get("column"),
+        "mean_rest": rest if mode == "mean" else None,
         "max_sentences": max_sentences,
         "seed": seed,
         **loaded.info,

@@ -31,8 +31,10 @@ How it stays close to the bare forward pass:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -509,6 +511,25 @@ def count_table(totals: np.ndarray, even: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def sentence_hash(text: Any) -> str:
+    """Content hash of a counted sentence: blake2b (8 bytes, hex) of its NFC form with runs of
+    whitespace made one space and the ends stripped, so the same sentence in two pair tables (EC40's
+    multi-parallel English) has the same hash."""
+    normal = " ".join(unicodedata.normalize("NFC", str(text)).split())
+    return hashlib.blake2b(normal.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def counted_hashes(texts: Sequence[Any], enc: Encoded) -> dict[str, list[str]]:
+    """The count table's ``counted_hashes_even`` / ``_odd`` metadata: the sorted distinct content
+    hashes of the sentences of each half that have a rate (a counted token).  ``texts``: the counted
+    side (source, or the reference translation for token_scope target) of encode()'s input rows."""
+    halves: dict[str, set[str]] = {"even": set(), "odd": set()}
+    for row, counted, even in zip(enc.kept, enc.counted, enc.even):
+        if bool(counted.any()):
+            halves["even" if even else "odd"].add(sentence_hash(texts[row]))
+    return {f"counted_hashes_{h}": sorted(v) for h, v in halves.items()}
+
+
 def shard_rows(n_rows: int, shard: int, n_shards: int) -> slice:
     """Contiguous rows of shard ``shard`` (0-based) of ``n_shards``."""
     if not 0 <= shard < n_shards:
@@ -551,6 +572,8 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
         "n_tokens_even": stats["n_tokens_even"],
         "n_rate_sentences": stats["n_rate_sentences"],  # sentences with a counted token: they have a rate
         "n_rate_sentences_even": stats["n_rate_sentences_even"],
+        # one unit per distinct sentence when a language is pooled over pairs (scoring.distinct_sentences)
+        **counted_hashes(pairs["tgt" if token_scope == "target" else "src"].tolist(), enc),
         "halves": f"{HALF}: sentences with an even id; odd: the rest (total - {HALF})",
         "pair": f"{src_lang}-{tgt_lang}",
         "src_lang": src_lang,

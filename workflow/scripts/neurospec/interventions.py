@@ -130,13 +130,30 @@ def matched_like(selection: Mapping[int, np.ndarray], deciles: np.ndarray,
 
 
 def mean_activations(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]],
-                     exclude: Sequence[str] = ()) -> np.ndarray:
-    """Mean down_proj input per layer and neuron, [layers, neurons], pooled over count tables.
+                     exclude: Sequence[str] = (), rest: str = "pooled") -> np.ndarray:
+    """Mean down_proj input per layer and neuron, [layers, neurons], over count tables.
 
     ``tables`` maps a pair to (count table, metadata) as ``tables.read_counts`` gives them; tables
     whose ``counted_lang`` is in ``exclude`` are left out (e.g. the language whose neurons are
-    patched: its neurons get their mean over the *other* languages).  mean = sum(act_sum) / sum(n_tokens).
+    patched: its neurons get their mean over the *other* languages).  ``rest="pooled"``:
+    mean = sum(act_sum) / sum(n_tokens) over the tables; ``rest="balanced"`` (``scoring.rest``):
+    the unweighted mean over the counted languages of each language's own mean (its tables'
+    act_sum over their n_tokens), so every language weighs the same.
     """
+    if rest not in ("balanced", "pooled"):
+        raise NeurospecError(f"scoring.rest {rest!r}: choose one of balanced, pooled")
+    if rest == "balanced":
+        by_lang: dict[str, dict[str, tuple[pd.DataFrame, Mapping[str, Any]]]] = {}
+        for pair, (df, meta) in tables.items():
+            if meta.get("counted_lang") not in set(exclude):
+                by_lang.setdefault(str(meta.get("counted_lang")), {})[pair] = (df, meta)
+        if not by_lang:
+            raise NeurospecError("no count table (outside the excluded languages "
+                                 f"{', '.join(exclude) or 'none'}) to take mean activations from")
+        means = [mean_activations(t) for t in by_lang.values()]
+        if len({m.shape for m in means}) > 1:
+            raise NeurospecError(f"count tables disagree on their layers x neurons: {sorted({m.shape for m in means})}")
+        return np.mean(means, axis=0)
     total: np.ndarray | None = None
     n_tokens = 0
     shape = None
@@ -163,7 +180,8 @@ class MeanPatchValues:
     """Mode "mean"'s values from a stage's count tables: read once, and the mean over the tables
     outside each set of excluded languages computed once (``excluding``)."""
 
-    def __init__(self, count_paths: Sequence[str], needed_by: str) -> None:
+    def __init__(self, count_paths: Sequence[str], needed_by: str, rest: str = "pooled") -> None:
+        self.rest = rest  # scoring.rest: how the other languages are averaged (mean_activations)
         if not count_paths:
             raise NeurospecError(f"{needed_by}: mode 'mean' needs the count tables (act_sum, n_tokens)")
         self.tables: dict[str, tuple[pd.DataFrame, Mapping[str, Any]]] = {}
@@ -178,7 +196,7 @@ class MeanPatchValues:
         """[layers, neurons]: each neuron's mean activation over the tables of the other languages."""
         key = tuple(sorted(set(languages)))
         if key not in self._cache:
-            self._cache[key] = mean_activations(self.tables, exclude=key)
+            self._cache[key] = mean_activations(self.tables, exclude=key, rest=self.rest)
         return self._cache[key]
 
 

@@ -19,11 +19,18 @@ the *selected* (group, neuron) cells only, sorted by group, layer, neuron:
                ``k`` percent of the layer's activation mass.  score = share of the layer's mass.
 ``lape``       Tang et al. (ACL 2024): low entropy of activation probabilities across languages.
                score = 1 - entropy / log(number of groups).
-``contrast``   ours: each language against all others pooled, Welch's t-test on per-sentence
+``contrast``   ours: each language against the rest, Welch's t-test on per-sentence
                firing rates (``unit="sentence"``, default) or a two-proportion z-test on tokens
                (``unit="token"``), Benjamini-Hochberg FDR control.  score = log-odds ratio.
 ``diffmeans``  baseline: per language and layer, the ``k`` neurons whose mean activation differs
-               most from the other languages' (absolute difference).  score = the difference.
+               most from the rest's (absolute difference).  score = the difference.
+
+"The rest" of a language (``rest``, the workflow's ``scoring.rest``): ``balanced`` (the workflow's
+default), the unweighted mean of the other languages' own means, every language weighing the
+same; ``pooled``, the other languages' sentences or tokens pooled, where the language with the most
+(EC40's English, counted by every en-xx pair) dominates.  A sentence that several pairs count
+(EC40's multi-parallel English) is one sentence unit: ``distinct_sentences`` and
+``pool_by_language``'s ``distinct``.
 
 ``iou`` compares the selected sets of every two groups per layer.  The functions here are pure
 (no Snakemake); ``run_scoring`` is the file-level entry point of the rule scripts.
@@ -128,12 +135,24 @@ def _span(values: np.ndarray) -> str:
     return f"{values.min()}..{values.max()}" if len(values) else "none"
 
 
-def pool_by_language(stacked: pd.DataFrame, counted_lang: Mapping[str, str]) -> pd.DataFrame:
+def pool_by_language(stacked: pd.DataFrame, counted_lang: Mapping[str, str],
+                     distinct: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Sum every column (``count``, ``n_tokens`` and the optional ones) of the groups (pairs) that
     counted the same language.
 
     ``counted_lang`` maps each group of ``stacked`` to its counted language (the source language
     of a pair).  Languages come out in order of first appearance among the groups.
+
+    ``distinct`` (language -> number of distinct counted sentences over its pairs, from
+    ``distinct_sentences``) makes a sentence counted by several pairs one unit: the language's
+    ``n_sentences`` becomes that number n_u and its ``rate_sum``/``rate_sumsq`` are multiplied by
+    n_u / N (N = the pooled rows), i.e. each row weighs 1 / (mean multiplicity).  When every pair
+    counts the same sentence set (EC40's multi-parallel English: each sentence m times) this is
+    each sentence's rate averaged over its m measures for the mean, and for the second moment the
+    average of the squares (>= the square of the average), so the variance is never smaller than
+    that of the averaged rates: conservative, and exact when the copies' rates are equal.  When the
+    pairs' sets only partly overlap it is an approximation: the mean is the row mean (a sentence
+    counted by more pairs weighs more) and n the distinct count.  Token counts are not changed.
     """
     d = _dense(stacked)
     missing = [g for g in d.groups if g not in counted_lang]
@@ -147,8 +166,65 @@ def pool_by_language(stacked: pd.DataFrame, counted_lang: Mapping[str, str]) -> 
         return out
 
     n_sentences = None if d.n_sentences is None else pooled(d.n_sentences)
-    return _stacked_frame(langs, d.layer, d.neuron, pooled(d.counts), pooled(d.n_tokens),
-                          {x: pooled(v) for x, v in d.extra.items()}, n_sentences)
+    extra = {x: pooled(v) for x, v in d.extra.items()}
+    if distinct and n_sentences is not None:
+        for li, lang in enumerate(langs):
+            n_u = distinct.get(lang)
+            if n_u is None:
+                continue
+            if not 0 < n_u <= n_sentences[li]:
+                raise NeurospecError(f"language {lang!r}: {n_u} distinct counted sentences but "
+                                     f"{int(n_sentences[li])} counted rows (count tables' metadata disagree)")
+            for x in ("rate_sum", "rate_sumsq"):
+                if x in extra:
+                    extra[x][li] *= n_u / n_sentences[li]
+            n_sentences[li] = n_u
+    return _stacked_frame(langs, d.layer, d.neuron, pooled(d.counts), pooled(d.n_tokens), extra, n_sentences)
+
+
+HASH_KEYS = ("counted_hashes_even", "counted_hashes_odd")  # collection's metadata: see collect.counted_hashes
+
+
+def table_hashes(meta: Mapping[str, Any]) -> set[str] | None:
+    """The content hashes of the sentences a count table counted (those with a rate), or None for a
+    table collected before they were recorded: ``counted_hashes`` (one half, see
+    ``stability.half_tables``), else the union of the even and the odd half's."""
+    if "counted_hashes" in meta:
+        return set(meta["counted_hashes"])
+    if all(k in meta for k in HASH_KEYS):
+        return set(meta[HASH_KEYS[0]]) | set(meta[HASH_KEYS[1]])
+    return None
+
+
+def distinct_sentences(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]],
+                       counted_lang: Mapping[str, str]) -> dict[str, int]:
+    """Language -> the number of distinct sentences (content hashes) its pairs' tables counted.
+
+    A language counted by one pair needs no hashes (its rows are its sentences: n_rate_sentences);
+    one pooled over several pairs does: a table without them (collected by an older version) is an
+    error, since its sentences may repeat across the pairs (EC40's English) and would count as
+    independent units.
+    """
+    by_lang: dict[str, list[str]] = {}
+    for group in tables:
+        by_lang.setdefault(str(counted_lang[group]), []).append(group)
+    out: dict[str, int] = {}
+    for lang, groups in by_lang.items():
+        union: set[str] = set()
+        for group in groups:
+            meta = tables[group][1]
+            hashes = table_hashes(meta)
+            if hashes is None:
+                if len(groups) == 1:
+                    break
+                raise NeurospecError(
+                    f"count table of {group!r} ({meta.get('_path', '?')}) lacks the 'counted_hashes_even' "
+                    f"metadata key, so {lang!r} sentences counted by several pairs cannot be counted once: "
+                    "it was collected by an older version; delete the run's activations/ folder and rerun")
+            union |= hashes
+        else:
+            out[lang] = len(union)
+    return out
 
 
 def _stacked_frame(groups, layer, neuron, counts, n_tokens, extra: Mapping[str, np.ndarray] | None = None,
@@ -403,8 +479,17 @@ def benjamini_hochberg(pvalues: np.ndarray, fdr: float) -> np.ndarray:
 ALTERNATIVES = ("greater", "two-sided")
 
 
+RESTS = ("balanced", "pooled")
+
+
+def _check_rest(rest: str) -> str:
+    if rest not in RESTS:
+        raise NeurospecError(f"scoring.rest {rest!r}: choose one of {', '.join(RESTS)}")
+    return rest
+
+
 def contrast_statistics(stacked: pd.DataFrame, alternative: str = "greater",
-                        chunk: int = 1 << 20) -> tuple[_Dense, np.ndarray, np.ndarray]:
+                        chunk: int = 1 << 20, rest: str = "balanced") -> tuple[_Dense, np.ndarray, np.ndarray]:
     """Per neuron and group, that group against all others pooled: (dense, log_odds, p_value).
 
     log_odds[u, g] = log((a + .5) / (n1 - a + .5)) - log((b + .5) / (n2 - b + .5)), with a of
@@ -414,30 +499,45 @@ def contrast_statistics(stacked: pd.DataFrame, alternative: str = "greater",
     independent draws: tokens of one sentence are correlated, so p-values are optimistic, and
     with millions of tokens almost every difference is "significant": the effect-size
     threshold (min_log_odds) carries the selection.
+
+    ``rest="pooled"``: the rest is the other groups' tokens pooled (b of n2 as above).
+    ``rest="balanced"``: every other group weighs the same: the rest's proportion is
+    p_rest = mean over the L = G - 1 other groups l of k_l / n_l, whose variance under a common p is
+    p (1 - p) / n_eff with n_eff = L**2 / sum_l (1 / n_l); z = (a / n1 - p_rest) / se with
+    se**2 = pbar (1 - pbar) (1 / n1 + 1 / n_eff), pbar = (a + p_rest n_eff) / (n1 + n_eff); the
+    log-odds ratio takes b = p_rest n2.  With equal n_l both rests are the same test.
     """
     if alternative not in ALTERNATIVES:
         raise NeurospecError(f"unknown alternative {alternative!r}; choose one of {', '.join(ALTERNATIVES)}")
+    balanced = _check_rest(rest) == "balanced"
     d = _dense(stacked)
     n_groups, n_units = d.counts.shape
     if n_groups < 2:
         raise NeurospecError(f"contrast needs at least two languages, got {n_groups} ({', '.join(d.groups)})")
     n1 = d.n_tokens.astype(np.float64)
     n2 = float(d.n_tokens.sum()) - n1
-    inv = 1.0 / n1 + 1.0 / n2
-    n_all = float(d.n_tokens.sum())
+    n_rest = n2
+    if balanced:  # the effective size of the mean of the other groups' proportions
+        n_rest = (n_groups - 1) ** 2 / ((1.0 / n1).sum() - 1.0 / n1)
+    inv = 1.0 / n1 + 1.0 / n_rest
     total = d.counts.sum(axis=0)
+    share_total = (d.counts / n1[:, None]).sum(axis=0)
     log_odds = np.empty((n_units, n_groups))
     pvalue = np.empty((n_units, n_groups))
     step = max(1, chunk // n_groups)
     for lo in range(0, n_units, step):
         s = slice(lo, min(lo + step, n_units))
         a = d.counts[:, s].T.astype(np.float64)  # (u, G)
-        b = total[s, None] - a
+        if balanced:
+            b = (share_total[s, None] - a / n1) / (n_groups - 1) * n2  # p_rest n2
+            b_rest = b / n2 * n_rest
+        else:
+            b = b_rest = total[s, None] - a
         log_odds[s] = _log_odds_ratio(a, n1, b, n2)
-        pooled = (a + b) / n_all
-        se = np.sqrt(pooled * (1.0 - pooled) * inv)
+        pooled = (a + b_rest) / (n1 + n_rest)
+        se = np.sqrt(np.maximum(pooled * (1.0 - pooled), 0.0) * inv)
         with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.where(se > 0, (a / n1 - b / n2) / se, 0.0)
+            z = np.where(se > 0, (a / n1 - b_rest / n_rest) / se, 0.0)
         pvalue[s] = special.ndtr(-z) if alternative == "greater" else 2.0 * special.ndtr(-np.abs(z))
     return d, log_odds, pvalue
 
@@ -448,7 +548,7 @@ def _log_odds_ratio(a: np.ndarray, n1, b: np.ndarray, n2) -> np.ndarray:
 
 
 def sentence_contrast_statistics(stacked: pd.DataFrame, alternative: str = "greater",
-                                 chunk: int = 1 << 20) -> tuple[_Dense, np.ndarray, np.ndarray]:
+                                 chunk: int = 1 << 20, rest: str = "balanced") -> tuple[_Dense, np.ndarray, np.ndarray]:
     """Per neuron and group, that group's sentences against all other groups' sentences pooled.
 
     Each sentence contributes one observation, its firing rate r (the share of its counted tokens
@@ -463,6 +563,20 @@ def sentence_contrast_statistics(stacked: pd.DataFrame, alternative: str = "grea
     log((sum(r) + .5) / (n1 - sum(r) + .5)) - the same for the rest, i.e. the token-level formula
     with sentences in place of tokens and rates in place of 0/1 (so ``min_log_odds`` means the same).
     Returns (dense, log_odds, p_value) with arrays of shape (units, groups).
+
+    That is ``rest="pooled"``: the rest is every other group's sentences pooled, so a group with
+    more sentences weighs more in it.  ``rest="balanced"``: every other group weighs the same.
+    With m_l, v_l (from that group's rate sums as above) and n_l for each group l and the
+    L = G - 1 groups l != g forming the rest::
+
+        m_rest = (1/L) sum_l m_l                    (the mean of the group means)
+        V_rest = (1/L**2) sum_l v_l / n_l           (the variance of that mean)
+        t = (m_g - m_rest) / sqrt(v_g / n_g + V_rest)
+        df = (v_g/n_g + V_rest)**2 / ((v_g/n_g)**2 / (n_g - 1) + sum_l (v_l/(n_l L**2))**2 / (n_l - 1))
+
+    (Welch-Satterthwaite for a linear combination of independent group means); p from Student's t
+    with df degrees of freedom.  Every group then needs two sentences.  The log-odds ratio takes
+    the rest's sum as m_rest n2 (n2 = the other groups' sentences).
     """
     if alternative not in ALTERNATIVES:
         raise NeurospecError(f"unknown alternative {alternative!r}; choose one of {', '.join(ALTERNATIVES)}")
@@ -474,6 +588,12 @@ def sentence_contrast_statistics(stacked: pd.DataFrame, alternative: str = "grea
         raise NeurospecError(f"contrast needs at least two languages, got {n_groups} ({', '.join(d.groups)})")
     n1 = d.n_sentences.astype(np.float64)
     n2 = float(n1.sum()) - n1
+    balanced = _check_rest(rest) == "balanced"
+    if balanced and (n1 < 2).any():
+        bad = d.groups[int(np.flatnonzero(n1 < 2)[0])]
+        raise NeurospecError(f"the sentence-level contrast with scoring.rest: balanced needs at least two "
+                             f"sentences in every language; {bad!r} has {int(n1[d.groups.index(bad)])}: "
+                             "use scoring.contrast.unit: token")
     if (n1 < 2).any() or (n2 < 2).any():
         bad = d.groups[int(np.flatnonzero((n1 < 2) | (n2 < 2))[0])]
         raise NeurospecError(f"the sentence-level contrast needs at least two sentences in a group and in the "
@@ -486,10 +606,47 @@ def sentence_contrast_statistics(stacked: pd.DataFrame, alternative: str = "grea
     for lo in range(0, n_units, step):
         s = slice(lo, min(lo + step, n_units))
         a, a2 = rate_sum[:, s].T, rate_sumsq[:, s].T  # (u, G)
+        if balanced:
+            log_odds[s], pvalue[s] = _balanced_welch(a, a2, n1, alternative)
+            continue
         b, b2 = total[s, None] - a, total_sq[s, None] - a2
         log_odds[s] = _log_odds_ratio(a, n1, b, n2)
         pvalue[s] = welch_pvalue(a, a2, n1, b, b2, n2, alternative)
     return d, log_odds, pvalue
+
+
+def _balanced_welch(a: np.ndarray, a2: np.ndarray, n: np.ndarray,
+                    alternative: str) -> tuple[np.ndarray, np.ndarray]:
+    """(log_odds, p_value), (u, G), of each group against the balanced rest (``sentence_contrast_statistics``)
+    from the groups' sums ``a``, sums of squares ``a2`` (u, G) and sentences ``n`` (G,)."""
+    from scipy import stats  # only the contrast needs scipy.stats (see benjamini_hochberg)
+
+    n_groups = len(n)
+    L = n_groups - 1
+    m = a / n
+    v = np.maximum(a2 - n * m * m, 0.0) / (n - 1)
+    m_rest = (m.sum(axis=1, keepdims=True) - m) / L
+    c = v / n  # each group mean's variance
+    c_rest = c / (L * L)
+    v_rest = np.maximum(c_rest.sum(axis=1, keepdims=True) - c_rest, 0.0)
+    d_rest = (c_rest * c_rest / (n - 1))
+    var = c + v_rest
+    df_den = c * c / (n - 1) + np.maximum(d_rest.sum(axis=1, keepdims=True) - d_rest, 0.0)
+    diff = m - m_rest
+    n2 = n.sum() - n
+    log_odds = _log_odds_ratio(a, n, m_rest * n2, n2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = diff / np.sqrt(var)
+        df = var * var / df_den
+        p = stats.t.sf(t, df) if alternative == "greater" else 2.0 * stats.t.sf(np.abs(t), df)
+    exact = ~(var > 0)  # both sides without variance: the difference of the means is exact
+    if alternative == "greater":
+        p_exact = np.where(diff > 0, 0.0, np.where(diff < 0, 1.0, 0.5))
+    else:
+        p_exact = np.where(diff != 0, 0.0, 1.0)
+    p = np.where(exact, p_exact, p)
+    # df_den can be 0 with var > 0 only by underflow; then df is inf: the normal limit
+    return log_odds, np.asarray(p, dtype=np.float64)
 
 
 def welch_pvalue(a: np.ndarray, a2: np.ndarray, n1, b: np.ndarray, b2: np.ndarray, n2,
@@ -516,8 +673,8 @@ CONTRAST_UNITS = ("sentence", "token")
 
 
 def contrast(stacked: pd.DataFrame, fdr: float = 0.01, min_log_odds: float = 1.0,
-             alternative: str = "greater", unit: str = "sentence") -> pd.DataFrame:
-    """Ours: neurons that fire more often for one language than for all the others pooled.
+             alternative: str = "greater", unit: str = "sentence", rest: str = "balanced") -> pd.DataFrame:
+    """Ours: neurons that fire more often for one language than for all the others.
 
     For every layer x neuron x language: a test of that language against the rest, on sentences
     (``unit="sentence"``: Welch's t on per-sentence firing rates, ``sentence_contrast_statistics``)
@@ -534,6 +691,10 @@ def contrast(stacked: pd.DataFrame, fdr: float = 0.01, min_log_odds: float = 1.0
     two-sided p-values the many strong *negative* effects (a language-specific neuron is rarer
     in every other language) enter BH's ranking and loosen its threshold, so the false discovery
     rate among the reported positive cells would exceed ``fdr``.
+
+    ``rest``: "balanced" (the workflow's default, ``scoring.rest``): the rest is the unweighted mean
+    of the other languages' means, every language weighing the same; "pooled": the other
+    languages' sentences (tokens) pooled, so the largest one (EC40's English) dominates it.
     """
     fdr = _check_number("fdr", fdr, 0, 1, True, key="scoring.contrast.fdr")
     min_log_odds = _check_number("min_log_odds", min_log_odds, 0, math.inf, False,
@@ -541,21 +702,23 @@ def contrast(stacked: pd.DataFrame, fdr: float = 0.01, min_log_odds: float = 1.0
     if unit not in CONTRAST_UNITS:
         raise NeurospecError(f"scoring.contrast.unit {unit!r}: choose one of {', '.join(CONTRAST_UNITS)}")
     statistics = sentence_contrast_statistics if unit == "sentence" else contrast_statistics
-    d, log_odds, pvalue = statistics(stacked, alternative)
+    d, log_odds, pvalue = statistics(stacked, alternative, rest=rest)
     keep = benjamini_hochberg(pvalue, fdr) & (log_odds > min_log_odds)
     unit_i, group_i = np.nonzero(keep)
     return _score_frame(d.groups, group_i, d.layer[unit_i], d.neuron[unit_i], log_odds[unit_i, group_i])
 
 
-def diffmeans(stacked: pd.DataFrame, k: int = 50) -> pd.DataFrame:
+def diffmeans(stacked: pd.DataFrame, k: int = 50, rest: str = "balanced") -> pd.DataFrame:
     """Baseline: per group and layer, the ``k`` neurons whose mean activation differs most from the rest's.
 
-    mean[g] = act_sum / n_tokens of group g; rest[g] = the other groups' act_sum over their tokens;
-    diff = mean[g] - rest[g].  Per group and layer the ``k`` neurons with the largest |diff| are
-    kept (ties: lower neuron index first): the sign of the down_proj input is no signal by itself
-    (up_proj's sign is arbitrary), and a difference-of-means steering vector weighs each neuron by
-    its signed difference, so the largest magnitudes are what it uses most.  score = diff.  Like
-    frequency and lape it ranks: it always keeps k neurons per group and layer.
+    mean[g] = act_sum / n_tokens of group g; rest[g] = the mean of the other groups' means
+    (``rest="balanced"``: each other group weighs the same) or the other groups' act_sum over their
+    tokens (``rest="pooled"``); diff = mean[g] - rest[g].  Per group and layer the ``k`` neurons
+    with the largest |diff| are kept (ties: lower neuron index first): the sign of the down_proj
+    input is no signal by itself (up_proj's sign is arbitrary), and a difference-of-means steering
+    vector weighs each neuron by its signed difference, so the largest magnitudes are what it uses
+    most.  score = diff.  Like frequency and lape it ranks: it always keeps k neurons per group
+    and layer.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise NeurospecError(f"scoring.diffmeans.k must be a positive integer, got {k!r}")
@@ -570,8 +733,11 @@ def diffmeans(stacked: pd.DataFrame, k: int = 50) -> pd.DataFrame:
         raise NeurospecError(f"scoring.diffmeans.k = {k} exceeds the {widths.min()} neurons of a layer")
     n = d.n_tokens.astype(np.float64)
     mean = act_sum / n[:, None]
-    rest = (act_sum.sum(axis=0)[None, :] - act_sum) / (n.sum() - n)[:, None]
-    diff = mean - rest  # (G, U)
+    if _check_rest(rest) == "balanced":
+        rest_mean = (mean.sum(axis=0)[None, :] - mean) / (n_groups - 1)
+    else:
+        rest_mean = (act_sum.sum(axis=0)[None, :] - act_sum) / (n.sum() - n)[:, None]
+    diff = mean - rest_mean  # (G, U)
     lidx = d.layer_index()
     units = np.arange(len(d.layer))
     out_g, out_u = [], []
@@ -731,8 +897,12 @@ def score_tables(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], m
     group_kind, func = METHODS[method]
     params = dict(params or {})
     stacked = stack_counts(tables, column)
+    distinct = langs = None
     if group_kind == "language":
-        stacked = pool_by_language(stacked, counted_languages(tables))
+        langs = counted_languages(tables)
+        sentence_units = method == "contrast" and params.get("unit", "sentence") == "sentence"
+        distinct = distinct_sentences(tables, langs) if sentence_units and "n_sentences" in stacked.columns else None
+        stacked = pool_by_language(stacked, langs, distinct)
     try:
         scores = func(stacked, **params)
     except TypeError as exc:  # an unexpected parameter name
@@ -752,6 +922,11 @@ def score_tables(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], m
         "n_tokens": {g: int(n) for g, n in zip(d.groups, d.n_tokens)},
         "pairs": list(tables),
     }
+    if d.n_sentences is not None:  # the sentence units of each group: distinct counted sentences
+        meta["n_sentences"] = {g: int(n) for g, n in zip(d.groups, d.n_sentences)}
+        meta["n_sentence_rows"] = {g: int(sum(m.get("n_rate_sentences", 0) for p, (_, m) in tables.items()
+                                              if (langs[p] if group_kind == "language" else p) == g))
+                                   for g in d.groups}
     return scores, overlap, meta
 
 

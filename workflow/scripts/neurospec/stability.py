@@ -71,6 +71,8 @@ def half_tables(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]],
         for key in HALF_KEYS:
             if key in meta and f"{key}_{HALF}" in meta:
                 m[key] = meta[f"{key}_{HALF}"] if half == HALF else meta[key] - meta[f"{key}_{HALF}"]
+        if all(f"counted_hashes_{h}" in meta for h in HALVES):  # the half's counted sentences
+            m["counted_hashes"] = meta[f"counted_hashes_{half}"]
         if not m.get("n_tokens"):
             raise NeurospecError(f"the {half} half of {group!r} ({meta.get('_path', 'count table')}) counted no "
                                  "tokens: stability needs sentences with even and with odd ids in every pair")

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import NeurospecError
-from .scoring import CONTRAST_UNITS, contrast, counted_languages, method_columns, pool_by_language, \
-    read_count_tables, read_scores, stack_counts
+from .scoring import CONTRAST_UNITS, contrast, counted_languages, distinct_sentences, method_columns, \
+    pool_by_language, read_count_tables, read_scores, stack_counts
 from .stability import read_stability, stability, summarize
 from .tables import HALF
 
@@ -93,7 +93,8 @@ def contrast_variants(run: Path, params: dict[str, Any] | None = None, column: s
         raise NeurospecError(f"no activation tables in {run / 'activations'}")
     columns = method_columns("contrast", column, {"unit": "sentence"})
     tables = read_count_tables(paths, [*columns, *(f"{c}_{HALF}" for c in columns)])
-    stacked = pool_by_language(stack_counts(tables, column), counted_languages(tables))
+    langs = counted_languages(tables)
+    stacked = pool_by_language(stack_counts(tables, column), langs, distinct_sentences(tables, langs))
     n_units = int((stacked["group"] == stacked["group"].iloc[0]).sum())
     langs = list(stacked["group"].cat.categories)
     rows = []

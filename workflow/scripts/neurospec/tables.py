@@ -49,7 +49,7 @@ COUNT_SCHEMA = pa.schema(
 # Version of the count table's layout, in its metadata (``count_schema_version``).  1 (no key): the
 # six columns layer, neuron, active, nonzero, gate_active, act_sum; 2: per-sentence statistics,
 # act_sumsq and the even half of every additive column.
-COUNT_SCHEMA_VERSION = 2
+COUNT_SCHEMA_VERSION = 3  # 3: the counted sentences' content hashes (each sentence one unit when pooled)
 COUNT_VERSION_KEY = "count_schema_version"
 # Metadata that adds up over shards (and whose even-half values exist, where named ``*_even``).
 SUMMED_KEYS = ("n_tokens", "n_sentences", "n_truncated", "n_skipped", "n_prompt_tokens", "n_tokens_even",
@@ -135,7 +135,7 @@ def check_count_version(path: str | os.PathLike, meta: dict[str, Any]) -> None:
     older = not isinstance(version, int) or version < COUNT_SCHEMA_VERSION
     raise NeurospecError(
         f"count table {path} has count schema version {version}, this neurospec reads version "
-        f"{COUNT_SCHEMA_VERSION}{' (per-sentence statistics and split halves)' if older else ''}: it was "
+        f"{COUNT_SCHEMA_VERSION}{' (per-sentence statistics, split halves, counted-sentence hashes)' if older else ''}: it was "
         f"written by {'an older' if older else 'a newer'} neurospec; recollect it: "
         f"`snakemake --forcerun collect_activations` with your usual arguments (or delete it and rerun)")
 
@@ -193,6 +193,11 @@ def sum_count_tables(tables: Sequence[tuple[pd.DataFrame, dict[str, Any]]]) -> t
                 total[col] = total[col] + df[col]
         for key in SUMMED_KEYS:
             meta[key] = meta.get(key, 0) + m.get(key, 0)
+        for key in ("counted_hashes_even", "counted_hashes_odd"):  # sets of sentence hashes: their union
+            if key in meta and key in m:
+                meta[key] = sorted(set(meta[key]) | set(m[key]))
+            else:  # a shard without them: the pair's table has none (never a partial set)
+                meta.pop(key, None)
     meta["shard"] = f"sum of {len(tables)}"
     return total, meta
 
