@@ -84,8 +84,8 @@ def test_old_count_tables_say_what_to_rerun(tmp_path):
                         "act_sum": [0.5, 1.0, 1.5, 2.0]})
     path = tmp_path / "en-de.parquet"
     write_table(old, path, metadata={"n_tokens": 4, "pair": "en-de", "counted_lang": "en"})
-    line = (rf"count table {path} has count schema version 1, this neurospec reads version 2 \(per-sentence "
-            r"statistics and split halves\): it was written by an older neurospec; recollect it: "
+    line = (rf"count table {path} has count schema version 1, this neurospec reads version 3 \(per-sentence "
+            r"statistics, split halves, counted-sentence hashes\): it was written by an older neurospec; recollect it: "
             r"`snakemake --forcerun collect_activations`")
     calls = [
         lambda: read_counts(path),
