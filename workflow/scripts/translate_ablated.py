@@ -9,4 +9,5 @@ run_model_task("neurospec.translation:translate_ablated_to_file", model=snakemak
                log=snakemake.log[0], pairs_paths=list(snakemake.input.pairs), scores_path=snakemake.input.scores,
                activation_paths=list(snakemake.input.activations), out_path=snakemake.output[0],
                method=snakemake.wildcards.method, mode=snakemake.params.mode,
-               token_scope=snakemake.params.token_scope, **snakemake.params.translate)
+               token_scope=snakemake.params.token_scope, rest=snakemake.params.rest or "pooled",
+               **snakemake.params.translate)

@@ -472,7 +472,7 @@ def excluded_languages(group: str, group_kind: str, counted: Mapping[str, str]) 
 def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], scores_path: str, out_path: str, *,
                               method: str, mode: str, prompt_template: str,
                               activation_paths: Sequence[str] = (), token_scope: str = "source",
-                              **settings: Any) -> None:
+                              rest: str = "pooled", **settings: Any) -> None:
     """Every direction again, with its target language's (pair methods: its own) neurons of ``method`` ablated.
 
     Which tokens those neurons were selected on is collection's ``token_scope``: with ``target`` a
@@ -494,7 +494,8 @@ def translate_ablated_to_file(loaded: LoadedModel, pairs_paths: Sequence[str], s
     score_meta = read_metadata(scores_path)
     group_kind = str(score_meta.get("group_kind", ""))
     selections = selections_from_scores(scores)
-    patch = MeanPatchValues(activation_paths, "evaluate.translate") if mode == "mean" else None
+    # mode mean: each neuron's mean over the other languages, weighted as scoring.rest says
+    patch = MeanPatchValues(activation_paths, "evaluate.translate", rest=rest) if mode == "mean" else None
     lm = loaded.require_lm("translation with ablated neurons")
     frames, per_pair, unablated = [], {}, {}
     by_group: dict[str, list[Direction]] = {}  # directions that share an intervention are generated together
