@@ -83,7 +83,9 @@ def test_read_only_folder_inside_a_job_is_one_line(tmp_path):
                  "'neurospec.atomic:write_json', path=%r, value={'a': 1})" % str(ro / "x.json")],
                 capture_output=True, text=True, cwd=tmp_path, timeout=300,
                 env={**clean_env(), "PYTHONPATH": str(ROOT / "workflow" / "scripts"), "NEUROSPEC_WORKERS": workers,
-                     "NEUROSPEC_RUN": f"{socket.gethostname()}:{os.getpid()}"})
+                     "NEUROSPEC_RUN": f"{socket.gethostname()}:{os.getpid()}",
+                     # a test's own task: workers run only registered ones (neurospec.workers.TASKS)
+                     "NEUROSPEC_EXTRA_TASKS": "neurospec.atomic:write_json"})
             assert proc.returncode == 1, proc.stderr
             assert proc.stderr.strip().splitlines()[-1].endswith(  # (without workers: after the log's time)
                 f"neurospec: error: cannot write {ro / 'x.json'}: read-only file system; remount it read-write, "
