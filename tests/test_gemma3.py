@@ -115,13 +115,19 @@ def test_zeroing_a_languages_lape_neurons_raises_its_own_nll_most(tmp_path, gemm
     df, meta = read(tmp_path / target)
     assert meta["eval_languages"] == ["en", *sorted(LANGS)] and meta["demo_model"] is False
     assert meta["model_class"] == "Gemma3ForCausalLM" and meta["head_check_relative_difference"] < 1e-4
+    # specificity on the relative scale (delta NLL / base NLL: what the workflow reports), and on the
+    # raw scale in nats (the probe's and the README's numbers)
     spec = specificity(df, meta).set_index("lang")
-    print(spec.round(3).to_string())  # shown with -s: the numbers behind the assertions
-    assert sorted(spec.index) == sorted(LANGS)
-    assert (spec["own"] > 5 * spec["random_max"]).all(), spec  # far beyond random neurons of the same sizes
+    raw = specificity(df.assign(rel_delta_nll=df["delta_nll"]), meta).set_index("lang")
+    print(raw.round(3).to_string(), spec.round(3).to_string(), sep="\n")  # shown with -s
+    assert sorted(spec.index) == sorted(raw.index) == sorted(LANGS)
+    assert (raw["own"] > 5 * raw["random_max"]).all(), raw  # far beyond random neurons of the same sizes
+    assert (spec["own"] > 5 * spec["random_max"]).all(), spec
     if ec40:
-        assert (spec["own"] > 0.3).all(), spec
-        assert spec["specific"].sum() >= 5, spec
-    else:
-        assert spec.loc[["ar", "he", "hi", "ru"], "own"].min() > 3.0, spec
+        assert (raw["own"] > 0.3).all(), raw
+        assert raw["specific"].sum() >= 5, raw
+        # relative: measured 4 of 6 (ar, de, fr, he; hi 0.93 against 0.94 on another language)
         assert spec["specific"].sum() >= 3, spec
+    else:
+        assert raw.loc[["ar", "he", "hi", "ru"], "own"].min() > 3.0, raw
+        assert raw["specific"].sum() >= 3, raw

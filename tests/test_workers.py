@@ -514,3 +514,76 @@ def test_the_directories_of_dead_runs_are_removed_by_the_next_run(short_tmp):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_worker_that_exits_idle_as_the_job_connects_is_replaced_once(monkeypatch, tmp_path):
+    """A CPU worker whose idle time ran out just as a job connected never read the task (its last log
+    line is the idle exit): the job starts a fresh worker and sends the task again, once; a second
+    such exit, or any other death, is the one-line error."""
+    from contextlib import contextmanager
+
+    calls = []
+
+    class Fake:
+        sock = tmp_path / "run" / "w.sock"
+
+        def __init__(self, outcomes):
+            self.outcomes = outcomes
+
+        def call(self, payload):
+            calls.append(json.loads(payload)["target"])
+            outcome = self.outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+    def run_with(outcomes):
+        calls.clear()
+        fake = Fake(list(outcomes))
+
+        @contextmanager
+        def acquire(model, uses_torch=False, early=False):
+            yield fake
+
+        monkeypatch.setattr(workers, "_acquire", acquire)
+        monkeypatch.setattr(workers, "run_token", lambda directory: "t" * 64)
+        monkeypatch.setenv(workers.RUN_ENV, f"{socket.gethostname()}:{os.getpid()}")
+        monkeypatch.setenv(workers.MODE_ENV, "1")
+        run_task("neurospec.scoring:run_scoring", log=str(tmp_path / "job.log"))
+
+    gone = workers.WorkerGone("the worker cpu-x (pid 1) exited idle as this job connected")
+    run_with([gone, {"status": "ok"}])
+    assert calls == ["neurospec.scoring:run_scoring"] * 2  # sent again to a fresh worker, once
+    with pytest.raises(SystemExit):
+        run_with([gone, gone])
+    assert len(calls) == 2 and "exited idle as this job connected" in (tmp_path / "job.log").read_text()
+    with pytest.raises(SystemExit):
+        run_with([workers.WorkerError("died while serving this job"), {"status": "ok"}])
+    assert len(calls) == 1  # any other death is not retried: the task may have run
+
+
+def test_an_idle_exit_in_the_log_makes_the_call_a_worker_gone(tmp_path):
+    """``call`` tells an idle exit (nothing ran) from a death while serving, by the worker's last log line."""
+    import threading
+
+    client = workers.Worker(tmp_path, "cpu-x")
+    client.log_path = tmp_path / "w.log"
+    for last, kind in (("16:34:13.503 INFO idle for 60 s: exiting", workers.WorkerGone),
+                       ("16:34:13.503 INFO task 3 of cpu worker cpu-x (pid 1): x", workers.WorkerError)):
+        client.log_path.write_text(last + "\n")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(client.sock))
+        server.listen(1)
+
+        def accept_and_close():
+            conn, _ = server.accept()
+            conn.close()  # the worker is gone without an answer
+
+        t = threading.Thread(target=accept_and_close)
+        t.start()
+        with pytest.raises(workers.WorkerError) as exc:
+            client.call(b"{}")
+        t.join()
+        server.close()
+        assert type(exc.value) is kind, exc.value
+        assert not client.sock.exists()  # discarded: the next job starts a fresh worker

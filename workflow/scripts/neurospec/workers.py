@@ -223,18 +223,23 @@ def _run(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs
         _encode(request)
     except TypeError as exc:  # a bug in a rule script, not bad input
         raise TypeError(f"task {target}: arguments must be JSON-serialisable: {exc}") from None
-    try:
-        with _acquire(model, uses_torch=uses_torch) as worker:
-            reply = worker.call(_encode({**request, "token": run_token(worker.sock.parent)}))
-    except (WorkerError, NeurospecError) as exc:  # NeurospecError: the run's directory is not private
-        _fail(str(exc), log_path)
-    except OSError as exc:  # starting the worker: its log in results/logs/workers, the run's directory
-        from .errors import user_error
+    for attempt in range(2):  # a worker that exited idle as the job connected ran nothing: once more
+        try:
+            with _acquire(model, uses_torch=uses_torch) as worker:
+                reply = worker.call(_encode({**request, "token": run_token(worker.sock.parent)}))
+            break
+        except WorkerGone as exc:
+            if attempt:
+                _fail(str(exc), log_path)
+        except (WorkerError, NeurospecError) as exc:  # NeurospecError: the run's directory is not private
+            _fail(str(exc), log_path)
+        except OSError as exc:  # starting the worker: its log in results/logs/workers, the run's directory
+            from .errors import user_error
 
-        line = user_error(exc)
-        if line is None:
-            raise
-        _fail(line, log_path)
+            line = user_error(exc)
+            if line is None:
+                raise
+            _fail(line, log_path)
     if reply.get("status") == "error":
         print(f"neurospec: error: {reply['message']}", file=sys.stderr, flush=True)
         raise SystemExit(1)
@@ -274,6 +279,10 @@ def _fail(message: str, log_path: str | None) -> None:
 
 class WorkerError(Exception):
     """The worker could not be started or reached, or died while serving this job."""
+
+
+class WorkerGone(WorkerError):
+    """The worker exited on its own (idle) as the job connected, before it read the task: nothing ran."""
 
 
 def _run_id() -> tuple[str, int]:
@@ -530,9 +539,13 @@ class Worker:
             s.close()
         if reply is None:
             log_path = getattr(self, "log_path", None) or _worker_log_guess(self.name)
+            last = _last_line(log_path)
             self.discard(pid)
+            if "idle for" in last and last.endswith("exiting"):
+                # it timed out as this job connected: it never read the task (a task logs its start first)
+                raise WorkerGone(f"the worker {self.name} (pid {pid}) exited idle as this job connected")
             raise WorkerError(f"the worker {self.name} (pid {pid}) died while serving this job ({why}); its "
-                              f"last log line: {_last_line(log_path)}; rerun to start a fresh one")
+                              f"last log line: {last}; rerun to start a fresh one")
         return reply
 
 
@@ -781,6 +794,8 @@ class _Server:
                 conn, _ = listener.accept()
             except TaskCancelled:
                 continue
+            with self.lock:  # a connection is activity: the idle watch must not exit under it
+                self.last_active = time.monotonic()
             try:
                 request = _receive(conn)
                 if request is None:
