@@ -19,6 +19,7 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+include: "workflow/rules/view.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
@@ -37,10 +38,12 @@ onstart:
 
 onsuccess:
     end_run()
+    print_success()
 
 
 onerror:
     end_run()
+    print_failure()
 
 
 rule all:

@@ -47,6 +47,7 @@ from .batching import CPU_TOKEN_BUDGET, MAX_TOKEN_BUDGET, auto_token_budget, mak
 from .errors import NeurospecError
 from .languages import TOKEN_SCOPES, counted_language
 from .models import LoadedModel
+from .progress import Progress
 from .prompts import check_template, model_context, render
 from .tables import COUNT_COLUMNS, HALF, TOTAL_COLUMNS, package_versions, write_counts
 
@@ -428,7 +429,8 @@ def batch_tensors(enc: Encoded, rows: list[int], pad_id: int, device: torch.devi
 
 
 def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = None,
-               progress_every_s: float = 10.0, counting: str = "auto") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+               progress_every_s: float = 10.0, counting: str = "auto",
+               what: str = "collect") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Push every encoded prompt through the model once.
 
     Returns (totals, even, stats): totals and even are [len(TOTAL_COLUMNS), layers, neurons]
@@ -446,7 +448,10 @@ def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = Non
     stats = {"n_tokens": 0, "n_tokens_even": 0, "n_processed": 0, "n_real": 0, "n_batches": 0, "oom_retries": 0,
              "n_rate_sentences": sum(bool(c.any()) for c in enc.counted),
              "n_rate_sentences_even": sum(bool(c.any()) for c, e in zip(enc.counted, even) if e)}
-    t0 = last = time.perf_counter()
+    t0 = time.perf_counter()
+    # prompt tokens done / total, tokens/s, ETA: to the log, and to the run's terminal (neurospec.progress)
+    progress = (Progress(sum(enc.lengths), "prompt tokens", log, what, every_s=progress_every_s)
+                if progress_every_s < 1e9 else None)
     with hooks, torch.inference_mode():
         while queue:
             rows = queue.pop(0)
@@ -481,11 +486,10 @@ def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = Non
             stats["n_processed"] += n_processed
             stats["n_real"] += sum(enc.lengths[i] for i in rows)
             stats["n_batches"] += 1
-            now = time.perf_counter()
-            if now - last >= progress_every_s or not queue:
-                last = now
-                log.info("%d batches, %d prompt tokens, %.0f tokens/s, %d left",
-                         stats["n_batches"], stats["n_real"], stats["n_real"] / max(now - t0, 1e-9), len(queue))
+            if progress is not None:
+                progress.update(sum(enc.lengths[i] for i in rows))
+    if progress is not None:
+        progress.close()
     if hooks.totals is None:  # nothing was run (no sentences, e.g. an empty shard)
         totals = np.zeros((2, len(TOTAL_COLUMNS), hooks.n_layers, n_neurons(model)), dtype=np.float64)
     else:
@@ -555,7 +559,9 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
     log.info("%d prompts (%d skipped as empty), %d truncated to %d tokens, %d prompt tokens; counted: %s",
              len(enc.input_ids), enc.n_skipped, enc.n_truncated, max_length, sum(enc.lengths),
              COUNTED_TOKENS[token_scope])
-    totals, even, stats = run_counts(loaded, enc, token_budget, counting=counting)
+    what = " ".join(["collect", str((pair_meta or {}).get("pair", "")),
+                     f"shard {shard + 1}/{n_shards}" if n_shards > 1 else ""]).strip()
+    totals, even, stats = run_counts(loaded, enc, token_budget, counting=counting, what=what)
     log.info("done: %d counted tokens in %.1f s (%.0f prompt tokens/s), padding efficiency %.3f, %s counting",
              stats["n_tokens"], stats["seconds"], stats["n_real"] / max(stats["seconds"], 1e-9),
              stats["padding_efficiency"], stats["counting"])

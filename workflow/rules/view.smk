@@ -1,0 +1,60 @@
+"""What a run shows in the terminal (neurospec/console.py, neurospec/progress.py): one line per
+finished job, the jobs' progress lines when the terminal is interactive, and at its end where the
+results are (onsuccess) or each failed job's one `neurospec: error:` line and its log (onerror).
+`snakemake --verbose`, NEUROSPEC_CONSOLE=full, or a dry run (-n) keeps Snakemake's own job blocks.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+from snakemake.logging import logger as snakemake_logger  # noqa: E402
+
+from neurospec import console, messages  # noqa: E402
+from neurospec.progress import remember_terminal  # noqa: E402
+
+
+def explain_missing_target(path):
+    """The line for a target that nothing makes: the methods, the closest result of this config."""
+    try:
+        targets = [
+            *activation_tables(),
+            *scoring_targets(),
+            *figure_targets(),
+            *translation_targets(),
+            *ablation_targets(),
+        ]
+        return messages.unknown_target_line(
+            path, results=RESULTS, methods=list(SCORING_METHODS), targets=targets
+        )
+    except Exception:  # the config did not get that far: Snakemake's own message
+        return None
+
+
+CONSOLE = None
+if workflow.is_main_process:
+    # a dry run (-n) keeps Snakemake's own listing of the jobs it would run (asked per line: Snakemake
+    # knows it is a dry run only after reading the Snakefile)
+    CONSOLE = console.install(
+        snakemake_logger,
+        verbose=bool(workflow.output_settings.verbose),
+        dry_run=lambda: bool(workflow.dryrun),
+        explain_missing=explain_missing_target,
+    )
+    remember_terminal()
+
+
+def print_success():
+    """The end of a finished run: where its results are and the report's command."""
+    if workflow.dryrun:
+        return
+    for line in console.success_lines(RESULTS):
+        print(line, file=sys.stderr, flush=True)
+
+
+def print_failure():
+    """The end of a failed run: each failed job's one line and its log, last (nothing after it)."""
+    if CONSOLE is None:
+        return
+    for line in console.failure_lines(CONSOLE.failed_logs):
+        print(line, file=sys.stderr, flush=True)
