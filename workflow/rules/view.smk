@@ -48,7 +48,8 @@ def print_success():
     """The end of a finished run: where its results are and the report's command."""
     if workflow.dryrun:
         return
-    for line in console.success_lines(RESULTS):
+    elapsed = CONSOLE.elapsed() if CONSOLE is not None else None
+    for line in console.success_lines(RESULTS, elapsed):
         print(line, file=sys.stderr, flush=True)
 
 

@@ -29,9 +29,13 @@ HANDLER_NAME = "DefaultStreamHandler"
 # plain scheduler lines that say nothing a user acts on
 SWALLOWED_PREFIXES = ("Select jobs to execute", "Execute ", "Using shell:", "Provided cores:",
                       "Rules claiming more threads", "Provided resources:", "Assuming unrestricted",
-                      "Conda environments: ignored", "Complete log(s):")
+                      "Conda environments: ignored", "Complete log(s):", "Elapsed time:",
+                      "Shutting down, this might take some time")
 
 
+# Snakemake's echoes of a job's failure that come after the job's own `neurospec: error:` line (the
+# script's exit status, the run's "did not complete"): they would hide it, and onerror repeats it
+JOB_FAILURE_ECHOES = ("returned non-zero exit status", "At least one job did not complete successfully")
 MISSING_RULE = re.compile(r"No rule to produce (\S+)")
 
 
@@ -71,6 +75,10 @@ class CompactConsole(logging.Filter):
         self.done = 0
         self.total: int | None = None
         self.failed_logs: list[str] = []  # the logs of failed jobs, in order (for ``failure_lines``)
+        self.start = clock()
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
 
     def line(self, record: logging.LogRecord) -> str | None | bool:
         """The line for ``record``: a str replaces it, True keeps it as it is, False drops it."""
@@ -84,8 +92,8 @@ class CompactConsole(logging.Filter):
         if event == "job_info":
             self.jobs[record.jobid] = (record.rule_name, _wildcards(getattr(record, "wildcards", {})), self.clock())
             return False
-        if event in ("shellcmd", "workflow_started"):  # (the header stays in .snakemake/log)
-            return False
+        if event in ("shellcmd", "workflow_started", "resources_info", "job_started"):
+            return False  # (the header, cores and resources stay in .snakemake/log)
         if event == "progress":
             self.total = record.total
             return False
@@ -107,6 +115,9 @@ class CompactConsole(logging.Filter):
             wildcards = self.jobs.get(getattr(record, "jobid", None), (None, "", None))[1]
             where = f" ({wildcards})" if wildcards else ""
             return f"failed: rule {record.rule_name}{where}; its log: {logs}"
+        if event == "error" and (self.failed_logs or "CalledProcessError" in str(record.msg)) and any(
+                s in str(record.msg) for s in JOB_FAILURE_ECHOES):
+            return False  # a failed job's exit status, or the run's "did not complete": the job's line says why
         if event is None and isinstance(record.msg, str) and record.levelno <= logging.INFO:
             if record.msg.startswith(SWALLOWED_PREFIXES) or not record.msg.strip():
                 return False
@@ -176,10 +187,12 @@ def failure_lines(log_paths: list[str]) -> list[str]:
     return lines
 
 
-def success_lines(results: str, report_command: str = "snakemake --report report.html") -> list[str]:
+def success_lines(results: str, elapsed: float | None = None,
+                  report_command: str = "snakemake --report report.html") -> list[str]:
     """What a finished run prints last (onsuccess): where the results are and how to see them."""
+    took = f" in {elapsed:.0f} s" if elapsed is not None else ""
     return [
-        f"neurospec: done. Results in {results}/ (tables: scores/, ablation/, translation/; "
+        f"neurospec: done{took}. Results in {results}/ (tables: scores/, ablation/, translation/; "
         f"figures: {results}/figures/)",
         f"neurospec: the report: {report_command}  (then open report.html in a browser)",
     ]
