@@ -10,7 +10,6 @@ The colours are Okabe & Ito's colour-blind-safe palette; English (the pivot) is 
 from __future__ import annotations
 
 import math
-import os
 
 from . import languages as L
 
@@ -90,13 +89,3 @@ def dpi_for(width_in: float, height_in: float, dpi: int = 150, max_pixels: int =
     if pixels <= max_pixels:
         return dpi
     return max(72, int(dpi * math.sqrt(max_pixels / pixels)))
-
-
-FORMATS = ("png", "svg", "pdf")
-
-
-def vector_copies(path: str | os.PathLike, formats) -> list[str]:
-    """The other files a figure is saved as beside its PNG (``figures.format``): same name, other
-    suffix (``x.png`` -> ``x.svg``, ``x.pdf``)."""
-    stem, _ = os.path.splitext(str(path))
-    return [f"{stem}.{fmt}" for fmt in formats if fmt != "png"]
