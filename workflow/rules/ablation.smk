@@ -47,7 +47,10 @@ rule figure_ablation:
             figure_path("{method}", "ablation"),
             caption="../report/ablation.rst",
             category="Ablation",
-            labels={"figure": "Ablation: delta NLL per group and language", "method": "{method}"},
+            labels={
+                "figure": "Ablation: delta NLL per group and language",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/ablation.log",
@@ -68,7 +71,10 @@ rule figure_ablation_budget:
             figure_path("{method}", "ablation_budget"),
             caption="../report/ablation_budget.rst",
             category="Ablation",
-            labels={"figure": "Ablation: delta NLL by neuron budget", "method": "{method}"},
+            labels={
+                "figure": "Ablation: delta NLL by neuron budget",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/ablation_budget.log",

@@ -17,25 +17,37 @@ rule figure_method:
             figure_path("{method}", "iou_layers"),
             caption="../report/iou_layers.rst",
             category="Overlap per layer",
-            labels={"figure": "Overlap of the selected neurons per layer (IoU)", "method": "{method}"},
+            labels={
+                "figure": "Overlap of the selected neurons per layer (IoU)",
+                "method": "{method}",
+            },
         ),
         specialized_counts=report(
             figure_path("{method}", "specialized_counts"),
             caption="../report/specialized_counts.rst",
             category="Specialized neurons",
-            labels={"figure": "Selected neurons per layer and group", "method": "{method}"},
+            labels={
+                "figure": "Selected neurons per layer and group",
+                "method": "{method}",
+            },
         ),
         family_iou=report(
             figure_path("{method}", "family_iou"),
             caption="../report/family_iou.rst",
             category="Language families",
-            labels={"figure": "IoU within against across language families", "method": "{method}"},
+            labels={
+                "figure": "IoU within against across language families",
+                "method": "{method}",
+            },
         ),
         clustering=report(
             figure_path("{method}", "clustering"),
             caption="../report/clustering.rst",
             category="Clustering",
-            labels={"figure": "Groups clustered by neuron overlap", "method": "{method}"},
+            labels={
+                "figure": "Groups clustered by neuron overlap",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/figures.log",
@@ -57,7 +69,10 @@ rule figure_direction_iou:
             figure_path("{method}", "direction_iou"),
             caption="../report/direction_iou.rst",
             category="Translation directions",
-            labels={"figure": "IoU among en→xx against among xx→en directions", "method": "{method}"},
+            labels={
+                "figure": "IoU among en→xx against among xx→en directions",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/direction_iou.log",
