@@ -24,10 +24,33 @@ def _last_lines(proc, n: int) -> list[str]:
     return [line for line in proc.stderr.strip().splitlines() if line.strip()][-n:]
 
 
-def test_a_run_prints_one_line_per_finished_job_and_where_the_results_are(tmp_path):
+@pytest.fixture(scope="module")
+def partial_run(tmp_path_factory):
+    """A run of one method's scores only (6 jobs): its terminal, and the report made after it."""
+    tmp_path = tmp_path_factory.mktemp("partial")
     cfg = write_config(tmp_path, {"pairs": ["en-de", "de-en"], "dataset": {"name": "demo", "split": "validation",
                                                                          "max_samples": 12}})
     proc = snakemake(tmp_path, f"{RESULTS}/scores/frequency.parquet", configfile=cfg)
+    return tmp_path, cfg, proc
+
+
+def test_a_report_after_a_partial_run_holds_what_exists_and_lists_what_does_not(partial_run):
+    tmp_path, cfg, _ = partial_run
+    proc = snakemake(tmp_path, "--report", "report.html", configfile=cfg, check=False)
+    assert proc.returncode == 0, _out(proc)[-3000:]
+    assert "marked for report but does not exist" not in _out(proc)
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "This report is partial:" in html
+    # every figure is missing (only tables were made), and named on the landing page
+    missing = html.split("This report is partial:", 1)[1].split("Run <tt", 1)[0]
+    for name in ("figures/frequency/iou_layers.png", "figures/lape/stability.png", "figures/translation/quality.png"):
+        assert f"{RESULTS}/{name}" in missing
+    assert f"{RESULTS}/scores/frequency.parquet" not in missing  # it exists
+    assert "What was run." in html and "This is the demo" in html
+
+
+def test_a_run_prints_one_line_per_finished_job_and_where_the_results_are(partial_run):
+    tmp_path, cfg, proc = partial_run
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     # 6 jobs: the model, 2 pair tables, 2 collections, the score
     jobs = [line for line in lines if re.match(r"^\[\d\d:\d\d:\d\d\] \d+/6 \w+", line)]
@@ -45,8 +68,8 @@ def test_a_run_prints_one_line_per_finished_job_and_where_the_results_are(tmp_pa
     assert lines[-1] == "neurospec: the report: snakemake --report report.html  (then open report.html in a browser)"
     assert len(lines) <= 12, proc.stderr
     # the log of the run (.snakemake/log) keeps Snakemake's blocks
-    log = sorted((tmp_path / ".snakemake" / "log").glob("*.snakemake.log"))[-1].read_text()
-    assert "Finished jobid" in log and "rule score:" in log or "localrule score:" in log
+    log = sorted((tmp_path / ".snakemake" / "log").glob("*.snakemake.log"))[0].read_text()  # the run's (first)
+    assert "Finished jobid" in log and ("rule score:" in log or "localrule score:" in log)
 
 
 @pytest.mark.parametrize("pairs, line", [

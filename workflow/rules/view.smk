@@ -4,6 +4,7 @@ results are (onsuccess) or each failed job's one `neurospec: error:` line and it
 `snakemake --verbose`, NEUROSPEC_CONSOLE=full, or a dry run (-n) keeps Snakemake's own job blocks.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,26 @@ def explain_missing_target(path):
         )
     except Exception:  # the config did not get that far: Snakemake's own message
         return None
+
+
+# `snakemake --report` after a partial run (only collection, or a stage that failed): the report
+# holds what exists and its landing page lists what does not (instead of Snakemake's "marked for
+# report but does not exist"). Snakemake knows it makes a report only after reading the Snakefile, so
+# the command line says it.
+REPORT_MODE = workflow.is_main_process and any(
+    arg == "--report" or arg.startswith("--report=") for arg in sys.argv[1:]
+)
+
+
+def for_report(targets):
+    """``targets`` as they are, or, when making a report, those that exist (the others are listed on
+    the report's landing page: config["_report_missing"], set here, read by workflow.rst).
+    """
+    if not REPORT_MODE:
+        return targets
+    present = [t for t in targets if os.path.exists(t)]
+    config["_report_missing"] = [t for t in targets if not os.path.exists(t)]
+    return present
 
 
 CONSOLE = None
