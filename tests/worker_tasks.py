@@ -1,4 +1,4 @@
-"""Tasks for tests/test_workers.py, run inside workers (this directory is on their PYTHONPATH)."""
+"""Tasks for tests/unit/run/test_workers.py, run inside workers (this directory is on their PYTHONPATH)."""
 
 from __future__ import annotations
 

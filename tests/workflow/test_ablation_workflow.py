@@ -88,7 +88,7 @@ def test_ablation_figures_are_in_the_report(ablation_run):
 
 
 def test_figure_data_are_selected_minus_random(ablation_run):
-    from neurospec.ablation_figures import delta_matrix, read, specificity
+    from neurospec.plots.ablation_figures import delta_matrix, read, specificity
 
     df, meta = read(ablation_run / RESULTS / "ablation" / "lape.parquet")
     matrix = delta_matrix(df, meta)

@@ -81,7 +81,7 @@ def test_a_20000_character_sentence_is_truncated_counted_and_bounded(runs):
     # with the cue after it): the prompt tokens of both runs differ by it less the 'Peru' prompt
     from transformers import AutoTokenizer
 
-    from neurospec.translation import encode_prompts, prompt_texts
+    from neurospec.evaluate.translation import encode_prompts, prompt_texts
 
     tok = AutoTokenizer.from_pretrained(long_dir / "results" / "models" / "demo")
     peru = len(encode_prompts(tok, prompt_texts(tok, ["Peru"], "en", "de", template=en_meta["prompt_template"],

@@ -164,7 +164,7 @@ def test_flores_config_through_the_stand_in_hub(tmp_path):
     assert meta["detokenize"] is False and meta["split"] == "dev"
 
 
-@pytest.mark.parametrize(("dataset", "message"), [  # the library's checks: tests/test_corpus.py
+@pytest.mark.parametrize(("dataset", "message"), [  # the library's checks: tests/unit/data/test_corpus.py
     ({"name": "files", "files": {"path": "c/{language}.txt"}}, "key 'dataset.files.path' has unknown placeholder "
                                                               "{language}"),
     ({"name": "hf", "hf": {"id": "a/b"}, "rows": {"layout": "rows"}}, "key 'dataset.rows.layout': 'rows' is not one of"),
@@ -172,7 +172,7 @@ def test_flores_config_through_the_stand_in_hub(tmp_path):
      "key 'dataset.files.encoding': 'klingon' is not a text encoding Python knows"),
 ])
 def test_bad_dataset_config_is_one_line_before_anything_runs(tmp_path, dataset, message):
-    """Wired in at parse time: the schema and neurospec.pairs.check_dataset, before any job."""
+    """Wired in at parse time: the schema and neurospec.data.pairs.check_dataset, before any job."""
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"pairs": ["en-de"], "dataset": dataset, "evaluate": {"split": "other"}}))
     proc = snakemake(tmp_path, "--dry-run", configfile=path, check=False, env=OFFLINE)

@@ -79,12 +79,12 @@ def test_read_only_folder_inside_a_job_is_one_line(tmp_path):
     with read_only(tmp_path / "ro") as ro:
         for workers in ("1", "0"):
             proc = subprocess.run(
-                [sys.executable, "-c", "from neurospec.workers import run_task; run_task("
+                [sys.executable, "-c", "from neurospec.run.workers import run_task; run_task("
                  "'neurospec.atomic:write_json', path=%r, value={'a': 1})" % str(ro / "x.json")],
                 capture_output=True, text=True, cwd=tmp_path, timeout=300,
                 env={**clean_env(), "PYTHONPATH": str(ROOT / "workflow" / "scripts"), "NEUROSPEC_WORKERS": workers,
                      "NEUROSPEC_RUN": f"{socket.gethostname()}:{os.getpid()}",
-                     # a test's own task: workers run only registered ones (neurospec.workers.TASKS)
+                     # a test's own task: workers run only registered ones (neurospec.run.workers.TASKS)
                      "NEUROSPEC_EXTRA_TASKS": "neurospec.atomic:write_json"})
             assert proc.returncode == 1, proc.stderr
             assert proc.stderr.strip().splitlines()[-1].endswith(  # (without workers: after the log's time)

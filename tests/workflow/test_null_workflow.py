@@ -61,9 +61,9 @@ def test_a_null_run_lands_in_its_own_folder_and_records_the_null(null_runs):
     worker_logs = list((b / "results/logs/workers").glob("*model*.log"))
     assert len(worker_logs) == 1
     text = worker_logs[0].read_text()
-    assert text.count("loading model") == 1 and text.count("neurospec.collect:collect_to_file") == len(PAIRS)
-    assert text.count("neurospec.ablation:ablate_to_file") == 1
-    assert text.count("neurospec.translation:translate_to_file") == 1
+    assert text.count("loading model") == 1 and text.count("neurospec.collect.collect:collect_to_file") == len(PAIRS)
+    assert text.count("neurospec.evaluate.ablation:ablate_to_file") == 1
+    assert text.count("neurospec.evaluate.translation:translate_to_file") == 1
 
 
 def test_the_null_counts_differ_from_the_real_model_and_repeat_with_the_seed(null_runs):

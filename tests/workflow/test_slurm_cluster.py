@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slurm_cluster import cluster_available, slurm_cluster  # noqa: E402,F401
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TOY_SNAKEFILE = textwrap.dedent(r"""
     rule all:

@@ -168,7 +168,7 @@ def test_a_killed_run_loses_nothing(finished_run, tmp_path, point):
     import sys
     import time
 
-    from neurospec import workers
+    from neurospec.run import workers
     from workflow_utils import ROOT, SNAKEFILE
 
     workdir, _, _ = finished_run
@@ -223,7 +223,7 @@ def test_twenty_pairs_load_the_model_once(tmp_path):
     """A 20-pair local run: one model load serves every collection job (read off the logs)."""
     import re
 
-    from neurospec.demo import available_languages
+    from neurospec.data.demo import available_languages
 
     langs = [x for x in available_languages() if x not in ("de", "ru", "hi")][:10]
     pairs = [p for x in langs for p in (f"en-{x}", f"{x}-en")]
@@ -236,14 +236,14 @@ def test_twenty_pairs_load_the_model_once(tmp_path):
     assert len(worker_logs) == 1
     text = worker_logs[0].read_text()
     assert text.count("loading model") == 1 and text.count("model loaded in") == 1
-    assert text.count("neurospec.collect:collect_to_file") == 20
+    assert text.count("neurospec.collect.collect:collect_to_file") == 20
     # started with the run (its imports overlap the pair tables), it also built the demo model: the
     # task that needs torch went to it, not to a CPU worker that would have imported torch again
     assert "started with the run: torch and transformers imported" in text
     assert text.index("started with the run") < text.index("task 1 of")
-    assert text.count("neurospec.demo:build_model") == 1 and text.count("task done") == 21
+    assert text.count("neurospec.data.demo:build_model") == 1 and text.count("task done") == 21
     cpu_logs = " ".join(p.read_text() for p in (tmp_path / "results/logs/workers").glob("*-cpu-*.log"))
-    assert "neurospec.pairs:write_pair_table" in cpu_logs and "build_model" not in cpu_logs
+    assert "neurospec.data.pairs:write_pair_table" in cpu_logs and "build_model" not in cpu_logs
     served_by = set()
     for pair in pairs:
         job_log = (tmp_path / f"results/logs/demo-small/demo/validation/activations/{pair}.log").read_text()

@@ -3,9 +3,9 @@
 import sys
 
 sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
-from neurospec.workers import run_model_task  # noqa: E402
+from neurospec.run.workers import run_model_task  # noqa: E402
 
-run_model_task("neurospec.ablation:ablate_to_file", model=snakemake.params.model, log=snakemake.log[0],
+run_model_task("neurospec.evaluate.ablation:ablate_to_file", model=snakemake.params.model, log=snakemake.log[0],
                scores_path=snakemake.input.scores, pair_tables=list(snakemake.input.pairs),
                count_tables=list(snakemake.input.counts), out_path=snakemake.output[0],
                token_scope=snakemake.params.token_scope, rest=snakemake.params.rest, **snakemake.params.ablation)

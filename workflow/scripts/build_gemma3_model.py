@@ -3,6 +3,6 @@
 import sys
 
 sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
-from neurospec.workers import run_task  # noqa: E402
+from neurospec.run.workers import run_task  # noqa: E402
 
-run_task("neurospec.gemma3:build_gemma3_model", log=snakemake.log[0], out_dir=snakemake.output[0])
+run_task("neurospec.model.gemma3:build_gemma3_model", log=snakemake.log[0], out_dir=snakemake.output[0])

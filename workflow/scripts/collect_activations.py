@@ -3,8 +3,8 @@
 import sys
 
 sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
-from neurospec.workers import run_model_task  # noqa: E402
+from neurospec.run.workers import run_model_task  # noqa: E402
 
-run_model_task("neurospec.collect:collect_to_file", model=snakemake.params.model, log=snakemake.log[0],
+run_model_task("neurospec.collect.collect:collect_to_file", model=snakemake.params.model, log=snakemake.log[0],
                pairs_path=snakemake.input.pairs, out_path=snakemake.output[0], shard=snakemake.params.shard,
                **snakemake.params.collect)

@@ -3,8 +3,8 @@
 import sys
 
 sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
-from neurospec.workers import run_task  # noqa: E402
+from neurospec.run.workers import run_task  # noqa: E402
 
-run_task("neurospec.correlation:correlate_to_file", log=snakemake.log[0], translation=snakemake.input.translation,
+run_task("neurospec.evaluate.correlation:correlate_to_file", log=snakemake.log[0], translation=snakemake.input.translation,
          scores=list(snakemake.input.scores), iou=list(snakemake.input.iou), out_path=snakemake.output.table,
          measures_path=snakemake.output.measures, **snakemake.params.correlation)

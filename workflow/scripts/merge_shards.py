@@ -3,7 +3,7 @@
 import sys
 
 sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
-from neurospec.workers import run_task  # noqa: E402
+from neurospec.run.workers import run_task  # noqa: E402
 
 run_task("neurospec.tables:merge_shard_files", log=snakemake.log[0], paths=list(snakemake.input),
          out_path=snakemake.output[0])

@@ -3,7 +3,7 @@
 import sys
 
 sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
-from neurospec.workers import run_task  # noqa: E402
+from neurospec.run.workers import run_task  # noqa: E402
 
-run_task("neurospec.ablation_figures:draw", log=snakemake.log[0], figure=snakemake.params.figure,
+run_task("neurospec.plots.ablation_figures:draw", log=snakemake.log[0], figure=snakemake.params.figure,
          output=snakemake.output[0], paths=list(snakemake.input))

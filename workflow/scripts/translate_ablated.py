@@ -3,9 +3,9 @@
 import sys
 
 sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
-from neurospec.workers import run_model_task  # noqa: E402
+from neurospec.run.workers import run_model_task  # noqa: E402
 
-run_model_task("neurospec.translation:translate_ablated_to_file", model=snakemake.params.model,
+run_model_task("neurospec.evaluate.translation:translate_ablated_to_file", model=snakemake.params.model,
                log=snakemake.log[0], pairs_paths=list(snakemake.input.pairs), scores_path=snakemake.input.scores,
                activation_paths=list(snakemake.input.activations), out_path=snakemake.output[0],
                method=snakemake.wildcards.method, mode=snakemake.params.mode,

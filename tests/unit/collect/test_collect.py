@@ -1,5 +1,5 @@
 """Collection: counts equal an independent one-sentence-at-a-time recomputation from the weights
-(tests/reference.py; every architecture through load_model: tests/test_architectures.py)."""
+(tests/reference.py; every architecture through load_model: tests/unit/model/test_architectures.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from neurospec import collect, demo, ec40
-from neurospec.ablation import group_language
+from neurospec.collect.collect import collect
+from neurospec.data import demo, ec40
+from neurospec.evaluate.ablation import group_language
 from neurospec.errors import NeurospecError
 from neurospec.languages import counted_language
 from neurospec.models import load_model
@@ -505,7 +506,7 @@ def test_target_scope_through_snakemake(tmp_path):
 
 
 def test_clustering_takes_the_pairs_that_count_the_non_english_language():
-    from neurospec.figures import clustering_groups
+    from neurospec.plots.figures import clustering_groups
 
     pairs = ["en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en"]
     assert sorted(clustering_groups(pairs)["group"]) == ["de-en", "hi-en", "ru-en"]
@@ -516,7 +517,7 @@ def test_clustering_takes_the_pairs_that_count_the_non_english_language():
 def test_bench_compares_the_scopes_run_by_run(loaded64):
     """bench --token-scope: both scopes on the same pairs, alternating; each run's ratio is its target
     time over its source time, and the target scope processes prompt + reference, counting the reference."""
-    from neurospec.bench import compare_token_scopes
+    from neurospec.tools.bench import compare_token_scopes
 
     pairs = _demo_pairs("en-de", 6)
     lines = []

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec import atomic, demo, models
+from neurospec import atomic, models
+from neurospec.data import demo
 from neurospec.errors import (JobLogHandler, NeurospecError, disk_error, disk_error_line, one_line_errors,
                              user_error)
 from neurospec.tables import read_table, write_table

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from sacrebleu.metrics import CHRF
 
-from neurospec import ec40
+from neurospec.data import ec40
 from neurospec import languages as L
 from neurospec import lid as LID
-from neurospec import translation_quality as Q
+from neurospec.evaluate import translation_quality as Q
 from neurospec.errors import NeurospecError
 from neurospec.tables import read_metadata, read_table, write_table
 

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec import collect, demo, models
+from neurospec.collect.collect import collect
+from neurospec.data import demo
+from neurospec import models
 from neurospec.errors import NeurospecError
 from neurospec.tables import atomic_path, read_counts, read_table, write_counts, write_table
 from synthetic_counts import sentence_table
@@ -76,7 +78,8 @@ def test_missing_count_metadata_and_columns_are_named(tmp_path):
 def test_old_count_tables_say_what_to_rerun(tmp_path):
     """A table of the first layout (six columns, no version) is one line naming it and the rerun,
     wherever it is read: scoring, stability, figures, merging shards."""
-    from neurospec import figures, scoring, stability
+    from neurospec.plots import figures
+    from neurospec.score import scoring, stability
     from neurospec.tables import merge_shard_files
 
     old = pd.DataFrame({"layer": np.zeros(4, np.int32), "neuron": np.arange(4, dtype=np.int32),

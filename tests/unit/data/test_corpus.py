@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from neurospec import corpus, ec40, pairs
+from neurospec.data import corpus, ec40, pairs
 from neurospec.errors import NeurospecError
 from neurospec.languages import FLORES_CODES, LANGUAGES
 
@@ -319,7 +319,7 @@ def test_hf_hub_id_through_the_stand_in_hub(flores_dir, tmp_path):
 def corpus_path():
     from pathlib import Path
 
-    return Path(corpus.__file__).resolve().parents[1]
+    return Path(corpus.__file__).resolve().parents[2]
 
 
 # -- what the rules see ------------------------------------------------------------------------------------------

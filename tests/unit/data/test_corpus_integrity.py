@@ -11,7 +11,7 @@ import re
 import pytest
 import yaml
 
-from neurospec import corpus, ec40, pairs
+from neurospec.data import corpus, ec40, pairs
 from neurospec.errors import NeurospecError
 from neurospec.tables import read_metadata, read_table
 from workflow_utils import snakemake

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from neurospec import demo, ec40, pairs
+from neurospec.data import demo, ec40, pairs
 from neurospec.errors import NeurospecError
 from neurospec.languages import EC40_LANGUAGES, LANGUAGES, language_table, parse_pair
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 import transformers as tf
 
-from neurospec.ablation import (LEVEL, N_BOOT, HeldOut, OutputHead, Scorer, ablate_to_file, ablation_table,
+from neurospec.evaluate.ablation import (LEVEL, N_BOOT, HeldOut, OutputHead, Scorer, ablate_to_file, ablation_table,
                                 bootstrap_delta_ci, chunked_nll, ci_rng, group_language, held_out_sentences,
                                 budget_selections, p_controls, random_controls)
-from neurospec.ablation_figures import read as read_ablation
+from neurospec.plots.ablation_figures import read as read_ablation
 from neurospec.errors import NeurospecError
 from neurospec.interventions import mean_activations
 from neurospec.models import LoadedModel
@@ -326,7 +326,7 @@ def _planted_table():
 def test_figures_recover_planted_specificity(tmp_path):
     import matplotlib.image as mpimg
 
-    from neurospec.ablation_figures import delta_matrix, plot_heatmap, plot_specificity
+    from neurospec.plots.ablation_figures import delta_matrix, plot_heatmap, plot_specificity
 
     df, meta = _planted_table()
     matrix = delta_matrix(df, meta)
@@ -350,7 +350,7 @@ def test_figures_recover_planted_specificity(tmp_path):
 
 
 def test_the_summary_command_prints_the_specific_groups(tmp_path, capsys):
-    from neurospec.ablation_figures import main
+    from neurospec.plots.ablation_figures import main
 
     df, meta = _planted_table()
     write_table(df, tmp_path / "lape.parquet", None, metadata=meta)
@@ -366,7 +366,7 @@ def test_real_configs_default_to_twenty_random_sets_the_demo_keeps_two():
 
     import yaml
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
     ablation = schema["properties"]["evaluate"]["properties"]["ablation"]["properties"]
     assert ablation["random_sets"]["default"] == 20
@@ -412,7 +412,7 @@ def test_the_empirical_p_value_counts_controls_at_least_as_large():
 
 
 def test_specificity_on_the_relative_scale_differs_from_raw_delta_where_base_nll_differs():
-    from neurospec.ablation_figures import specificity
+    from neurospec.plots.ablation_figures import specificity
 
     # de's neurons: +0.5 nats on German (base 5.0: +10%), +0.3 on English (base 1.5: +20%)
     rows = [("de", "de", "selected", -1, 3, 50, 5.5, 5.0, 0.5), ("de", "en", "selected", -1, 3, 50, 1.8, 1.5, 0.3),
@@ -523,7 +523,7 @@ def test_budget_rows_ablate_the_top_n_with_their_own_controls(small_model_dir):
 def test_the_budget_figure_draws_the_planted_dose_response(tmp_path):
     import matplotlib.image as mpimg
 
-    from neurospec.ablation_figures import plot_budget
+    from neurospec.plots.ablation_figures import plot_budget
 
     rows = []
     for group in ("de", "ru"):

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from neurospec import correlation as C
-from neurospec.scoring import iou
+from neurospec.evaluate import correlation as C
+from neurospec.score.scoring import iou
 
 
 def test_spearman_equals_scipy_with_ties():

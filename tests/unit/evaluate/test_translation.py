@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from neurospec import models
-from neurospec import translation as T
+from neurospec.evaluate import translation as T
 from neurospec.errors import NeurospecError
 from neurospec.interventions import intervene
 from neurospec.tables import PAIR_SCHEMA, SCORE_SCHEMA, read_metadata, read_table, write_counts, write_table
@@ -342,7 +342,7 @@ def test_mean_patching_uses_the_other_languages_means(small_model_dir, tmp_path)
 def test_generation_benchmark_runs_every_row_to_its_cap(capsys):
     import json
 
-    from neurospec import translation_bench
+    from neurospec.tools import translation_bench
 
     translation_bench.main(["generate", "--shape", "demo", "--layers", "2", "--device", "cpu", "--dtype", "float32",
                             "--sentences", "6", "--batch-size", "4", "--prompt-tokens", "5", "--new-tokens", "7"])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from neurospec import models, pairs
-from neurospec import translation as T
+from neurospec import models
+from neurospec.data import pairs
+from neurospec.evaluate import translation as T
 from neurospec.tables import PAIR_SCHEMA, read_metadata, read_table, write_table
-from neurospec.translation_quality import corpus_scores
+from neurospec.evaluate.translation_quality import corpus_scores
 
 TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec import translation_quality as Q
+from neurospec.evaluate import translation_quality as Q
 from neurospec.errors import NeurospecError
 from neurospec.tables import read_metadata, read_table, write_table
 

@@ -11,7 +11,7 @@ import torch
 
 from fake_hub import FakeHub, fake_commit, use_fake_hub
 
-EC40_DIR = Path(__file__).resolve().parents[2] / "shared" / "ec40"
+EC40_DIR = Path(__file__).resolve().parents[4] / "shared" / "ec40"
 EC40_REPO = "ShaomuTan/EC40"
 EC40_REVISION = "93f0ec4fbc6ac1198668871b3e7a411c57c1c260"
 EC40_FILE = "Ntrex-eval-set/test.en-de.de"

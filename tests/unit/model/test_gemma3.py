@@ -18,7 +18,7 @@ import transformers as tf
 import yaml
 
 from conftest import ROOT, SHARED_EC40
-from neurospec import gemma3
+from neurospec.model import gemma3
 from neurospec.architectures import resolve_mlp_taps
 from neurospec.errors import NeurospecError
 from workflow_utils import snakemake
@@ -103,7 +103,7 @@ def test_zeroing_a_languages_lape_neurons_raises_its_own_nll_most(tmp_path, gemm
     of the 6 languages more than any other language (the probe: de +0.96, ru +3.04, hi +5.10,
     ar +4.58 with a fuller selection).  On the demo corpus (names: little text per language for
     LAPE) the non-Latin languages still show it: at least 3 of 6 specific."""
-    from neurospec.ablation_figures import read, specificity
+    from neurospec.plots.ablation_figures import read, specificity
 
     # the model as the workflow built it (the same rule, in the fixture's workdir), not built again
     shutil.copytree(gemma3_workdir / "results/models", tmp_path / "results/models")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fake_hub import FakeHub, fake_commit, use_fake_hub
-from neurospec import ec40
+from neurospec.data import ec40
 from neurospec.errors import NeurospecError
 from neurospec.models import load_model
 

@@ -1,4 +1,4 @@
-"""Null-weights models (``model.null_weights``, neurospec/nullmodel.py) through ``load_model`` as the
+"""Null-weights models (``model.null_weights``, neurospec/model/nullmodel.py) through ``load_model`` as the
 workflow calls it: every architecture, saved with ``save_pretrained`` as a user's local model whose
 every tensor (norms and biases too) is away from its initial value, stands in for a pretrained model.
 
@@ -15,7 +15,7 @@ import transformers as tf
 
 from neurospec.errors import NeurospecError
 from neurospec.models import load_model
-from neurospec.nullmodel import NULL_CHOICES, apply_null_weights
+from neurospec.model.nullmodel import NULL_CHOICES, apply_null_weights
 from reference import ARCHITECTURES, randomize
 
 TEXTS = ["Translate from English to German: the country", "Deutschland, Österreich", "हिन्दी भाषा"]

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec import figures, scoring
+from neurospec.plots import figures
+from neurospec.score import scoring
 from neurospec.errors import NeurospecError
 from neurospec.tables import write_counts
 from test_scoring import LANGS, N_LAYERS, synthetic

@@ -20,7 +20,7 @@ import pytest
 from neurospec import devices
 from neurospec.devices import claim_device
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 # A job: claim, print the device, hold it until a line arrives on stdin, release.
 HOLDER = textwrap.dedent("""

@@ -1,5 +1,5 @@
 """A run's directories and library: a private workers' directory (through snakemake), each checkout's own
-neurospec, stale Snakemake locks of killed runs, and a live run whose lock was removed (neurospec/runs.py)."""
+neurospec, stale Snakemake locks of killed runs, and a live run whose lock was removed (neurospec/run/runs.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from neurospec import runs, workers
+from neurospec.run import runs, workers
 from test_workers import _wait
 from workflow_utils import ROOT, SNAKEFILE, clean_env, snakemake, write_config
 
@@ -114,7 +114,7 @@ def test_each_checkout_runs_its_own_library(tmp_path, short_tmp):
             assert f"neurospec library {expected} (in the job's own process)" in job_log
             assert not (workdir / "results/logs/workers").exists()
         else:
-            assert f"neurospec.pairs:write_pair_table (neurospec library {expected}, the job's too)" in job_log
+            assert f"neurospec.data.pairs:write_pair_table (neurospec library {expected}, the job's too)" in job_log
             (worker_log,) = (workdir / "results/logs/workers").glob("*.log")
             assert f"listening; neurospec library {expected}" in worker_log.read_text()
         assert str(wrong) not in job_log
@@ -228,7 +228,7 @@ def test_the_same_command_after_a_killed_run_goes_on(tmp_path, short_tmp):
 HOLD = """
 import sys, time
 from pathlib import Path
-from neurospec import runs
+from neurospec.run import runs
 lock = Path(".snakemake/locks/0.output.lock")
 lock.parent.mkdir(parents=True, exist_ok=True)
 lock.write_text("results/elsewhere.parquet\\n")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from neurospec import workers
-from neurospec.workers import run_model_task, run_task, shutdown_run
+from neurospec.run import workers
+from neurospec.run.workers import run_model_task, run_task, shutdown_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 PYTHONPATH = os.pathsep.join([str(ROOT / "workflow" / "scripts"), str(ROOT / "tests")])
 # the tests' own tasks (tests/worker_tasks.py), allowed besides the registered ones (workers.TASKS)
 EXTRA_TASKS = ",".join(f"worker_tasks:{name}" for name in ("whoami", "model_info", "slow_write", "fail", "bug",
@@ -30,7 +30,7 @@ EXTRA_TASKS = ",".join(f"worker_tasks:{name}" for name in ("whoami", "model_info
 # A job in its own process: run one task, as a rule script does.
 JOB = """
 import json, sys
-from neurospec.workers import run_model_task, run_task
+from neurospec.run.workers import run_model_task, run_task
 spec = json.loads(sys.argv[1])
 if spec.pop("model"):
     run_model_task(spec.pop("target"), model=json.loads(sys.argv[2]), **spec)
@@ -97,7 +97,7 @@ def test_cpu_tasks_share_one_warm_worker(run):
     assert "whoami task in pid" in (run / "job2.log").read_text()  # the job's log gets the task's lines
     logs = _worker_logs(run)
     assert len(logs) == 1 and next(iter(logs.values())).count("task done") == 3
-    from neurospec.bench_e2e import _task_seconds
+    from neurospec.tools.bench_e2e import _task_seconds
 
     seconds = _task_seconds(run)  # the end-to-end benchmark reads these logs: the task names stay parseable
     assert list(seconds) == ["worker_tasks:whoami"] and len(seconds["worker_tasks:whoami"]) == 3
@@ -409,13 +409,13 @@ def test_only_registered_tasks_run(run, capsys, monkeypatch):
     directory = workers.run_dir()
     token = (directory / "token").read_text().strip()
     marker = run / "pwned"
-    for target in ("os:system", "subprocess:call", "neurospec.workers:main", "worker_tasks:nothere"):
+    for target in ("os:system", "subprocess:call", "neurospec.run.workers:main", "worker_tasks:nothere"):
         reply = _raw_request(directory, {"op": "task", "target": target, "model": None, "log": None,
                                          "cwd": str(run), "library": workers.library(), "token": token,
                                          "kwargs": {"command": f"touch {marker}"}})
         assert reply == {"status": "error", "message": f"worker {next(directory.glob('cpu-*.sock')).stem} "
                          f"refused task {target!r}: it is not one of neurospec's registered tasks "
-                         "(neurospec.workers.TASKS)"}
+                         "(neurospec.run.workers.TASKS)"}
     assert not marker.exists()
     # a job asking for one: one line, exit 1, nothing sent
     with pytest.raises(SystemExit) as exit_info:
@@ -423,7 +423,7 @@ def test_only_registered_tasks_run(run, capsys, monkeypatch):
     assert exit_info.value.code == 1 and not marker.exists()
     assert [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()] == [
         "neurospec: error: task 'os:system' refused: it is not one of neurospec's registered tasks "
-        "(neurospec.workers.TASKS)"]
+        "(neurospec.run.workers.TASKS)"]
     # the tests' tasks are allowed only through NEUROSPEC_EXTRA_TASKS
     monkeypatch.delenv(workers.EXTRA_TASKS_ENV)
     with pytest.raises(SystemExit):
@@ -549,11 +549,11 @@ def test_a_worker_that_exits_idle_as_the_job_connects_is_replaced_once(monkeypat
         monkeypatch.setattr(workers, "run_token", lambda directory: "t" * 64)
         monkeypatch.setenv(workers.RUN_ENV, f"{socket.gethostname()}:{os.getpid()}")
         monkeypatch.setenv(workers.MODE_ENV, "1")
-        run_task("neurospec.scoring:run_scoring", log=str(tmp_path / "job.log"))
+        run_task("neurospec.score.scoring:run_scoring", log=str(tmp_path / "job.log"))
 
     gone = workers.WorkerGone("the worker cpu-x (pid 1) exited idle as this job connected")
     run_with([gone, {"status": "ok"}])
-    assert calls == ["neurospec.scoring:run_scoring"] * 2  # sent again to a fresh worker, once
+    assert calls == ["neurospec.score.scoring:run_scoring"] * 2  # sent again to a fresh worker, once
     with pytest.raises(SystemExit):
         run_with([gone, gone])
     assert len(calls) == 2 and "exited idle as this job connected" in (tmp_path / "job.log").read_text()

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec import ablation as A
-from neurospec import collect, models
-from neurospec import translation as T
+from neurospec.evaluate import ablation as A
+from neurospec.collect.collect import collect
+from neurospec import models
+from neurospec.evaluate import translation as T
 from neurospec.errors import NeurospecError
 from neurospec.prompts import fit_prompt, model_context
 from neurospec.tables import PAIR_SCHEMA, read_metadata, read_table, write_table

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from neurospec import scoring
-from neurospec.collect import counted_hashes, sentence_hash
+from neurospec.score import scoring
+from neurospec.collect.collect import counted_hashes, sentence_hash
 from neurospec.errors import NeurospecError
 from neurospec.interventions import MeanPatchValues, mean_activations
-from neurospec.stability import half_tables
+from neurospec.score.stability import half_tables
 from neurospec.tables import read_metadata, read_table, sum_count_tables
 from synthetic_counts import complete, write_tables
 from workflow_utils import SMALL_CONFIG, snakemake, write_config

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec import scoring
+from neurospec.score import scoring
 from neurospec.errors import NeurospecError
 from neurospec.languages import language
 from neurospec.tables import SCORE_SCHEMA, read_table, write_counts
@@ -405,7 +405,7 @@ def test_contrast_statistics_by_hand():
     stacked = scoring.stack_counts(t, "active")
     d, log_odds, p = scoring.contrast_statistics(stacked, "two-sided", rest="pooled")
     _, _, p_greater = scoring.contrast_statistics(stacked, rest="pooled")
-    # a: 30/100 against 20/200 (the rest pooled; the balanced rest: tests/test_rest.py)
+    # a: 30/100 against 20/200 (the rest pooled; the balanced rest: tests/unit/score/test_rest.py)
     assert log_odds[0, 0] == pytest.approx(math.log(30.5 / 70.5) - math.log(20.5 / 180.5))
     pooled = 50 / 300
     z = (0.3 - 0.1) / math.sqrt(pooled * (1 - pooled) * (1 / 100 + 1 / 200))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec import scoring, stability
+from neurospec.score import scoring, stability
 from neurospec.errors import NeurospecError
 from neurospec.tables import ADDITIVE_COLUMNS, TOTAL_COLUMNS
 from synthetic_counts import pair_meta, sentence_table, write_tables

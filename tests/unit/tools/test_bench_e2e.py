@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from neurospec import bench_e2e
+from neurospec.tools import bench_e2e
 
 
 def _write(path, text):
@@ -17,10 +17,10 @@ def _write(path, text):
 def test_read_logs_takes_load_forward_and_stage_from_the_logs(tmp_path):
     _write(tmp_path / "results/logs/workers/x-model-ab-auto.log",
            "10:00:00.000 INFO model worker model-ab-auto (pid 1) for run pid 2: listening\n"
-           "10:00:00.001 INFO task 1 of model worker model-ab-auto (pid 1): neurospec.collect:collect_to_file\n"
+           "10:00:00.001 INFO task 1 of model worker model-ab-auto (pid 1): neurospec.collect.collect:collect_to_file\n"
            "10:00:04.500 INFO model loaded in 4.10 s on cpu (sdpa attention); kept for the rest of the run\n"
            "10:00:05.000 INFO task done in 5.00 s (worker peak RSS 500 MiB)\n"
-           "10:00:05.300 INFO task 2 of model worker model-ab-auto (pid 1): neurospec.collect:collect_to_file\n"
+           "10:00:05.300 INFO task 2 of model worker model-ab-auto (pid 1): neurospec.collect.collect:collect_to_file\n"
            "10:00:06.250 INFO task done in 0.95 s (worker peak RSS 500 MiB)\n"
            "10:00:06.300 INFO shut down by the end of the run after 2 task(s)\n")
     for pair, seconds in (("en-de", 0.4), ("de-en", 0.9)):

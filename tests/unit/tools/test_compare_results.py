@@ -17,7 +17,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare_results.py"
+TOOL = Path(__file__).resolve().parents[3] / "tools" / "compare_results.py"
 
 
 def run_tool(*args) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""python -m neurospec.ksweep: what the frequency method's k selects, on tables whose answer is known."""
+"""python -m neurospec.tools.ksweep: what the frequency method's k selects, on tables whose answer is known."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec import ksweep
+from neurospec.tools import ksweep
 from neurospec.tables import write_counts
 from synthetic_counts import complete
 from test_scoring import synthetic

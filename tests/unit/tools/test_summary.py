@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neurospec import scoring, stability, summary
+from neurospec.score import scoring, stability
+from neurospec.tools import summary
 from neurospec.errors import NeurospecError
 from synthetic_counts import write_tables
 from test_scoring import LANGS, N_LAYERS, N_NEURONS, synthetic

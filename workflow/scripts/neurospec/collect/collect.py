@@ -42,13 +42,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .architectures import n_neurons, resolve_mlp_taps
-from .batching import CPU_TOKEN_BUDGET, MAX_TOKEN_BUDGET, auto_token_budget, make_batches  # noqa: F401 (re-exported)
-from .errors import NeurospecError
-from .languages import TOKEN_SCOPES, counted_language
-from .models import LoadedModel
-from .prompts import check_template, model_context, render
-from .tables import COUNT_COLUMNS, HALF, TOTAL_COLUMNS, package_versions, write_counts
+from ..architectures import n_neurons, resolve_mlp_taps
+from ..batching import CPU_TOKEN_BUDGET, MAX_TOKEN_BUDGET, auto_token_budget, make_batches  # noqa: F401 (re-exported)
+from ..errors import NeurospecError
+from ..languages import TOKEN_SCOPES, counted_language
+from ..models import LoadedModel
+from ..prompts import check_template, model_context, render
+from ..tables import COUNT_COLUMNS, HALF, TOTAL_COLUMNS, package_versions, write_counts
 
 log = logging.getLogger("neurospec")
 
@@ -597,7 +597,7 @@ def collect_to_file(loaded: LoadedModel, pairs_path: str, out_path: str, *, prom
                     token_scope: str = "source", max_length: int = 512, token_budget: int | None = None,
                     shard: int = 0, shards: int = 1) -> None:
     """The collection task: count one pair table (or one shard of it) with a loaded model, write atomically."""
-    from .tables import PAIR_SCHEMA, read_metadata, read_table
+    from ..tables import PAIR_SCHEMA, read_metadata, read_table
 
     check_template(prompt_template)
     if token_scope not in TOKEN_SCOPES:

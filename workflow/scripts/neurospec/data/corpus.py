@@ -68,8 +68,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import pandas as pd
 
-from .errors import NeurospecError
-from .languages import FLORES_CODES, PIVOT, parse_pair
+from ..errors import NeurospecError
+from ..languages import FLORES_CODES, PIVOT, parse_pair
 
 LAYOUTS = ("auto", "translation", "columns", "sentences")
 CODES = ("ec40", "flores")

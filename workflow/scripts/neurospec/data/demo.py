@@ -19,8 +19,8 @@ from functools import lru_cache
 
 import pandas as pd
 
-from .errors import NeurospecError
-from .languages import EC40_LANGUAGES, PIVOT, parse_pair
+from ..errors import NeurospecError
+from ..languages import EC40_LANGUAGES, PIVOT, parse_pair
 
 CATALOGS = ("iso3166-1", "iso3166-3", "iso4217", "iso15924", "iso639-5", "iso639-3", "iso3166-2")
 SPLITS = ("validation", "test")
@@ -115,6 +115,6 @@ def _pycountry_version() -> str:
 
 def build_model(out_dir: str, **shapes) -> None:
     """The demo model: its BPE tokenizer trained on this corpus, seeded random weights (rule build_demo_model)."""
-    from .models import build_demo_model
+    from ..models import build_demo_model
 
     build_demo_model(out_dir, corpus_texts(), **shapes)

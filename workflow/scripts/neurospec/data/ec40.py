@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from .corpus import aligned_lines, assemble, file_hash, scan_parallel, text_report
-from .errors import NeurospecError
-from .languages import EC40_LANGUAGES, PIVOT, parse_pair
+from ..errors import NeurospecError
+from ..languages import EC40_LANGUAGES, PIVOT, parse_pair
 
 REPO_ID = "ShaomuTan/EC40"
 REVISION = "93f0ec4fbc6ac1198668871b3e7a411c57c1c260"

@@ -1,7 +1,7 @@
 """Sources -> the pair table of one direction (``id, src_lang, tgt_lang, src, tgt``).
 
-``dataset.name`` picks the source: ``demo`` (neurospec.demo), ``ec40`` (neurospec.ec40), ``hf`` (a
-Hugging Face dataset) and ``files`` (local TSV / JSONL / Parquet / text files) (neurospec.corpus).
+``dataset.name`` picks the source: ``demo`` (neurospec.data.demo), ``ec40`` (neurospec.data.ec40), ``hf`` (a
+Hugging Face dataset) and ``files`` (local TSV / JSONL / Parquet / text files) (neurospec.data.corpus).
 ``dataset_params`` is what the pair_table rule passes (only the keys of the source in use, so that
 editing another source's keys reruns nothing), ``dataset_files`` the local files it reads (rule
 inputs: editing one reruns its tables), ``check_dataset`` the config checks done before anything runs.
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import corpus, demo, ec40
-from .errors import NeurospecError
-from .languages import non_english, parse_pair
-from .tables import PAIR_SCHEMA, write_table
+from ..errors import NeurospecError
+from ..languages import non_english, parse_pair
+from ..tables import PAIR_SCHEMA, write_table
 
 DATASETS = ("demo", "ec40", "hf", "files")
 # the dataset keys each source reads, besides name, split and max_samples

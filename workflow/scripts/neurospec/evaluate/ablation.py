@@ -65,15 +65,15 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from .architectures import n_neurons as model_neurons
-from .batching import auto_token_budget, make_batches
-from .errors import NeurospecError
-from .interventions import (MODES, MeanPatchValues, Selection, firing_rates, intervene, matched_like, random_like,
+from ..architectures import n_neurons as model_neurons
+from ..batching import auto_token_budget, make_batches
+from ..errors import NeurospecError
+from ..interventions import (MODES, MeanPatchValues, Selection, firing_rates, intervene, matched_like, random_like,
                             rate_deciles, selection_size, selections_from_scores)
-from .languages import PIVOT, group_language
-from .models import LoadedModel, is_demo_model
-from .prompts import model_context
-from .tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
+from ..languages import PIVOT, group_language
+from ..models import LoadedModel, is_demo_model
+from ..prompts import model_context
+from ..tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
 
 log = logging.getLogger("neurospec")
 

@@ -68,10 +68,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from . import languages as L  # noqa: E402
-from .errors import NeurospecError  # noqa: E402
-from .atomic import save_png  # noqa: E402
-from .tables import read_metadata, read_table, write_table  # noqa: E402
+from .. import languages as L  # noqa: E402
+from ..errors import NeurospecError  # noqa: E402
+from ..atomic import save_png  # noqa: E402
+from ..tables import read_metadata, read_table, write_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 

@@ -46,12 +46,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import NeurospecError
-from .interventions import MODES, MeanPatchValues, intervene, selection_size, selections_from_scores
-from .languages import group_language, parse_pair
-from .models import LoadedModel
-from .prompts import check_continuation, check_template, fit_prompt, model_context, render
-from .tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
+from ..errors import NeurospecError
+from ..interventions import MODES, MeanPatchValues, intervene, selection_size, selections_from_scores
+from ..languages import group_language, parse_pair
+from ..models import LoadedModel
+from ..prompts import check_continuation, check_template, fit_prompt, model_context, render
+from ..tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
 
 log = logging.getLogger("neurospec")
 

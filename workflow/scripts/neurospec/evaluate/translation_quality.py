@@ -33,11 +33,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import languages as L  # noqa: E402
-from . import lid as LID  # noqa: E402
-from .errors import NeurospecError  # noqa: E402
-from .atomic import save_png  # noqa: E402
-from .tables import read_metadata, read_table, write_table  # noqa: E402
+from .. import languages as L  # noqa: E402
+from .. import lid as LID  # noqa: E402
+from ..errors import NeurospecError  # noqa: E402
+from ..atomic import save_png  # noqa: E402
+from ..tables import read_metadata, read_table, write_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -131,7 +131,7 @@ def paired_delta_interval(base_stats: np.ndarray, other_stats: np.ndarray, *, n_
 
 def _scores_and_statistics(hyps: Sequence[str], refs: Sequence[str]) -> tuple[float, float, np.ndarray]:
     """(chrF++, BLEU, per-sentence chrF++ statistics): chrF++ from the summed statistics, which is sacrebleu's
-    ``corpus_score`` (one chrF++ pass instead of two; tests/test_lid.py checks they are equal)."""
+    ``corpus_score`` (one chrF++ pass instead of two; tests/unit/core/test_lid.py checks they are equal)."""
     if len(hyps) != len(refs):
         raise NeurospecError(f"{len(hyps)} hypotheses for {len(refs)} references")
     if not len(hyps):

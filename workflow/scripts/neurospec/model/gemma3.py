@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_dir, write_json
-from .errors import NeurospecError
+from ..atomic import atomic_dir, write_json
+from ..errors import NeurospecError
 
 log = logging.getLogger("neurospec")
 
@@ -132,7 +132,7 @@ def build_gemma3_model(out_dir: str | os.PathLike, rtol: float = 1e-5) -> None:
         log.info("the saved model reproduces the GGUF model's logits (largest difference %.2e of the "
                  "largest logit) and token ids on %d sentences", diff, len(CHECK_SENTENCES))
         write_json(tmp / "neurospec_model.json", {
-            "built_by": "neurospec.gemma3.build_gemma3_model",
+            "built_by": "neurospec.model.gemma3.build_gemma3_model",
             "source": f"{PACKAGE} ({MODEL_NAME}, Q4_K_M, de-quantized to float32)",
             "versions": _versions(),
             "check": {"sentences": len(CHECK_SENTENCES), "max_relative_logit_difference": diff},

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import NeurospecError
+from ..errors import NeurospecError
 
 NULL_CHOICES = ("none", "reinit", "shuffle")
 _SAMPLE = 4096  # entries per tensor compared before/after to list the tensors a null left unchanged

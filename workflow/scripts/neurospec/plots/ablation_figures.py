@@ -28,10 +28,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from . import languages as L  # noqa: E402
-from .errors import NeurospecError  # noqa: E402
-from .atomic import save_png  # noqa: E402
-from .tables import read_metadata, read_table  # noqa: E402
+from .. import languages as L  # noqa: E402
+from ..errors import NeurospecError  # noqa: E402
+from ..atomic import save_png  # noqa: E402
+from ..tables import read_metadata, read_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -277,10 +277,10 @@ def draw(figure: str, output: str | os.PathLike, paths: Sequence[str]) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m neurospec.ablation_figures TABLE...``: the specificity of each ablation table."""
+    """``python -m neurospec.plots.ablation_figures TABLE...``: the specificity of each ablation table."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m neurospec.ablation_figures",
+    parser = argparse.ArgumentParser(prog="python -m neurospec.plots.ablation_figures",
                                      description="Print per group the own-language delta NLL, the other "
                                                  "languages' and the random controls', and per method how "
                                                  "many groups are specific.")

@@ -26,11 +26,11 @@ from scipy import special  # noqa: E402
 from scipy.cluster import hierarchy  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
 
-from . import languages as L  # noqa: E402
-from .errors import NeurospecError  # noqa: E402
-from .scoring import iou_matrix, read_iou, read_scores  # noqa: E402
-from .atomic import save_png  # noqa: E402
-from .tables import COUNT_COLUMNS, read_counts  # noqa: E402
+from .. import languages as L  # noqa: E402
+from ..errors import NeurospecError  # noqa: E402
+from ..score.scoring import iou_matrix, read_iou, read_scores  # noqa: E402
+from ..atomic import save_png  # noqa: E402
+from ..tables import COUNT_COLUMNS, read_counts  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 

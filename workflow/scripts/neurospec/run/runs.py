@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import IO, Iterable
 
-from .errors import NeurospecError
+from ..errors import NeurospecError
 
 RECORDS = Path(".snakemake") / "neurospec" / "runs"
-RUN_ENV = "NEUROSPEC_RUN"  # as in neurospec.workers: "<host>:<pid>" of the run, in every job's environment
+RUN_ENV = "NEUROSPEC_RUN"  # as in neurospec.run.workers: "<host>:<pid>" of the run, in every job's environment
 
 _held: dict[str, IO] = {}  # this process's own record, open and locked for its life
 

@@ -2,8 +2,8 @@
 
 Rule scripts call two functions only, naming the task as ``"neurospec.<module>:<function>"``:
 
-    run_task("neurospec.scoring:run_scoring", log=snakemake.log[0], paths=..., ...)
-    run_model_task("neurospec.collect:collect_to_file", model=snakemake.params.model,
+    run_task("neurospec.score.scoring:run_scoring", log=snakemake.log[0], paths=..., ...)
+    run_model_task("neurospec.collect.collect:collect_to_file", model=snakemake.params.model,
                    log=snakemake.log[0], pairs_path=..., out_path=..., ...)
 
 A model task is ``function(loaded: LoadedModel, **kwargs)``; ``model`` holds ``load_model``'s keyword
@@ -93,34 +93,34 @@ LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(message)s"
 WATCH_S = 0.2  # how often a worker checks its run and its client
 # what a model worker started with the run imports before its first task (start_model_worker_early)
 EARLY_IMPORTS = ("torch", "transformers", "transformers.modeling_utils", "transformers.generation",
-                 "neurospec.models", "neurospec.collect", "neurospec.ablation", "neurospec.translation")
+                 "neurospec.models", "neurospec.collect.collect", "neurospec.evaluate.ablation", "neurospec.evaluate.translation")
 START_TIMEOUT_S = 120.0  # a worker must accept connections this soon after its start
 TOKEN_FILE = "token"  # the run's secret, in its private directory: requests without it are refused
 # The only tasks a job may send to a worker (or run in its own process): what the rule scripts call.
 TASKS = frozenset({
-    "neurospec.ablation:ablate_to_file",
-    "neurospec.ablation_figures:draw",
-    "neurospec.collect:collect_to_file",
-    "neurospec.correlation:correlate_to_file",
-    "neurospec.correlation:draw_correlation",
-    "neurospec.demo:build_model",
-    "neurospec.figures:draw",
-    "neurospec.figures:draw_many",
-    "neurospec.gemma3:build_gemma3_model",
-    "neurospec.pairs:write_pair_table",
-    "neurospec.scoring:run_scoring",
-    "neurospec.stability:run_stability",
+    "neurospec.evaluate.ablation:ablate_to_file",
+    "neurospec.plots.ablation_figures:draw",
+    "neurospec.collect.collect:collect_to_file",
+    "neurospec.evaluate.correlation:correlate_to_file",
+    "neurospec.evaluate.correlation:draw_correlation",
+    "neurospec.data.demo:build_model",
+    "neurospec.plots.figures:draw",
+    "neurospec.plots.figures:draw_many",
+    "neurospec.model.gemma3:build_gemma3_model",
+    "neurospec.data.pairs:write_pair_table",
+    "neurospec.score.scoring:run_scoring",
+    "neurospec.score.stability:run_stability",
     "neurospec.tables:merge_shard_files",
-    "neurospec.translation:translate_ablated_to_file",
-    "neurospec.translation:translate_to_file",
-    "neurospec.translation_quality:draw_quality",
-    "neurospec.translation_quality:score_to_file",
+    "neurospec.evaluate.translation:translate_ablated_to_file",
+    "neurospec.evaluate.translation:translate_to_file",
+    "neurospec.evaluate.translation_quality:draw_quality",
+    "neurospec.evaluate.translation_quality:score_to_file",
 })
 # Tests only: more allowed tasks (comma-separated "module:function"), read from the environment of
 # the run (whoever can set it can run any code as this user anyway).
 EXTRA_TASKS_ENV = "NEUROSPEC_EXTRA_TASKS"
 # how a worker starts: this library's directory first on sys.path, then the worker's main()
-WORKER_MAIN = "import sys; sys.path.insert(0, sys.argv.pop(1)); from neurospec.workers import main; main()"
+WORKER_MAIN = "import sys; sys.path.insert(0, sys.argv.pop(1)); from neurospec.run.workers import main; main()"
 
 log = logging.getLogger("neurospec")
 
@@ -132,7 +132,7 @@ def allowed_tasks() -> frozenset[str]:
 
 
 def resolve(target: str) -> Callable[..., Any]:
-    """``"neurospec.collect:collect_to_file"`` (a registered task, ``TASKS``) -> the function."""
+    """``"neurospec.collect.collect:collect_to_file"`` (a registered task, ``TASKS``) -> the function."""
     _check_target(target)
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -140,16 +140,16 @@ def resolve(target: str) -> Callable[..., Any]:
 
 def _check_target(target: str) -> None:
     """A task outside the registry is refused before anything is imported."""
-    from .errors import NeurospecError
+    from ..errors import NeurospecError
 
     if not isinstance(target, str) or target not in allowed_tasks():
         raise NeurospecError(f"task {target!r} refused: it is not one of neurospec's registered tasks "
-                             "(neurospec.workers.TASKS)")
+                             "(neurospec.run.workers.TASKS)")
 
 
 def library() -> str:
     """The ``neurospec`` this process runs: the path of its ``__init__.py``."""
-    return str(Path(__file__).resolve().parent / "__init__.py")
+    return str(Path(__file__).resolve().parents[1] / "__init__.py")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def start_model_worker_early(model: Mapping[str, Any]) -> bool:
 
 def _run(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs: dict[str, Any],
          uses_torch: bool = False) -> None:
-    from .errors import NeurospecError
+    from ..errors import NeurospecError
 
     try:
         _check_target(target)
@@ -234,7 +234,7 @@ def _run(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs
         except (WorkerError, NeurospecError) as exc:  # NeurospecError: the run's directory is not private
             _fail(str(exc), log_path)
         except OSError as exc:  # starting the worker: its log in results/logs/workers, the run's directory
-            from .errors import user_error
+            from ..errors import user_error
 
             line = user_error(exc)
             if line is None:
@@ -250,15 +250,15 @@ def _run(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs
 
 def _run_here(target: str, model: dict[str, Any] | None, log_path: str | None, kwargs: dict[str, Any]) -> None:
     """The task in this process (no worker): claim a device and load the model for this job alone."""
-    from .errors import one_line_errors
+    from ..errors import one_line_errors
 
     with one_line_errors(log_path):
         log.info("neurospec library %s (in the job's own process)", library())
         if model is None:
             resolve(target)(**kwargs)
             return
-        from .devices import claim_device
-        from .models import load_model
+        from ..devices import claim_device
+        from ..models import load_model
 
         with claim_device(model.get("device", "auto")) as dev:
             loaded = load_model(**{**model, "device": dev})
@@ -322,7 +322,7 @@ def private_dir(path: Path) -> bool:
     """Create ``path`` with mode 0700 unless it exists; then make sure it is a directory (not a
     symlink) of this user that no one else may use: NeurospecError naming it otherwise. Returns
     whether it was created here."""
-    from .errors import NeurospecError
+    from ..errors import NeurospecError
 
     created = False
     try:
@@ -349,7 +349,7 @@ def private_dir(path: Path) -> bool:
 
 def run_token(directory: Path) -> str:
     """The run's secret (created by the first of its processes to ask): a 0600 file of this user."""
-    from .errors import NeurospecError
+    from ..errors import NeurospecError
 
     path = directory / TOKEN_FILE
     if not os.path.lexists(path):
@@ -477,7 +477,7 @@ class Worker:
         logs = Path("results/logs/workers")
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{host}-{run_pid}-{self.name}.log"
-        pkg_root = str(Path(__file__).resolve().parents[1])
+        pkg_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH")) if p)}
         run_token(self.sock.parent)  # exists before the worker reads it
         # this library first on the worker's sys.path (not `-m`: that would put the cwd first)
@@ -624,7 +624,7 @@ def _acquire(model: Mapping[str, Any] | None, *, early: bool = False,
             worker.let_go()
         return
 
-    from .devices import device_pool, try_lock
+    from ..devices import device_pool, try_lock
 
     key = _env_key("model", model)
     pool = device_pool(str(model.get("device", "auto")))
@@ -662,7 +662,7 @@ def _acquire(model: Mapping[str, Any] | None, *, early: bool = False,
 
 def shutdown_run(run: str | None = None, timeout: float = 30.0) -> None:
     """End the workers of a run (the Snakefile's onsuccess/onerror): ask each to exit, then remove its files."""
-    from .errors import NeurospecError
+    from ..errors import NeurospecError
 
     run = run or os.environ.get(RUN_ENV)
     if not run:
@@ -839,14 +839,14 @@ class _Server:
         target = request.get("target")
         if request.get("op") != "task" or not isinstance(target, str) or target not in self.allowed:
             return (f"worker {self.args.name} refused task {target!r}: it is not one of neurospec's "
-                    "registered tasks (neurospec.workers.TASKS)")
+                    "registered tasks (neurospec.run.workers.TASKS)")
         if request.get("library") != library():
             return (f"worker {self.args.name} runs the neurospec library {library()}, the job imported "
                     f"{request.get('library')} (a bug)")
         return None
 
     def run(self, conn: socket.socket, request: dict[str, Any]) -> dict[str, Any] | None:
-        from .errors import JobLogHandler, NeurospecError, user_error
+        from ..errors import JobLogHandler, NeurospecError, user_error
 
         os.chdir(request["cwd"])
         self.n_tasks += 1
@@ -921,8 +921,8 @@ class _Server:
 
     def model(self, spec: Mapping[str, Any]):
         """The loaded model: loaded at this worker's first task, kept for every later one."""
-        from .errors import NeurospecError
-        from .models import load_model
+        from ..errors import NeurospecError
+        from ..models import load_model
 
         own = self.model_spec or dict(spec)
         if {k: v for k, v in spec.items() if k != "device"} != {k: v for k, v in own.items() if k != "device"}:
@@ -991,7 +991,7 @@ def _device_broken(text: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m neurospec.workers", description="a neurospec worker (started by jobs)")
+    ap = argparse.ArgumentParser(prog="python -m neurospec.run.workers", description="a neurospec worker (started by jobs)")
     ap.add_argument("--socket", required=True)
     ap.add_argument("--pidfile", required=True)
     ap.add_argument("--run-pid", type=int, required=True)

@@ -50,8 +50,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .errors import NeurospecError
-from .tables import COUNT_COLUMNS, SCORE_SCHEMA, read_counts, read_metadata, read_table, write_table
+from ..errors import NeurospecError
+from ..tables import COUNT_COLUMNS, SCORE_SCHEMA, read_counts, read_metadata, read_table, write_table
 
 logger = logging.getLogger("neurospec")
 

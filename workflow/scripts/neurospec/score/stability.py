@@ -36,11 +36,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from .errors import NeurospecError  # noqa: E402
-from .figures import FAMILY_COLORS, _title, group_table  # noqa: E402
+from ..errors import NeurospecError  # noqa: E402
+from ..plots.figures import FAMILY_COLORS, _title, group_table  # noqa: E402
 from .scoring import METHODS, method_columns, read_count_tables, read_result, score_tables  # noqa: E402
-from .atomic import save_png  # noqa: E402
-from .tables import HALF, TOTAL_COLUMNS, write_table  # noqa: E402
+from ..atomic import save_png  # noqa: E402
+from ..tables import HALF, TOTAL_COLUMNS, write_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 

@@ -1,16 +1,16 @@
 """Benchmark: the seed scripts' method, the collector, and the bare forward pass, side by side.
 
-    python -m neurospec.bench [--model aya-shaped|demo] [--layers 2] [--json]
-    python -m neurospec.bench --e2e 20 [--e2e-model demo|DIR] [--sentences 200] [--cores 1] [--e2e-baseline]
-    python -m neurospec.bench --demo [--cores 1]
-    python -m neurospec.bench --token-scope [--model demo] [--repeats 5] [--sentences 32]
+    python -m neurospec.tools.bench [--model aya-shaped|demo] [--layers 2] [--json]
+    python -m neurospec.tools.bench --e2e 20 [--e2e-model demo|DIR] [--sentences 200] [--cores 1] [--e2e-baseline]
+    python -m neurospec.tools.bench --demo [--cores 1]
+    python -m neurospec.tools.bench --token-scope [--model demo] [--repeats 5] [--sentences 32]
 
 All three run on the same model and the same sentences in one process, interleaved, so that their
 ratios are measured under the same machine load:
 
 (a) ``seed``: the seed scripts' method: one sentence at a time through the whole causal LM, LM head
     included, a hook on every ``down_proj`` copying its input to the host for ``nonzero`` + ``bincount``;
-(b) ``collector``: ``neurospec.collect`` (length-sorted batches under a token budget, base model only,
+(b) ``collector``: ``neurospec.collect.collect`` (length-sorted batches under a token budget, base model only,
     on-device counting, one host sync);
 (c) ``bare``: the same batches as (b) through the same base model with no hooks: the ceiling.
 
@@ -19,7 +19,7 @@ counting the reference) against ``source`` instead: the same model and sentence 
 each, then ``--repeats`` runs alternating which scope goes first; it prints each run's seconds and
 the ratio target / source (``compare_token_scopes``).
 
-``--e2e N`` runs N pairs through the whole workflow instead (``neurospec.bench_e2e``): model-load
+``--e2e N`` runs N pairs through the whole workflow instead (``neurospec.tools.bench_e2e``): model-load
 time, forward time, wall time and their ratio.
 
 Models: ``aya-shaped``, a random-init Cohere model with Aya-23-8B's exact shapes (hidden 4096,
@@ -43,15 +43,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import collect, demo, ec40
-from .languages import EC40_LANGUAGES
-from .models import LoadedModel, build_demo_model, resolve_device, resolve_dtype
+from ..collect import collect
+from ..data import demo, ec40
+from ..languages import EC40_LANGUAGES
+from ..models import LoadedModel, build_demo_model, resolve_device, resolve_dtype
 
 AYA_SHAPES = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
                   vocab_size=256000, layer_norm_eps=1e-5, logit_scale=0.0625, rope_theta=10000.0,
                   max_position_embeddings=8192, hidden_act="silu", tie_word_embeddings=True)
 TEMPLATE = "Translate from {src_name} to {tgt_name}: {src}"
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def _demo_tokenizer_dir() -> Path:
@@ -141,7 +142,7 @@ def run_bare(model, enc: collect.Encoded, budget: int, pad_id: int, device) -> t
 
 def run_seed(causal_lm, enc: collect.Encoded, device) -> tuple[float, int, np.ndarray]:
     """The seed scripts' method: one sentence at a time, LM head included, host-side nonzero + bincount."""
-    from .architectures import resolve_mlp_taps
+    from ..architectures import resolve_mlp_taps
 
     taps = resolve_mlp_taps(causal_lm)
     n_neurons = causal_lm.config.intermediate_size
@@ -234,7 +235,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m neurospec.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m neurospec.tools.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=["aya-shaped", "demo"], default="aya-shaped")
     ap.add_argument("--layers", type=int, default=2, help="blocks of the aya-shaped model (Aya-23-8B has 32)")
     ap.add_argument("--device", default="auto")
@@ -251,11 +252,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--counting", choices=collect.COUNTING, default="auto",
                     help="the collector's counting implementation (auto: fused on CUDA, matmul elsewhere)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--e2e", type=int, metavar="N", help="end to end: N pairs through the workflow (neurospec.bench_e2e)")
+    ap.add_argument("--e2e", type=int, metavar="N", help="end to end: N pairs through the workflow (neurospec.tools.bench_e2e)")
     ap.add_argument("--e2e-model", default="demo", help="--e2e: demo, gemma3-270m or a local model directory")
     ap.add_argument("--e2e-baseline", action="store_true", help="--e2e: also time the run without workers")
     ap.add_argument("--cores", type=int, default=1, help="--e2e, --demo: snakemake --cores")
-    ap.add_argument("--demo", action="store_true", help="time the Quick-start demo from scratch (neurospec.bench_e2e)")
+    ap.add_argument("--demo", action="store_true", help="time the Quick-start demo from scratch (neurospec.tools.bench_e2e)")
     ap.add_argument("--token-scope", action="store_true",
                     help="compare collection with token_scope target against source, --repeats alternating runs")
     args = ap.parse_args(argv)

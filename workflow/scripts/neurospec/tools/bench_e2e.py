@@ -1,7 +1,7 @@
 """End-to-end benchmarks: the Quick-start demo, and N pairs collected through the workflow.
 
-    python -m neurospec.bench --demo [--cores 1]
-    python -m neurospec.bench --e2e 20 [--e2e-model demo|<local model dir>] [--sentences 200] [--cores 1]
+    python -m neurospec.tools.bench --demo [--cores 1]
+    python -m neurospec.tools.bench --e2e 20 [--e2e-model demo|<local model dir>] [--sentences 200] [--cores 1]
 
 ``--demo`` runs the Quick start's first command (``snakemake --cores 1 --resources gpu=1`` with
 config/config.yaml, every stage) in a fresh temporary directory and prints its wall time and where
@@ -43,13 +43,13 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 SHARED_EC40 = ROOT.parent / "shared" / "ec40"
 STAMP = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) ")
 
 
 def _pairs(n: int) -> list[str]:
-    from .demo import available_languages
+    from ..data.demo import available_languages
 
     langs = available_languages()
     pairs = [p for x in langs for p in (f"en-{x}", f"{x}-en")]
@@ -69,7 +69,7 @@ def _config(pairs: list[str], model: str, sentences: int) -> dict:
 
 def _snakemake(workdir: Path, config: Path, targets: list[str], cores: int, env: dict | None = None
                ) -> float:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
            *targets, "--cores", str(cores), "--resources", "gpu=1", f"--configfile={config}", "--quiet", "all"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True,
@@ -166,7 +166,7 @@ def demo(cores: int = 1, keep: bool = False) -> dict:
     """The Quick-start demo from scratch in a temporary directory: wall time and where it went."""
     workdir = Path(tempfile.mkdtemp(prefix="neurospec-demo-"))
     try:
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
                f"--configfile={ROOT / 'config' / 'config.yaml'}", "--cores", str(cores), "--resources", "gpu=1",
                "--quiet", "all"]
         t0 = time.perf_counter()
@@ -212,6 +212,6 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m neurospec.bench_e2e N
+if __name__ == "__main__":  # python -m neurospec.tools.bench_e2e N
     out = run(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
     print(json.dumps(out, indent=1))

@@ -1,6 +1,6 @@
 """How the frequency method's selection behaves across k, on the count tables of a run.
 
-    python -m neurospec.ksweep results/<model>/<dataset>/<split>/activations/*.parquet [--k 10 25 50 70 95]
+    python -m neurospec.tools.ksweep results/<model>/<dataset>/<split>/activations/*.parquet [--k 10 25 50 70 95]
 
 ``frequency`` (Tan et al.) keeps, per pair and layer, the fewest neurons whose counts, sorted
 descending, reach k percent of the layer's count mass.  Tan et al.'s code uses k = 95 for its masks
@@ -11,7 +11,7 @@ percent of the neurons, chosen by small differences.  The table printed here sho
 column and k: the share of a layer's neurons selected (mean over pairs and layers, and its range),
 and the mean IoU of the selected sets among the xx->en pairs (each counts another language's
 tokens; 1 means every language gets the same neurons) and among the en->xx pairs (all count
-English tokens).  A tool, like neurospec.bench: no rule runs it.
+English tokens).  A tool, like neurospec.tools.bench: no rule runs it.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .languages import direction
-from .scoring import frequency, iou, read_count_tables, stack_counts
-from .tables import COUNT_COLUMNS
+from ..languages import direction
+from ..score.scoring import frequency, iou, read_count_tables, stack_counts
+from ..tables import COUNT_COLUMNS
 
 DEFAULT_KS = (10, 25, 50, 70, 95)
 
@@ -74,7 +74,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m neurospec.ksweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m neurospec.tools.ksweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("tables", nargs="+", help="count tables of one run (activations/*.parquet)")
     parser.add_argument("--k", nargs="+", type=float, default=list(DEFAULT_KS), help="percent values of k")
     parser.add_argument("--column", nargs="+", default=list(COUNT_COLUMNS), choices=COUNT_COLUMNS)

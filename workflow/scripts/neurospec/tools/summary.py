@@ -1,6 +1,6 @@
 """The numbers a reader asks first, read off a finished run: how much each method selects, how stable.
 
-    python -m neurospec.summary RESULTS_DIR [--json]
+    python -m neurospec.tools.summary RESULTS_DIR [--json]
 
 RESULTS_DIR is a run's directory (``results/{model}/{dataset}/{split}``, holding ``activations/``
 and ``scores/``) or any directory above runs (``results/``): every run below it is summarized.
@@ -28,11 +28,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import NeurospecError
-from .scoring import CONTRAST_UNITS, contrast, counted_languages, distinct_sentences, method_columns, \
+from ..errors import NeurospecError
+from ..score.scoring import CONTRAST_UNITS, contrast, counted_languages, distinct_sentences, method_columns, \
     pool_by_language, read_count_tables, read_scores, stack_counts
-from .stability import read_stability, stability, summarize
-from .tables import HALF
+from ..score.stability import read_stability, stability, summarize
+from ..tables import HALF
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -151,7 +151,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    ap = argparse.ArgumentParser(prog="python -m neurospec.summary", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m neurospec.tools.summary", description=__doc__.split("\n\n")[0])
     ap.add_argument("results_dir", help="a run's directory (results/{model}/{dataset}/{split}) or one above runs")
     ap.add_argument("--json", action="store_true", help="print JSON records instead of Markdown tables")
     args = ap.parse_args(argv)

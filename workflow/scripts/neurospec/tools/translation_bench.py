@@ -1,8 +1,8 @@
 """What translating costs: generation throughput for a model shape, and sentence lengths in tokens.
 
-    python -m neurospec.translation_bench generate --shape aya-23-8b --device cuda --dtype bfloat16
-    python -m neurospec.translation_bench generate --shape aya-23-8b --layers 2 --device cpu --sentences 8
-    python -m neurospec.translation_bench lengths --ec40 ../shared/ec40 --tokenizer MODEL_DIR
+    python -m neurospec.tools.translation_bench generate --shape aya-23-8b --device cuda --dtype bfloat16
+    python -m neurospec.tools.translation_bench generate --shape aya-23-8b --layers 2 --device cpu --sentences 8
+    python -m neurospec.tools.translation_bench lengths --ec40 ../shared/ec40 --tokenizer MODEL_DIR
 
 ``generate``: greedy decoding costs the same whatever the weights hold, so a model of the reference
 shape with random weights (built on the device, never downloaded) measures what translating EC40 with
@@ -26,8 +26,8 @@ import time
 
 import torch
 
-from .models import resolve_device, resolve_dtype
-from .translation import greedy_generate
+from ..models import resolve_device, resolve_dtype
+from ..evaluate.translation import greedy_generate
 
 SHAPES = {
     # CohereLabs/aya-23-8B's config.json
@@ -100,8 +100,8 @@ def generate(args) -> dict:
 def lengths(args) -> dict:
     from transformers import AutoTokenizer
 
-    from .ec40 import build_pair_table
-    from .languages import EC40_LANGUAGES, PIVOT
+    from ..data.ec40 import build_pair_table
+    from ..languages import EC40_LANGUAGES, PIVOT
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
 

@@ -1,0 +1,2 @@
+"""Figures drawn from the stages' tables: scores, IoU and activations (``figures``), ablation
+(``ablation_figures``)."""
