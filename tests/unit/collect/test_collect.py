@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from neurospec.collect.collect import collect
+from neurospec.collect import collect
 from neurospec.data import demo, ec40
 from neurospec.evaluate.ablation import group_language
 from neurospec.errors import NeurospecError

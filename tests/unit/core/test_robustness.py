@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec.collect.collect import collect
+from neurospec.collect import collect
 from neurospec.data import demo
 from neurospec import models
 from neurospec.errors import NeurospecError

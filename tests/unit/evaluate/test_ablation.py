@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import transformers as tf
 
 from neurospec.evaluate.ablation import (LEVEL, N_BOOT, HeldOut, OutputHead, Scorer, ablate_to_file, ablation_table,
-                                bootstrap_delta_ci, chunked_nll, ci_rng, group_language, held_out_sentences,
+                                bootstrap_delta_ci, chunked_nll, ci_rng, group_language, held_out_by_language,
                                 budget_selections, p_controls, random_controls)
 from neurospec.plots.ablation_figures import read as read_ablation
 from neurospec.errors import NeurospecError
@@ -149,7 +149,7 @@ def test_held_out_sentences_are_each_languages_side_with_provenance():
         _pair_table("en-de", [2, 0, 1], ["Russia", "Germany", "India"], ["Russland", "Deutschland", "Indien"]),
         _pair_table("ru-en", [0, 1, 2], ["Германия", "", "Индия"], ["Germany", "Nothing", "Peru"]),
     ]
-    held = held_out_sentences(tables)
+    held = held_out_by_language(tables)
     assert held.split == "test" and held.languages == ["en", "de", "ru"]
     # sorted by id; the English of the second table adds only what is new; empty lines dropped
     assert held.texts == {"en": ["Germany", "India", "Russia", "Nothing", "Peru"],
@@ -157,13 +157,13 @@ def test_held_out_sentences_are_each_languages_side_with_provenance():
     assert held.sources["en"] == [{"pair": "en-de", "side": "src", "ids": [0, 1, 2]},
                                   {"pair": "ru-en", "side": "tgt", "ids": [1, 2]}]
     assert held.sources["ru"] == [{"pair": "ru-en", "side": "src", "ids": [0, 2]}]
-    two = held_out_sentences(tables, max_sentences=2)
+    two = held_out_by_language(tables, max_sentences=2)
     assert two.texts["en"] == ["Germany", "India"] and two.sources["en"] == [
         {"pair": "en-de", "side": "src", "ids": [0, 1]}]
     with pytest.raises(NeurospecError, match="different splits"):
-        held_out_sentences([tables[0], _pair_table("en-ru", [0], ["x"], ["y"], split="validation")])
+        held_out_by_language([tables[0], _pair_table("en-ru", [0], ["x"], ["y"], split="validation")])
     with pytest.raises(NeurospecError, match="max_sentences must be at least 1"):
-        held_out_sentences(tables, max_sentences=0)
+        held_out_by_language(tables, max_sentences=0)
 
 
 def test_random_controls_have_the_selections_layer_sizes_and_differ_by_seed():

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import transformers as tf
 from torch import nn
 
-from neurospec.collect.collect import collect
+from neurospec.collect import collect
 from neurospec.data import pairs as pair_tables
 from neurospec.architectures import SUPPORTED, ActFn, n_neurons, resolve_mlp_taps
 from neurospec.errors import NeurospecError

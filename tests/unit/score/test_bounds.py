@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from neurospec.evaluate import ablation as A
-from neurospec.collect.collect import collect
+from neurospec.collect import collect
 from neurospec import models
 from neurospec.evaluate import translation as T
 from neurospec.errors import NeurospecError

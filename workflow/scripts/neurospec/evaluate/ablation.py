@@ -124,7 +124,7 @@ class HeldOut:
         return list(self.texts)
 
 
-def held_out_sentences(tables: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]],
+def held_out_by_language(tables: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]],
                        max_sentences: int | None = None) -> HeldOut:
     """Each language's side of the pair tables: the first ``max_sentences`` distinct non-empty ones.
 
@@ -595,7 +595,7 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
     selected = selections_from_scores(scores)
     groups = [str(g) for g in score_meta.get("groups", sorted(selected))]
     selections = {g: selected.get(g, {}) for g in groups}
-    held_out = held_out_sentences([(read_table(p, required=tuple(PAIR_SCHEMA.names)), read_metadata(p))
+    held_out = held_out_by_language([(read_table(p, required=tuple(PAIR_SCHEMA.names)), read_metadata(p))
                                    for p in pair_tables], max_sentences)
     patch = MeanPatchValues(count_tables, "evaluate.ablation", rest=rest) if mode == "mean" else None
     mean_values = (lambda lang: patch.excluding([lang])) if patch is not None else None

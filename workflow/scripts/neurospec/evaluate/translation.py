@@ -261,7 +261,7 @@ def greedy_generate(lm, tokenizer, prompts: Sequence[Sequence[int]], caps: Seque
 # --------------------------------------------------------------------------------------------
 
 
-def held_out_sentences(pairs: pd.DataFrame, max_sentences: int | None) -> pd.DataFrame:
+def held_out_pairs(pairs: pd.DataFrame, max_sentences: int | None) -> pd.DataFrame:
     """The first ``max_sentences`` sentence pairs by id (the same sentences in en->xx and xx->en)."""
     pairs = pairs.sort_values("id", kind="stable")
     pairs = pairs[pairs["src"].astype(str).str.strip() != ""]
@@ -340,7 +340,7 @@ def prepare_direction(loaded: LoadedModel, pairs_path: str, *, prompt_template: 
     src_lang, tgt_lang = str(pairs["src_lang"].iloc[0]), str(pairs["tgt_lang"].iloc[0])
     pair = f"{src_lang}-{tgt_lang}"
     parse_pair(pair)
-    sentences = held_out_sentences(pairs, settings["max_sentences"])
+    sentences = held_out_pairs(pairs, settings["max_sentences"])
     src = sentences["src"].astype(str).tolist()
     tok = loaded.tokenizer
 

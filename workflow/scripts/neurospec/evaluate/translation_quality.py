@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")
+from .. import plots  # noqa: E402, F401  (matplotlib's Agg backend, chosen in neurospec/plots/__init__.py)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

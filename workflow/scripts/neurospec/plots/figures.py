@@ -17,7 +17,6 @@ from typing import Any, Mapping, Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -102,7 +101,7 @@ def _save(fig, path: str | os.PathLike, dpi: int = 110) -> None:
     save_png(fig, path, dpi=dpi)
 
 
-def _title(meta: Mapping[str, Any]) -> str:
+def method_title(meta: Mapping[str, Any]) -> str:
     params = meta.get("params") or {}
     text = ", ".join(f"{k}={v}" for k, v in params.items())
     return f"{meta.get('method', '?')} ({meta.get('column', '?')}{', ' + text if text else ''})"
@@ -487,14 +486,14 @@ def draw(figure: str, output: str | os.PathLike, scores: str | None = None, iou:
         if not scores:
             raise NeurospecError(f"figure {figure} needs a score table")
         table, meta = read_scores(scores)
-        return plot_specialized_counts(table, meta["groups"], meta["layers"], output, _title(meta))
+        return plot_specialized_counts(table, meta["groups"], meta["layers"], output, method_title(meta))
     if not iou:
         raise NeurospecError(f"figure {figure} needs an IoU table")
     table, meta = read_iou(iou)
     for key in ("groups", "layers"):
         if key not in meta:
             raise NeurospecError(f"IoU table {iou} lacks the {key!r} metadata key")
-    groups, layers, title = meta["groups"], meta["layers"], _title(meta)
+    groups, layers, title = meta["groups"], meta["layers"], method_title(meta)
     if figure == "iou_layers":
         return plot_iou_layers(table, groups, layers, output, title)
     if figure == "direction_iou":

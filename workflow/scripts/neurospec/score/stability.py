@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")
+from .. import plots  # noqa: E402, F401  (matplotlib's Agg backend, chosen in neurospec/plots/__init__.py)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 import numpy as np  # noqa: E402
@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ..errors import NeurospecError  # noqa: E402
-from ..plots.figures import FAMILY_COLORS, _title, group_table  # noqa: E402
+from ..plots.figures import FAMILY_COLORS, group_table, method_title  # noqa: E402
 from .scoring import METHODS, method_columns, read_count_tables, read_result, score_tables  # noqa: E402
 from ..atomic import save_png  # noqa: E402
 from ..tables import HALF, TOTAL_COLUMNS, write_table  # noqa: E402
@@ -246,4 +246,4 @@ def plot_stability(table: pd.DataFrame, groups: Sequence[str], layers: Sequence[
 def draw_stability(stability: str | os.PathLike, output: str | os.PathLike) -> dict[str, Any]:
     """Rule entry point: draw a method's stability figure from its stability table."""
     table, meta = read_stability(stability)
-    return plot_stability(table, meta["groups"], meta["layers"], output, _title(meta))
+    return plot_stability(table, meta["groups"], meta["layers"], output, method_title(meta))
