@@ -194,7 +194,7 @@ def test_a_killed_run_loses_nothing(finished_run, tmp_path, point):
     run_dir = workers.run_dir(f"{socket.gethostname()}:{proc.pid}")
     pids = [int(p.read_text()) for p in run_dir.glob("*.pid")]
     assert pids, "the run had started no worker"
-    assert _wait_until(lambda: not any(workers._pid_alive(pid) for pid in pids), timeout=5), pids
+    assert _wait_until(lambda: not any(workers.pid_alive(pid) for pid in pids), timeout=5), pids
     shutil.rmtree(run_dir, ignore_errors=True)
     outputs = [tmp_path / t for t in targets]
     assert not all(t.exists() for t in outputs)

@@ -77,7 +77,6 @@ def _copy_checkout(dest: Path) -> Path:
     shutil.copytree(ROOT / "workflow", dest / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "config", dest / "config")
     shutil.copytree(ROOT / "envs", dest / "envs")
-    shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
     init = dest / "workflow/scripts/neurospec/__init__.py"
     init.write_text(init.read_text() + '\nSENTINEL = "the other checkout"\n')
     return init
@@ -103,7 +102,7 @@ def test_each_checkout_runs_its_own_library(tmp_path, short_tmp):
 
     cases = [("own", SNAKEFILE, other_scripts, own_init, other_init, {}),
              ("own-no-workers", SNAKEFILE, other_scripts, own_init, other_init, {"NEUROSPEC_WORKERS": "0"}),
-             ("run-other", tmp_path / "other/Snakefile", ROOT / "workflow/scripts", other_init, own_init, {})]
+             ("run-other", tmp_path / "other/workflow/Snakefile", ROOT / "workflow/scripts", other_init, own_init, {})]
     for name, snakefile, pythonpath, expected, wrong, env in cases:
         workdir = tmp_path / name
         workdir.mkdir()
@@ -214,7 +213,7 @@ def test_the_same_command_after_a_killed_run_goes_on(tmp_path, short_tmp):
         proc.wait()
     assert list((tmp_path / ".snakemake/locks").glob("*.lock"))  # what stopped the next run before
     assert (tmp_path / f".snakemake/neurospec/runs/{HERE}-{proc.pid}.json").exists()
-    killed_dir = short_tmp / f"neurospec-{os.getuid()}" / workers._run_dir_path(f"{HERE}:{proc.pid}").name
+    killed_dir = short_tmp / f"neurospec-{os.getuid()}" / workers.run_dir_path(f"{HERE}:{proc.pid}").name
     assert killed_dir.is_dir()
     assert not all((tmp_path / t).exists() for t in targets)
 

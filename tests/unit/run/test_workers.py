@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from neurospec.run import workers
+from neurospec.run import protocol, workers
 from neurospec.run.workers import run_model_task, run_task, shutdown_run
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -40,7 +40,7 @@ else:
 
 
 def _pid_alive(pid: int) -> bool:
-    return workers._pid_alive(pid)  # zombie-aware: workers started from this process are its children
+    return workers.pid_alive(pid)  # zombie-aware: workers started from this process are its children
 
 
 def _wait(condition, timeout: float = 20.0, step: float = 0.05) -> bool:
@@ -378,8 +378,8 @@ def _raw_request(directory: Path, request: dict) -> dict:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(str(sock))
     try:
-        workers._send(s, workers._encode(request))
-        return workers._receive(s)
+        protocol.send(s, protocol.encode(request))
+        return protocol.receive(s)
     finally:
         s.close()
 
@@ -545,7 +545,7 @@ def test_a_worker_that_exits_idle_as_the_job_connects_is_replaced_once(monkeypat
         def acquire(model, uses_torch=False, early=False):
             yield fake
 
-        monkeypatch.setattr(workers, "_acquire", acquire)
+        monkeypatch.setattr(workers, "acquire", acquire)
         monkeypatch.setattr(workers, "run_token", lambda directory: "t" * 64)
         monkeypatch.setenv(workers.RUN_ENV, f"{socket.gethostname()}:{os.getpid()}")
         monkeypatch.setenv(workers.MODE_ENV, "1")

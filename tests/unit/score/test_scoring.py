@@ -613,7 +613,7 @@ def test_diffmeans_recovers_planted_neurons(planted):
         assert sel(mine["score"] < -0.1) <= every_planted - units, lang
     # score: the signed difference of mean activations, by hand for one cell (the rest balanced:
     # the mean of the other languages' means)
-    d = scoring._dense(pooled)
+    d = scoring.dense(pooled)
     row = scores.iloc[0]
     g, u = d.groups.index(row["group"]), int(np.flatnonzero((d.layer == row["layer"]) & (d.neuron == row["neuron"]))[0])
     act, n = d.extra["act_sum"][:, u], d.n_tokens

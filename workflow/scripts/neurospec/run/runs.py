@@ -62,7 +62,7 @@ def _record_held(path: Path) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
-    from .workers import _pid_alive as alive  # zombie-aware
+    from .rundir import pid_alive as alive  # zombie-aware
 
     return alive(pid)
 
