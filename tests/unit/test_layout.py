@@ -148,3 +148,11 @@ def test_the_rule_scripts_are_clean_for_duplicates():
     pairs = [line for line in out.splitlines() if line.startswith("D")]
     scripts = [line for line in pairs if "/" not in line.split()[1] or "/" not in line.split()[3]]
     assert all("score.py" in line and "score_stability.py" in line for line in scripts), scripts
+
+
+def test_pip_install_ships_every_subpackage():
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = {".".join(p.parent.relative_to(SCRIPTS).parts) for p in PKG.rglob("__init__.py")}
+    assert set(packages) == found and len(found) == 9
