@@ -166,7 +166,8 @@ class Server:
             function = resolve(target)
             if request.get("model") is not None:
                 loaded = self.model(request["model"])
-                with model_restored(loaded.model, self.logger):  # the next task finds the model as loaded
+                whole = loaded.lm if loaded.lm is not None else loaded.model  # the LM head too
+                with model_restored(whole, self.logger):  # the next task finds the model as loaded
                     function(loaded, **request["kwargs"])
             else:
                 function(**request["kwargs"])
