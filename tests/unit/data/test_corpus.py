@@ -285,7 +285,7 @@ def test_hf_hub_id_through_the_stand_in_hub(flores_dir, tmp_path):
     from fake_hub import FakeHub
 
     commit = "c" * 40
-    code = ("import json, sys; from neurospec import corpus\n"
+    code = ("import json, sys; from neurospec.data import corpus\n"
             "df, stats = corpus.build_hf_pair_table(sys.argv[1], 'dev', hf={'id': sys.argv[2], 'config': '{lang}',"
             " 'revision': 'main'}, rows={'codes': 'flores', 'layout': 'sentences'}, cache_dir=sys.argv[3])\n"
             "print(json.dumps({'src': df['src'].tolist(), **{k: str(v) for k, v in stats.items()}}))\n")

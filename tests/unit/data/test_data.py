@@ -82,7 +82,7 @@ def test_demo_corpus_is_deterministic(repo_root):
     import subprocess
     import sys
 
-    code = ("import hashlib; from neurospec import demo; "
+    code = ("import hashlib; from neurospec.data import demo; "
             "print(hashlib.sha256('\\n'.join(demo.corpus_texts()).encode()).hexdigest())")
     env = {**os.environ, "PYTHONPATH": str(repo_root / "workflow" / "scripts"), "PYTHONHASHSEED": "123"}
     other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
