@@ -28,6 +28,7 @@ include: "workflow/rules/stability.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/translation.smk"
+include: "workflow/rules/browser.smk"
 
 
 onstart:
@@ -53,3 +54,4 @@ rule all:
         figure_targets(),
         translation_targets(),
         ablation_targets(),
+        browser_targets(),

@@ -100,6 +100,8 @@ TOKEN_FILE = "token"  # the run's secret, in its private directory: requests wit
 TASKS = frozenset({
     "neurospec.ablation:ablate_to_file",
     "neurospec.ablation_figures:draw",
+    "neurospec.browser.contexts:contexts_to_file",
+    "neurospec.browser.page:write_page",
     "neurospec.collect:collect_to_file",
     "neurospec.correlation:correlate_to_file",
     "neurospec.correlation:draw_correlation",
