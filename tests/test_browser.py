@@ -145,3 +145,16 @@ def test_rendered_page_keeps_text_inside_its_script():
     html = page.render(data)
     inline = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S).group(1)
     assert json.loads(inline) == data  # nothing in the data closed the script element early
+
+
+def test_row_chunks_give_the_same_contexts(loaded, tables, monkeypatch):
+    neurons = {0: np.array([3, 40, 95]), 1: np.array([11])}
+    kwargs = dict(top_k=4, max_sentences=6, template=TEMPLATE)
+    whole, _ = contexts.top_contexts(loaded, tables, neurons, **kwargs)
+    monkeypatch.setattr(contexts, "CHUNK_ELEMENTS", 7)  # 2 tokens per chunk for 3 neurons, 7 for 1
+    chunked, _ = contexts.top_contexts(loaded, tables, neurons, **kwargs)
+    # the same values at every rank; which of two exactly equal activations is kept at the last rank
+    # may differ (the demo model repeats a token's layer-0 activation exactly)
+    columns = ["layer", "neuron", "rank", "activation"]
+    pd.testing.assert_frame_equal(whole[columns], chunked[columns])
+    assert len(whole) == 16

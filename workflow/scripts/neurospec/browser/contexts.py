@@ -44,6 +44,9 @@ log = logging.getLogger("neurospec")
 KEY_STRIDE = 1 << 24
 # counted tokens shown on each side of the top token
 WINDOW = 12
+# the most float32 elements of one layer's gathered activations at a time (256 MiB): a batch's
+# [batch*seq, m] is taken in row chunks, so that many selected neurons never cost a batch's memory
+CHUNK_ELEMENTS = 1 << 26
 
 CONTEXT_SCHEMA = pa.schema(
     [
@@ -94,20 +97,23 @@ class TopKHooks:
         """counted: [batch, seq] bool; keys: [batch, seq] int64, each token's key."""
         self.counted = counted.reshape(-1, 1)  # [batch*seq, 1]
         self.batch_keys = keys.reshape(-1, 1)
-        self.shape = tuple(counted.shape)
 
     def _hook(self, layer: int):
         index = self.index[layer]
 
+        m = len(index)
+        step = max(1, CHUNK_ELEMENTS // m)  # tokens per chunk: [step, m] float32 at most CHUNK_ELEMENTS
+
         def hook(module, args):
-            h = args[0].reshape(*self.shape, -1)  # [batch, seq, neurons]
-            v = h.index_select(-1, index).reshape(-1, len(index)).float()  # [batch*seq, m]
-            v = torch.where(self.counted, v, -torch.inf)
-            values = torch.cat([self.values[layer], v], dim=0)  # [top_k + batch*seq, m]
-            keys = torch.cat([self.keys[layer], self.batch_keys.expand(-1, len(index))], dim=0)
-            top, where = torch.topk(values, self.top_k, dim=0)  # [top_k, m]
-            self.values[layer] = top
-            self.keys[layer] = torch.gather(keys, 0, where)
+            h = args[0].reshape(-1, args[0].shape[-1])  # [batch*seq, neurons]
+            for lo in range(0, h.shape[0], step):
+                v = h[lo:lo + step].index_select(-1, index).float()  # [rows, m]
+                v = torch.where(self.counted[lo:lo + step], v, -torch.inf)
+                values = torch.cat([self.values[layer], v], dim=0)  # [top_k + rows, m]
+                keys = torch.cat([self.keys[layer], self.batch_keys[lo:lo + step].expand(-1, m)], dim=0)
+                top, where = torch.topk(values, self.top_k, dim=0)  # [top_k, m]
+                self.values[layer] = top
+                self.keys[layer] = torch.gather(keys, 0, where)
 
         return hook
 
@@ -200,17 +206,17 @@ def top_contexts(loaded: LoadedModel, pair_tables: Sequence[tuple[pd.DataFrame, 
         values = hooks.values[layer].cpu().numpy()  # [top_k, m]
         keys = hooks.keys[layer].cpu().numpy()
         for j, neuron in enumerate(index.cpu().tolist()):
-            for rank in range(top_k):
-                if not np.isfinite(values[rank, j]):
-                    break
-                seq, pos = divmod(int(keys[rank, j]), KEY_STRIDE)
+            # largest first; equal values (a token's activation can repeat exactly) by their key
+            order = [r for r in np.lexsort((keys[:, j], -values[:, j])) if np.isfinite(values[r, j])]
+            for rank, r in enumerate(order):
+                seq, pos = divmod(int(keys[r, j]), KEY_STRIDE)
                 ids = ids_all[seq]
                 where = np.flatnonzero(counted_all[seq])
                 first, last = int(where[0]), int(where[-1]) + 1
                 left, token, right = _texts(tokenizer, ids, max(first, pos - WINDOW), pos,
                                             min(last, pos + 1 + WINDOW))
                 pair, lang, sentence_id = origin[seq]
-                records.append((layer, neuron, rank, float(values[rank, j]), pair, lang, sentence_id, pos,
+                records.append((layer, neuron, rank, float(values[r, j]), pair, lang, sentence_id, pos,
                                 int(ids[pos]), token, left, right))
     table = pd.DataFrame.from_records(records, columns=list(CONTEXT_COLUMNS))
     meta = {
