@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from snakemake.logging import logger as snakemake_logger  # noqa: E402
 
 from neurospec import console, messages  # noqa: E402
