@@ -28,6 +28,7 @@ include: "workflow/rules/stability.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/translation.smk"
+include: "workflow/rules/steering.smk"
 
 
 onstart:
@@ -46,10 +47,11 @@ onerror:
 rule all:
     default_target: True
     # every pair's activation table, every method's scores and figures, the ablation and the
-    # translation quality of the evaluation stage
+    # translation quality of the evaluation stage, and steering (when enabled)
     input:
         activation_tables(),
         scoring_targets(),
         figure_targets(),
         translation_targets(),
         ablation_targets(),
+        steering_targets(),

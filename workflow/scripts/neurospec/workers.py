@@ -110,6 +110,8 @@ TASKS = frozenset({
     "neurospec.pairs:write_pair_table",
     "neurospec.scoring:run_scoring",
     "neurospec.stability:run_stability",
+    "neurospec.steering.figures:draw",
+    "neurospec.steering.io:steer_to_file",
     "neurospec.tables:merge_shard_files",
     "neurospec.translation:translate_ablated_to_file",
     "neurospec.translation:translate_to_file",
