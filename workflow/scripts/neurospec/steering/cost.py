@@ -23,14 +23,18 @@ def measure(loaded, pairs, *, runs: int = 5, template: str = "Translate from {sr
     enc.even = pairs["id"].to_numpy(np.int64)[enc.kept] % 2 == 0
     collect.run_counts(loaded, enc, token_budget, residual=True)  # warm-up (allocations, kernels)
     times: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}  # CPU seconds of the process (all threads)
     for r in range(runs):
         for residual in ((True, False) if r % 2 == 0 else (False, True)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             collect.run_counts(loaded, enc, token_budget, residual=residual)
             times[residual].append(time.perf_counter() - t0)
+            cpu[residual].append(time.process_time() - c0)
     with_, without = statistics.median(times[True]), statistics.median(times[False])
+    cpu_with, cpu_without = statistics.median(cpu[True]), statistics.median(cpu[False])
     return {"runs": runs, "tokens": int(sum(enc.lengths)), "median_with_s": with_, "median_without_s": without,
-            "ratio": with_ / without, "with_s": times[True], "without_s": times[False]}
+            "ratio": with_ / without, "with_s": times[True], "without_s": times[False],
+            "median_cpu_with_s": cpu_with, "median_cpu_without_s": cpu_without, "cpu_ratio": cpu_with / cpu_without}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = measure(loaded, pairs, runs=args.runs)
     print(f"{out['tokens']} prompt tokens, {out['runs']} runs each, interleaved, on {loaded.device}: "
           f"with residual sums median {out['median_with_s']:.3f} s, without {out['median_without_s']:.3f} s, "
-          f"ratio {out['ratio']:.3f}")
+          f"ratio {out['ratio']:.3f}; CPU time (all threads) medians {out['median_cpu_with_s']:.3f} and "
+          f"{out['median_cpu_without_s']:.3f} s, ratio {out['cpu_ratio']:.3f}")
     print("with:", " ".join(f"{t:.3f}" for t in out["with_s"]), "| without:", " ".join(f"{t:.3f}" for t in out["without_s"]))
     return 0
 
