@@ -16,7 +16,7 @@ import numpy as np
 
 def measure(loaded, pairs, *, runs: int = 5, template: str = "Translate from {src_name} to {tgt_name}: {src}",
             token_budget: int | None = None) -> dict[str, float]:
-    from neurospec import collect
+    from neurospec.collect import collect
 
     enc = collect.encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(),
                          pairs["tgt_lang"].tolist(), template=template)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
+import neurospec.plots  # noqa: F401 (the one place that chooses matplotlib's backend: Agg)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

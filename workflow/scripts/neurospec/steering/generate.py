@@ -30,7 +30,7 @@ log = logging.getLogger("neurospec")
 def generate(loaded: LoadedModel, prompts: Sequence[Sequence[int]], condition: Condition, *, max_new_tokens: int,
              batch_size: int) -> tuple[list[list[int]], list[str], float]:
     """Each prompt's generated tokens and output text under ``condition``, and the seconds it took."""
-    from neurospec.translation import extract_hypothesis, greedy_generate
+    from neurospec.evaluate.translation import extract_hypothesis, greedy_generate
 
     lm = loaded.require_lm("steering (generation)")
     t0 = time.perf_counter()
@@ -49,7 +49,7 @@ def output_nll(loaded: LoadedModel, prompts: Sequence[Sequence[int]], outputs: S
     """Summed NLL (nats, float64) of each output's tokens given its prompt under the unsteered model,
     and each output's token count; rows are right-padded (causal attention: real tokens never see
     the padding), the LM head applied to the predicting positions only, in chunks."""
-    from neurospec.ablation import OutputHead, chunk_tokens_for, chunked_nll
+    from neurospec.evaluate.ablation import OutputHead, chunk_tokens_for, chunked_nll
 
     lm = loaded.require_lm("steering (NLL of the outputs)")
     head = OutputHead(lm)

@@ -46,7 +46,7 @@ def steer_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequenc
                   n_prompts: int = 50, random_sets: int = 1, residual_layers: str | Sequence[int] = "all",
                   seed: int = 0, batch_size: int = 32, enabled: bool = True) -> None:
     """The steering task of one scoring method (see docs/steering.md)."""
-    from neurospec.translation import use_chat_template
+    from neurospec.evaluate.translation import use_chat_template
 
     check_settings(alphas=alphas, modes=modes, prompt_kinds=prompt_kinds, max_new_tokens=max_new_tokens,
                    n_prompts=n_prompts, random_sets=random_sets, batch_size=batch_size)

@@ -61,7 +61,7 @@ def identified_as(labels: Sequence[str], lang: str) -> np.ndarray:
 
 
 def chrf_score(hyps: Sequence[str], refs: Sequence[str]) -> float:
-    from neurospec.translation_quality import chrf_from_statistics, chrf_statistics
+    from neurospec.evaluate.translation_quality import chrf_from_statistics, chrf_statistics
 
     if not len(hyps):
         return float("nan")

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from neurospec.collect import sentence_hash
+from neurospec.collect.collect import sentence_hash
 from neurospec.errors import NeurospecError
 from neurospec.languages import PIVOT
 from neurospec.prompts import fit_prompt, model_context
@@ -89,7 +89,7 @@ class Prompt:
 def build_prompts(tokenizer, parallel: Parallel, kinds: Sequence[str], n_prompts: int, *, template: str,
                   continuation: str, chat: bool, limit: int) -> list[Prompt]:
     """The prompts of every kind (see the module's docstring), token ids fitted into ``limit``."""
-    from neurospec.translation import encode_prompts, prompt_texts
+    from neurospec.evaluate.translation import encode_prompts, prompt_texts
 
     unknown = [k for k in kinds if k not in PROMPT_KINDS]
     if unknown:
