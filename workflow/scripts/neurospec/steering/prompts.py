@@ -1,7 +1,7 @@
 """Steering prompts from the held-out evaluation split (never used for selection), and each
 language's reference of the same sentence.
 
-Sentences are matched across languages by their English side (``collect.sentence_hash`` of the
+Sentences are matched across languages by their English side (``collect.collect.sentence_hash`` of the
 English text): EC40's NTREX and FLORES are multi-way parallel by line, so every language's pair
 table holds the same English sentence i; the demo corpus is parallel by English entry.  The
 English sentences are taken in the order of the first table's ids, the first ``n_prompts``.
