@@ -72,7 +72,6 @@ def test_every_rule_script_names_a_registered_function_it_reaches():
             named[target] = path.name
     # every registered task is some rule script's, and every rule script's is registered
     assert set(named) == set(workers.TASKS), set(named) ^ set(workers.TASKS)
-    assert len(named) == 19  # 17, and steering's two (steer.py, plot_steering.py)
 
 
 def test_every_rule_names_a_script_that_exists():
@@ -155,4 +154,4 @@ def test_pip_install_ships_every_subpackage():
 
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     found = {".".join(p.parent.relative_to(SCRIPTS).parts) for p in PKG.rglob("__init__.py")}
-    assert set(packages) == found and len(found) == 10  # 9, and steering
+    assert set(packages) == found

@@ -406,6 +406,23 @@ def translation_targets():
 
 
 # --------------------------------------------------------------------------------------------
+# The neuron browser (browser.smk)
+# --------------------------------------------------------------------------------------------
+BROWSER_CONTEXTS = f"{RESULTS}/browser/contexts.parquet"
+BROWSER_PAGE = f"{RESULTS}/browser/index.html"
+
+
+def browser_params():
+    """What the browser's second pass reads from browser.* (keys sorted; enabled is not one)."""
+    return {k: config["browser"][k] for k in ("max_sentences", "top_k")}
+
+
+def browser_targets():
+    """The browser's contexts table and page, when browser.enabled."""
+    return [BROWSER_CONTEXTS, BROWSER_PAGE] if config["browser"]["enabled"] else []
+
+
+# --------------------------------------------------------------------------------------------
 # Evaluation: steering (workflow/rules/steering.smk, docs/steering.md)
 # --------------------------------------------------------------------------------------------
 STEERING = config["evaluate"]["steering"]

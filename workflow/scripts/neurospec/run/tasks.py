@@ -12,6 +12,8 @@ from typing import Any, Callable
 TASKS = frozenset({
     "neurospec.evaluate.ablation:ablate_to_file",
     "neurospec.plots.ablation_figures:draw",
+    "neurospec.browser.contexts:contexts_to_file",
+    "neurospec.browser.page:write_page",
     "neurospec.collect.collect:collect_to_file",
     "neurospec.evaluate.correlation:correlate_to_file",
     "neurospec.evaluate.correlation:draw_correlation",
