@@ -7,4 +7,4 @@ from neurospec.workers import run_model_task  # noqa: E402
 
 run_model_task("neurospec.collect:collect_to_file", model=snakemake.params.model, log=snakemake.log[0],
                pairs_path=snakemake.input.pairs, out_path=snakemake.output[0], shard=snakemake.params.shard,
-               **snakemake.params.collect)
+               **{k: v for k, v in snakemake.params.collect.items() if k != "languages"})  # languages: names, via the environment

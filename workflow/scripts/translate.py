@@ -6,4 +6,4 @@ sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of a
 from neurospec.workers import run_model_task  # noqa: E402
 
 run_model_task("neurospec.translation:translate_to_file", model=snakemake.params.model, log=snakemake.log[0],
-               pairs_path=snakemake.input.pairs, out_path=snakemake.output[0], **snakemake.params.translate)
+               pairs_path=snakemake.input.pairs, out_path=snakemake.output[0], **{k: v for k, v in snakemake.params.translate.items() if k != "languages"})

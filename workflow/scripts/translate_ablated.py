@@ -10,4 +10,4 @@ run_model_task("neurospec.translation:translate_ablated_to_file", model=snakemak
                activation_paths=list(snakemake.input.activations), out_path=snakemake.output[0],
                method=snakemake.wildcards.method, mode=snakemake.params.mode,
                token_scope=snakemake.params.token_scope, rest=snakemake.params.rest or "pooled",
-               **snakemake.params.translate)
+               **{k: v for k, v in snakemake.params.translate.items() if k != "languages"})

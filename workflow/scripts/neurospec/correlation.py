@@ -166,13 +166,17 @@ def spearman(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed
 
 def confounds(langs: Sequence[str]) -> np.ndarray:
     """The design a partial rho regresses out, one row per language code: intercept, tier (ordinal:
-    high 0, medium 1, low 2, extremely-low 3) and script (1 Latin, 0 other)."""
+    high 0, medium 1, low 2, extremely-low 3) and script (1 Latin, 0 other).  When a language has no
+    EC40 tier (any language outside EC40), the tier column is left out: the partial rho is then on
+    script alone."""
     rows = []
     for code in langs:
         lang = L.language(code)
         rows.append((1.0, float(L.TIERS.index(lang.tier)) if lang.tier in L.TIERS else np.nan,
                      1.0 if lang.script == "Latin" else 0.0))
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), 3)
+    z = np.asarray(rows, dtype=np.float64).reshape(len(rows), 3)
+    return z[:, [0, 2]] if np.isnan(z[:, 1]).any() else z
+
 
 
 def _rank_stats(x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -462,13 +466,13 @@ def correlate_to_file(translation: str | os.PathLike, scores: Sequence[str | os.
 
 
 def _family_color(code: str):
-    return plt.get_cmap("tab10")(L.FAMILIES.index(L.language(code).family))
+    return L.family_color(L.language(code).family)
 
 
 def _panel(ax, sub: pd.DataFrame, corr: pd.Series | None, xlabel: str, log_x: bool = False) -> dict[str, Any]:
     sub = sub[np.isfinite(sub["value"].to_numpy(np.float64))]
     x, y = sub["value"].to_numpy(np.float64), sub["chrf"].to_numpy(np.float64)
-    for kind, marker in (("en-xx", "o"), ("xx-en", "^")):
+    for kind, marker in (("en-xx", "o"), ("xx-en", "^"), ("xx-yy", "s")):
         m = (sub["direction"] == kind).to_numpy()
         ax.scatter(x[m], y[m], c=[_family_color(lang) for lang in sub["lang"][m]], marker=marker, s=22,
                    edgecolors="black", linewidths=0.3, label=kind.replace("-", ARROW))
@@ -521,10 +525,10 @@ def plot_correlation(measures: pd.DataFrame, result: pd.DataFrame, path: str | o
     for ax in axes[-1, 1:]:
         ax.axis("off")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    families = [f for f in L.FAMILIES if f in set(measures["family"])]
+    families = L.families_in_order(measures["family"])
     from matplotlib.patches import Patch
 
-    handles += [Patch(color=plt.get_cmap("tab10")(L.FAMILIES.index(f)), label=f) for f in families]
+    handles += [Patch(color=L.family_color(f), label=f) for f in families]
     axes[-1, 1].legend(handles=handles, loc="center", fontsize=7, title="direction, family", title_fontsize=7)
     level = float(result["level"].iloc[0]) if len(result) else 0.95
     title = (f"chrF++ per direction against specialization (Spearman \u03c1, {level:.0%} interval resampling "

@@ -308,7 +308,7 @@ def lid_metadata(threshold: bool) -> dict[str, Any]:
 def family_color(code: str):
     """A tab10 colour per EC40 family (black for English)."""
     lang = L.language(code)
-    return "black" if code == L.PIVOT else plt.get_cmap("tab10")(L.FAMILIES.index(lang.family))
+    return "black" if code == L.PIVOT else L.family_color(lang.family)
 
 
 def plot_quality(scores: pd.DataFrame, path: str | os.PathLike, demo: bool = False) -> dict[str, Any]:
