@@ -169,7 +169,12 @@ def resolve(code: str) -> dict[str, str] | None:
     if over is None and row is None and known is None:
         return None
     name = (over or {}).get("name") or (langcodes_name(code) if known is not None else None) or (row or {}).get("name")
-    family = (over or {}).get("family") or (row or {}).get("family") or OTHER
+    # the family of the language in another script (srp_Latn: srp_Cyrl's), or of its ISO 639-1 code
+    kin = row or _index().get(lang_subtag) or next(
+        (r for r in table_rows() if r["code"].split("_")[0] == lang_subtag), None)
+    if kin is None and known is not None:
+        kin = _index().get(known.language)
+    family = (over or {}).get("family") or (kin or {}).get("family") or OTHER
     script = (over or {}).get("script") or script_subtag or (row or {}).get("script")
     if not script and known is not None:
         script = known.maximize().script
@@ -191,9 +196,13 @@ def suggestion(code: str, extra: Mapping[str, str] = ()) -> str:
     low = str(code).lower()
     if low != code and low in names:
         close = [low] + [c for c in close if c != low]
-    if len(low) >= 3:
-        by_name = [c for c, n in names.items() if n.lower().startswith(low) and len(c) <= 3]
-        close = list(dict.fromkeys(sorted(by_name, key=len)[:2] + close))[:3]
+    if len(low) >= 4:  # a language's name, or a misspelling of one: its shortest code
+        short: dict[str, str] = {}
+        for c, n in sorted(names.items(), key=lambda kv: (len(kv[0]), kv[0])):
+            short.setdefault(n.lower(), c)
+        by_name = [short[n] for n in short if n.startswith(low)]
+        by_name += [short[n] for n in difflib.get_close_matches(low, list(short), n=2, cutoff=0.75)]
+        close = list(dict.fromkeys(by_name[:2] + close))[:3]
     if not close:
         return ""
     return "did you mean " + " or ".join(f"{c!r} ({names.get(c) or overrides().get(c, {}).get('name', '')})"
