@@ -223,9 +223,20 @@ def test_scores_and_figures_hold_the_new_languages_and_their_families(de_fr_run)
     assert pair_info.loc["de-fr", "direction"] == "xx-yy" and pair_info.loc["de-fr", "family"] == "Germanic"
     assert pair_info.loc["en-ja", "family"] == "Japonic"
     assert pair_info.index.tolist() == ["en-de", "en-ja", "ja-en", "de-fr", "fr-de"]
-    for png in results.glob("figures/**/*.png"):
+    methods = ("frequency", "frequency_language", "lape", "contrast", "diffmeans")
+    for png in [results / f"figures/{m}/{f}.png" for m in methods for f in ("iou_layers", "family_iou", "clustering")]:
         assert png.stat().st_size > 1000, png
-    assert len(list(results.glob("figures/**/*.png"))) == 17
+    # the family figure's numbers, recomputed: de and en are the only two languages of one family
+    # (Germanic); fr (Romance) and ja (Japonic) have none beside them
+    from neurospec.scoring import iou_matrix, read_iou
+
+    overlap, _ = read_iou(results / "scores" / "frequency_language_iou.parquet")
+    drawn = figures.family_iou(overlap, groups, [0, 1])
+    for layer in (0, 1):
+        m = pd.DataFrame(iou_matrix(overlap, groups, layer=layer), index=groups, columns=groups)
+        assert drawn.loc[layer, "same family"] == pytest.approx(m.loc["de", "en"])
+        others = [m.loc[a, b] for a in groups for b in groups if a != b and {a, b} != {"de", "en"}]
+        assert drawn.loc[layer, "different families"] == pytest.approx(np.nanmean(others))
 
 
 def test_a_wrong_code_is_one_line_with_a_did_you_mean_before_anything_runs(tmp_path):
