@@ -107,7 +107,7 @@ def test_an_unknown_code_is_one_line_with_a_did_you_mean(pair, wanted):
 
 
 def test_the_configs_languages_name_a_language_and_override_the_table(monkeypatch):
-    monkeypatch.delenv(lang_codes.ENV, raising=False)
+    monkeypatch.setenv(lang_codes.ENV, "{}")  # restored after the test, whatever configure sets
     with pytest.raises(NeurospecError, match="unknown language code 'xq'"):
         L.language("xq")
     lang_codes.configure({"xq": {"name": "Example", "family": "Exemplic", "script": "Latn"},
@@ -158,6 +158,7 @@ SENTENCES = {
            "Es regnet viel."],
     "fr": ["Le chien court à la maison.", "Un chat dort aujourd'hui.", "Nous mangeons du pain.",
            "La maison est grande.", "Il pleut beaucoup."],
+    "xq": ["Xa dogo runa.", "Xa kato slipa.", "Wi eta brodo.", "Xa haus bigo.", "Ita raina multo."],
     "ja": ["犬は家に走る。", "猫は今日寝ている。", "私たちはパンを食べる。", "家は大きい。", "雨がたくさん降る。"],
 }
 
@@ -172,10 +173,13 @@ def write_files(root, n=12):
 
 @pytest.fixture(scope="module")
 def de_fr_run(tmp_path_factory):
-    """de-fr, fr-de, en-ja, ja-en and en-de on files written here: collection, scoring, figures."""
+    """de-fr, fr-de, en-ja, ja-en, en-de and xq-en (xq named under `languages:`) on files written here:
+    collection, scoring, figures."""
     tmp = tmp_path_factory.mktemp("anylang")
     write_files(tmp)
-    cfg = write_config(tmp, {"pairs": ["de-fr", "fr-de", "en-ja", "ja-en", "en-de"],
+    cfg = write_config(tmp, {"pairs": ["de-fr", "fr-de", "en-ja", "ja-en", "en-de", "xq-en"],
+                             # a language no table knows, named in the config
+                             "languages": {"xq": {"name": "Example", "family": "Exemplic", "script": "Latn"}},
                              "dataset": {"name": "files", "split": "validation",
                                          "files": {"path": "corpus/{split}.{lang}"}}})
     results = "results/demo-small/files/validation"
@@ -208,26 +212,35 @@ def test_a_pair_without_english_is_counted_as_an_independent_recount_says(de_fr_
     assert got["gate_active"].sum() > 0
 
 
-def test_scores_and_figures_hold_the_new_languages_and_their_families(de_fr_run):
+def test_scores_and_figures_hold_the_new_languages_and_their_families(de_fr_run, monkeypatch):
     from neurospec import figures
     from neurospec.scoring import read_scores
+    from neurospec.tables import read_metadata
 
+    monkeypatch.setenv(lang_codes.ENV, "{}")  # restored after the test, whatever configure sets
     tmp, results = de_fr_run
     scores, meta = read_scores(results / "scores" / "frequency_language.parquet")
     groups = sorted(str(g) for g in meta["groups"])
-    assert groups == ["de", "en", "fr", "ja"]  # the counted (source) languages of the five pairs
+    assert groups == ["de", "en", "fr", "ja", "xq"]  # the counted (source) languages of the six pairs
+    # the config's language reached the jobs: its name in the prompt, its family in the figures
+    assert read_metadata(results / "activations" / "xq-en.parquet")["src_name"] == "Example"
+    assert read_metadata(results / "activations" / "en-ja.parquet")["tgt_name"] == "Japanese"
+    with pytest.raises(NeurospecError, match="unknown language code 'xq'"):
+        figures.group_table(groups)  # this process has no `languages:` ...
+    lang_codes.configure({"xq": {"name": "Example", "family": "Exemplic", "script": "Latn"}})  # ... the jobs had
     info = figures.group_table(groups).set_index("group")
+    assert info.loc["xq", "family"] == "Exemplic" and L.family_color("Exemplic") == L.OTHER_COLOR
     assert info.loc["ja", "family"] == "Japonic" and info.loc["ja", "tier"] == "unknown"
     assert info.loc["fr", "family"] == "Romance" and info.loc["de", "family"] == "Germanic"
-    pair_info = figures.group_table(["de-fr", "fr-de", "en-ja", "ja-en", "en-de"]).set_index("group")
+    pair_info = figures.group_table(["de-fr", "fr-de", "en-ja", "ja-en", "en-de", "xq-en"]).set_index("group")
     assert pair_info.loc["de-fr", "direction"] == "xx-yy" and pair_info.loc["de-fr", "family"] == "Germanic"
     assert pair_info.loc["en-ja", "family"] == "Japonic"
-    assert pair_info.index.tolist() == ["en-de", "en-ja", "ja-en", "de-fr", "fr-de"]
+    assert pair_info.index.tolist() == ["en-de", "en-ja", "ja-en", "xq-en", "de-fr", "fr-de"]
     methods = ("frequency", "frequency_language", "lape", "contrast", "diffmeans")
     for png in [results / f"figures/{m}/{f}.png" for m in methods for f in ("iou_layers", "family_iou", "clustering")]:
         assert png.stat().st_size > 1000, png
     # the family figure's numbers, recomputed: de and en are the only two languages of one family
-    # (Germanic); fr (Romance) and ja (Japonic) have none beside them
+    # (Germanic); fr (Romance), ja (Japonic) and xq (Exemplic) have none beside them
     from neurospec.scoring import iou_matrix, read_iou
 
     overlap, _ = read_iou(results / "scores" / "frequency_language_iou.parquet")
@@ -288,6 +301,7 @@ def write_flores_plus(root, n=4):
     return root
 
 
+@pytest.mark.slow
 def test_the_aya_flores_config_runs_against_the_stand_in_hub(tmp_path):
     """The shipped config, its dataset served by the stand-in hub in FLORES+'s layout and the demo
     model standing in for Aya-23: every pair table, collection, scoring and the figures."""

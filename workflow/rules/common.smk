@@ -211,9 +211,14 @@ def end_run():
 
 def language_overrides(pairs=None):
     """The config's `languages:` entries of these pairs' languages (all pairs by default): a
-    renamed language reruns what its name is in (prompts); nothing when the config names none."""
+    renamed language reruns what its name is in (prompts); nothing when the config names none.
+    """
     codes = {code for pair in (pairs or PAIRS) for code in parse_pair(pair)}
-    return {c: dict(sorted(v.items())) for c, v in sorted(config["languages"].items()) if c in codes}
+    return {
+        c: dict(sorted(v.items()))
+        for c, v in sorted(config["languages"].items())
+        if c in codes
+    }
 
 
 def collect_params():

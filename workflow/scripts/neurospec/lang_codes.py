@@ -162,6 +162,12 @@ def resolve(code: str) -> dict[str, str] | None:
     The config's entry, else the table's row, else langcodes (family "Other")."""
     if not well_formed(code):
         return None
+    found = _resolve(code, os.environ.get(ENV, ""))  # cached per code and `languages:` (prompts call it per row)
+    return dict(found) if found is not None else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve(code: str, _env: str) -> dict[str, str] | None:
     over = overrides().get(code)
     row = _index().get(code)
     lang_subtag, script_subtag = _split(code)
