@@ -15,6 +15,7 @@ import yaml
 from neurospec import ec40, lang_codes
 from neurospec import languages as L
 from neurospec.errors import NeurospecError
+from conftest import SHARED_EC40
 from test_configs import OFFLINE
 from workflow_utils import ROOT, job_counts, snakemake, write_config
 
@@ -137,10 +138,20 @@ def test_pivot_records_match_two_english_centric_files_by_their_english_line():
                                                             (3, "d-de", "d-fr")]
 
 
-@pytest.mark.skipif(not (ROOT.parent / "shared" / "ec40").is_dir() and not __import__("pathlib").Path(
-    "/work/shared/ec40").is_dir(), reason="no local EC40 copy")
+def test_demo_pairs_without_english_match_through_the_english_original():
+    from neurospec import demo
+
+    df, _ = demo.build_pair_table("de-fr", "validation")
+    de = {(c, en): t for c, en, t in demo.translations("de")}
+    fr = {(c, en): t for c, en, t in demo.translations("fr")}
+    expected = [(de[k], fr[k]) for k in de if k in fr and demo.split_of(k[1]) == "validation"]
+    assert len(expected) > 100 and list(zip(df["src"], df["tgt"])) == expected
+    assert set(df["src_lang"]) == {"de"} and set(df["tgt_lang"]) == {"fr"}
+
+
+@pytest.mark.skipif(not SHARED_EC40.is_dir(), reason="no local EC40 copy (../shared/ec40)")
 def test_ec40_de_fr_through_english():
-    local = "/work/shared/ec40"
+    local = str(SHARED_EC40)
     de_fr, stats = ec40.build_pair_table("de-fr", "test", local_dir=local)
     en_de, _ = ec40.build_pair_table("en-de", "test", local_dir=local)
     en_fr, _ = ec40.build_pair_table("en-fr", "test", local_dir=local)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from . import corpus, demo, ec40
 from .errors import NeurospecError
-from .languages import non_english, parse_pair
+from .languages import parse_pair
 from .tables import PAIR_SCHEMA, write_table
 
 DATASETS = ("demo", "ec40", "hf", "files")
