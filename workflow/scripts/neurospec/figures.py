@@ -2,7 +2,7 @@
 
 Every ``plot_*`` function writes one PNG and returns the numbers it drew (a matrix, a table), so
 tests and notebooks can check them.  Groups are ordered by family, then resource tier
-(``languages.sort_key``); pair groups put the en->xx block before the xx->en block
+(``languages.sort_key``); pair groups put the en->xx block, then xx->en, then pairs without English
 (``languages.sort_pairs``).  Tick labels are coloured by family; lines mark family blocks.
 ``draw`` is the file-level entry point of the rule script.
 """

@@ -4,6 +4,9 @@ The tiers are EC40's training-data sizes (Tan & Monz, 2023): high 5M sentence pa
 medium 1M, low 100k, extremely low 50k.  EC40 groups its languages into five families of eight,
 two per tier; we keep those groups (``family``) and add the linguistic subgroup where EC40's group
 is broader than one genus (Kannada is Dravidian, Hausa Chadic, Somali Cushitic, Kabyle Berber...).
+
+Any other ISO 639 language is resolved by ``neurospec.lang_codes`` (the config's ``languages:``, the
+shipped FLORES-200 table, langcodes; tier "unknown"); a pair is any two different languages.
 """
 
 from __future__ import annotations

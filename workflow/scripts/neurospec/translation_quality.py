@@ -306,7 +306,7 @@ def lid_metadata(threshold: bool) -> dict[str, Any]:
 
 
 def family_color(code: str):
-    """A tab10 colour per EC40 family (black for English)."""
+    """The colour of the language's family (languages.family_color: grey for "Other"; black for English)."""
     lang = L.language(code)
     return "black" if code == L.PIVOT else L.family_color(lang.family)
 
