@@ -43,7 +43,7 @@ def test_schema_errors_name_the_key_from_jsonschemas_own_path():
                            "scoring": {"k": 150}}, SCHEMA)
     assert sorted(lines) == sorted([
         "key 'evaluate.ablaton': unknown key (a typo?); did you mean 'ablation'? evaluate takes: ablation, correlation, "
-        "split, translate, translation_scores",
+        "split, steering, translate, translation_scores",
         "key 'scoring.k': 150 is greater than the maximum of 100"])
     assert schema_errors({"pairs": ["en-de"], "scorng": {}}, SCHEMA)[0].startswith(
         "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: browser, collect, dataset, demo_model, "
