@@ -25,10 +25,12 @@ def test_every_object_of_the_schema_is_closed():
     objects = dict(_objects(SCHEMA))
     assert len(objects) >= 17
     open_ = {p for p, o in objects.items() if o.get("additionalProperties") is not False}
-    # the one map whose keys are data (EC40 code -> the data's code): its keys must be language codes
-    assert open_ == {"properties.dataset.properties.rows.properties.code_map"}
-    assert objects["properties.dataset.properties.rows.properties.code_map"]["propertyNames"] == {
-        "pattern": "^[a-z]{2,3}$"}
+    # the two maps whose keys are data (language code -> the data's code; language code -> its name,
+    # family, script): their keys must be language codes (ISO 639, an optional script)
+    assert open_ == {"properties.dataset.properties.rows.properties.code_map", "properties.languages"}
+    for path in open_:
+        assert objects[path]["propertyNames"] == {"pattern": "^[a-z]{2,3}(_[A-Z][a-z]{3})?$"}
+    assert objects["properties.languages"]["additionalProperties"]["additionalProperties"] is False
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
@@ -41,11 +43,11 @@ def test_schema_errors_name_the_key_from_jsonschemas_own_path():
                            "scoring": {"k": 150}}, SCHEMA)
     assert sorted(lines) == sorted([
         "key 'evaluate.ablaton': unknown key (a typo?); did you mean 'ablation'? evaluate takes: ablation, correlation, "
-        "split, translate, translation_scores",
+        "split, steering, translate, translation_scores",
         "key 'scoring.k': 150 is greater than the maximum of 100"])
     assert schema_errors({"pairs": ["en-de"], "scorng": {}}, SCHEMA)[0].startswith(
-        "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: collect, dataset, demo_model, "
-        "evaluate, model, pairs, scoring")
+        "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: browser, collect, dataset, demo_model, "
+        "evaluate, languages, model, pairs, scoring")
     # nothing close: no guess
     assert "did you mean" not in schema_errors({"pairs": ["en-de"], "zzz": 1}, SCHEMA)[0]
     assert schema_errors({"pairs": ["en-de"]}, SCHEMA) == []

@@ -127,7 +127,7 @@ def test_shards_are_summed_into_the_same_table(finished_run, tmp_path):
     ("override", "message"),
     [
         ({"pairs": ["en-xx"]}, "unknown language code 'xx' in pair 'en-xx'"),
-        ({"pairs": ["de-fr"]}, "must have English on exactly one side"),
+        ({"pairs": ["de-de"]}, "pair 'de-de' in 'pairs' has the same language on both sides"),
         ({"scoring": {"k": 150}}, "key 'scoring.k': 150 is greater than the maximum of 100"),
         ({"collect": {"token_scope": "everything"}}, "key 'collect.token_scope': 'everything' is not one of"),
     ],

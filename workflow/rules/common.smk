@@ -15,7 +15,8 @@ from neurospec.config_checks import (  # noqa: E402
     check_schema,
 )
 from neurospec.errors import NeurospecError  # noqa: E402
-from neurospec.languages import non_english, parse_pair  # noqa: E402
+from neurospec.lang_codes import configure as configure_languages  # noqa: E402
+from neurospec.languages import parse_pair  # noqa: E402
 from neurospec.run.runs import (  # noqa: E402
     claim_workdir,
     clear_stale_locks,
@@ -61,6 +62,8 @@ except WorkflowError as exc:
     config_error(str(exc.args[0] if exc.args else exc).strip().splitlines()[-1])
 
 try:
+    # the config's `languages:` reach every job through the environment (neurospec.lang_codes)
+    configure_languages(config["languages"])
     for _pair in config["pairs"]:
         parse_pair(_pair)
 except NeurospecError as exc:
@@ -91,7 +94,7 @@ SHARDS = config["collect"]["shards"]
 
 
 wildcard_constraints:
-    pair=r"[a-z]{2,3}-[a-z]{2,3}",
+    pair=r"[a-z]{2,3}(?:_[A-Z][a-z]{3})?-[a-z]{2,3}(?:_[A-Z][a-z]{3})?",
     shard=r"\d+",
     split=r"[A-Za-z0-9_.]+",
 
@@ -204,9 +207,24 @@ def end_run():
     release_workdir()
 
 
+def language_overrides(pairs=None):
+    """The config's `languages:` entries of these pairs' languages (all pairs by default): a
+    renamed language reruns what its name is in (prompts); nothing when the config names none.
+    """
+    codes = {code for pair in (pairs or PAIRS) for code in parse_pair(pair)}
+    return {
+        c: dict(sorted(v.items()))
+        for c, v in sorted(config["languages"].items())
+        if c in codes
+    }
+
+
 def collect_params():
     """Everything collection reads from config (keys sorted: reordering them reruns nothing)."""
-    return dict(sorted(config["collect"].items()))
+    params = dict(config["collect"])
+    if language_overrides():
+        params["languages"] = language_overrides()
+    return dict(sorted(params.items()))
 
 
 SCORING = config["scoring"]
@@ -301,13 +319,15 @@ def ablation_params():
 
 
 def eval_language_tables():
-    """The held-out pair table of each non-English language (the first pair in `pairs` that has
-    it): their two sides are the held-out sentences of every evaluated language, English included.
+    """The held-out pair table of each language of `pairs` (the first pair that has it; English
+    comes with its first English-centric pair): their two sides are the held-out sentences of
+    every evaluated language.
     """
     first = {}
     for pair in PAIRS:
-        first.setdefault(non_english(pair), pair)
-    return [eval_pair_table(pair) for pair in first.values()]
+        for lang in sorted(parse_pair(pair), key=lambda code: code == "en"):
+            first.setdefault(lang, pair)
+    return [eval_pair_table(pair) for pair in dict.fromkeys(first.values())]
 
 
 def ablation_count_tables(wildcards=None):
@@ -355,6 +375,8 @@ def translate_params():
         if key not in TRANSLATE_ABLATION_KEYS
     }
     params["prompt_template"] = config["collect"]["prompt_template"]
+    if language_overrides():  # names in the prompts (neurospec.lang_codes)
+        params["languages"] = language_overrides()
     return dict(sorted(params.items()))
 
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from . import corpus, demo, ec40
 from ..errors import NeurospecError
-from ..languages import non_english, parse_pair
+from ..languages import parse_pair
 from ..tables import PAIR_SCHEMA, write_table
 
 DATASETS = ("demo", "ec40", "hf", "files")
@@ -79,7 +79,9 @@ def check_dataset(dataset: Mapping[str, Any], pairs: list[str], split: str,
             raise NeurospecError(f"{split_key} {split!r}: EC40 has no such split; choose one of "
                                  f"{', '.join(ec40.SPLITS)}")
         for pair in pairs:
-            ec40.remote_path(split, non_english(pair), "en")
+            for lang in parse_pair(pair):
+                if lang != "en":
+                    ec40.remote_path(split, lang, "en")
     elif name == "files":
         rows = corpus.Rows.from_config(params["rows"])
         for pair in pairs:
@@ -101,8 +103,8 @@ def dataset_files(dataset: Mapping[str, Any], pair: str, split: str) -> list[str
     params = dataset_params(dataset, split)
     try:
         if params["name"] == "ec40" and params["local_dir"]:
-            xx = non_english(pair)
-            paths = [Path(params["local_dir"]) / ec40.remote_path(split, xx, side) for side in ("en", xx)]
+            paths = [Path(params["local_dir"]) / ec40.remote_path(split, xx, side)
+                     for xx in parse_pair(pair) if xx != "en" for side in ("en", xx)]
         elif params["name"] == "files":
             found = corpus.file_paths(params["files"], pair, split, corpus.Rows.from_config(params["rows"]))
             paths = list(found.values()) if isinstance(found, dict) else [found]
