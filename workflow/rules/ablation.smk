@@ -28,7 +28,7 @@ rule ablation:
         # mode mean: each neuron's value is its mean over the other languages, as scoring.rest says
         # (mode zero does not read it: a change of scoring.rest reruns only what it changes)
         rest=(
-            SCORING["rest"]
+            selection_rest
             if config["evaluate"]["ablation"]["mode"] == "mean"
             else None
         ),
@@ -47,7 +47,7 @@ rule figure_ablation:
             figure_path("{method}", "ablation"),
             caption="../report/ablation.rst",
             category="Ablation",
-            subcategory="{method}",
+            subcategory=selection_label,
         ),
     log:
         f"{LOGS}/figures/{{method}}/ablation.log",
@@ -68,7 +68,7 @@ rule figure_ablation_budget:
             figure_path("{method}", "ablation_budget"),
             caption="../report/ablation_budget.rst",
             category="Ablation",
-            subcategory="{method}",
+            subcategory=selection_label,
         ),
     log:
         f"{LOGS}/figures/{{method}}/ablation_budget.log",

@@ -17,25 +17,25 @@ rule figure_method:
             figure_path("{method}", "iou_layers"),
             caption="../report/iou_layers.rst",
             category="Overlap per layer",
-            subcategory="{method}",
+            subcategory=selection_label,
         ),
         specialized_counts=report(
             figure_path("{method}", "specialized_counts"),
             caption="../report/specialized_counts.rst",
             category="Specialized neurons",
-            subcategory="{method}",
+            subcategory=selection_label,
         ),
         family_iou=report(
             figure_path("{method}", "family_iou"),
             caption="../report/family_iou.rst",
             category="Language families",
-            subcategory="{method}",
+            subcategory=selection_label,
         ),
         clustering=report(
             figure_path("{method}", "clustering"),
             caption="../report/clustering.rst",
             category="Clustering",
-            subcategory="{method}",
+            subcategory=selection_label,
         ),
     log:
         f"{LOGS}/figures/{{method}}/figures.log",
@@ -57,12 +57,12 @@ rule figure_direction_iou:
             figure_path("{method}", "direction_iou"),
             caption="../report/direction_iou.rst",
             category="Translation directions",
-            subcategory="{method}",
+            subcategory=selection_label,
         ),
     log:
         f"{LOGS}/figures/{{method}}/direction_iou.log",
     wildcard_constraints:
-        method="|".join(PAIR_METHODS),
+        method=variant_pattern(PAIR_SELECTIONS),
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -17,15 +17,17 @@ rule stability:
             figure_path("{method}", "stability"),
             caption="../report/stability.rst",
             category="Stability",
-            subcategory="{method}",
+            subcategory=selection_label,
         ),
     log:
         f"{LOGS}/scores/{{method}}_stability.log",
     conda:
         "../../envs/analysis.yaml"
     params:
-        method="{method}",
+        # {method} is "lape" or a variant's "lape@strict": the method, its variant, its parameters
+        method=selection_method,
+        variant=selection_variant,
         column=SCORING["column"],
-        options=lambda wildcards: SCORING_METHODS[wildcards.method],
+        options=selection_options,
     script:
         "../scripts/score_stability.py"

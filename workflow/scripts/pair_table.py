@@ -6,4 +6,5 @@ sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of a
 from neurospec.workers import run_task  # noqa: E402
 
 run_task("neurospec.pairs:write_pair_table", log=snakemake.log[0], pair=snakemake.wildcards.pair,
-         dataset=snakemake.params.dataset, out_path=snakemake.output[0])
+         dataset=snakemake.params.dataset, out_path=snakemake.output[0],
+         holdout=snakemake.params.holdout)
