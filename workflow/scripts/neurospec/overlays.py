@@ -12,7 +12,9 @@ only a few changed keys lacks ``pairs``: ``check_overlay`` says to give config/c
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import NeurospecError
@@ -94,13 +96,23 @@ def coerce(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def check_overlay(config: Mapping[str, Any], configfiles: Sequence[str], required: Sequence[str] = ("pairs",)) -> None:
+def shown_path(path: str | os.PathLike, cwd: str | os.PathLike | None = None) -> str:
+    """``path`` as the user would type it: relative to ``cwd`` (default: this directory) when under it
+    (Snakemake hands over --configfile paths made absolute)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(cwd or os.getcwd()).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def check_overlay(config: Mapping[str, Any], configfiles: Sequence[str], required: Sequence[str] = ("pairs",),
+                  cwd: str | os.PathLike | None = None) -> None:
     """A ``--configfile`` (or several) lacking a required key: one line telling to put
     config/config.yaml first (a configfile replaces the demo config; it is not laid over it)."""
     missing = [key for key in required if key not in config]
     if not missing or not configfiles:
         return
-    given = " ".join(str(f) for f in configfiles)
+    given = " ".join(shown_path(f, cwd) for f in configfiles)
     raise NeurospecError(
         f"key {missing[0]!r} is missing from --configfile {given}: a --configfile replaces config/config.yaml "
         f"(it is not laid over it); to change a few keys, give config/config.yaml first: "
