@@ -25,10 +25,14 @@ def test_every_object_of_the_schema_is_closed():
     objects = dict(_objects(SCHEMA))
     assert len(objects) >= 17
     open_ = {p for p, o in objects.items() if o.get("additionalProperties") is not False}
-    # the one map whose keys are data (EC40 code -> the data's code): its keys must be language codes
-    assert open_ == {"properties.dataset.properties.rows.properties.code_map"}
+    # the two maps whose keys are data: EC40 code -> the data's code (keys: language codes), and
+    # variant name -> its settings (keys: names that can be file names; each value a closed object)
+    variants = "properties.scoring.properties.variants"
+    assert open_ == {"properties.dataset.properties.rows.properties.code_map", variants}
     assert objects["properties.dataset.properties.rows.properties.code_map"]["propertyNames"] == {
         "pattern": "^[a-z]{2,3}$"}
+    assert objects[variants]["propertyNames"] == {"pattern": "^[A-Za-z0-9_-]+$"}
+    assert objects[f"{variants}.additionalProperties"]["additionalProperties"] is False
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
@@ -41,7 +45,7 @@ def test_schema_errors_name_the_key_from_jsonschemas_own_path():
                            "scoring": {"k": 150}}, SCHEMA)
     assert sorted(lines) == sorted([
         "key 'evaluate.ablaton': unknown key (a typo?); did you mean 'ablation'? evaluate takes: ablation, correlation, "
-        "split, translate, translation_scores",
+        "enabled, holdout_fraction, split, translate, translation_scores",
         "key 'scoring.k': 150 is greater than the maximum of 100"])
     assert schema_errors({"pairs": ["en-de"], "scorng": {}}, SCHEMA)[0].startswith(
         "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: collect, dataset, demo_model, "
