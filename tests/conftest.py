@@ -10,6 +10,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
+# test modules import each other's fixtures and helpers by name (from test_scoring import synthetic)
+for _stage in sorted((ROOT / "tests").glob("*/**/")):
+    if any(_stage.glob("test_*.py")):
+        sys.path.insert(0, str(_stage))
 SHARED_EC40 = ROOT.parent / "shared" / "ec40"
 
 
@@ -28,7 +32,8 @@ def ec40_dir() -> Path:
 @pytest.fixture(scope="session")
 def small_model_dir(tmp_path_factory) -> Path:
     """A demo-architecture model (Cohere, seeded) with a tokenizer trained on part of the demo corpus."""
-    from neurospec import demo, models
+    from neurospec.data import demo
+    from neurospec import models
 
     out = tmp_path_factory.mktemp("demo-model")
     texts = demo.corpus_texts()[::10]
@@ -42,7 +47,7 @@ def gemma3_workdir(tmp_path_factory) -> Path:
     """A workdir whose results/models/gemma3-270m was built by the workflow's own rule
     (`snakemake results/models/gemma3-270m --configfile config/gemma3-270m.yaml`), once per session;
     the slow real-model tests copy or read it. Skips when the optional extra is not installed."""
-    from neurospec import gemma3
+    from neurospec.model import gemma3
     from neurospec.errors import NeurospecError
     from workflow_utils import snakemake
 

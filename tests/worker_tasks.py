@@ -1,4 +1,4 @@
-"""Tasks for tests/test_workers.py, run inside workers (this directory is on their PYTHONPATH)."""
+"""Tasks for tests/unit/run/test_workers.py, run inside workers (this directory is on their PYTHONPATH)."""
 
 from __future__ import annotations
 
@@ -51,3 +51,27 @@ def bug() -> None:
 def crash() -> None:
     log.info("about to crash")
     os._exit(3)
+
+
+def leave_hooks(loaded, path: str) -> None:
+    """A task that leaves the model changed: the gate taps' ``ActFn`` wrappers installed on every
+    ``mlp.act_fn`` and a forward pre-hook on every ``down_proj``, never removed."""
+    from neurospec.architectures import resolve_mlp_taps
+
+    taps = resolve_mlp_taps(loaded.model)
+    for tap in taps:
+        tap.down_input.register_forward_pre_hook(lambda module, args: None)
+    Path(path).write_text(json.dumps(model_state_of(loaded)))
+
+
+def model_state(loaded, path: str) -> None:
+    """Write what the next task finds: the model object, its hooks and its act_fn types."""
+    Path(path).write_text(json.dumps(model_state_of(loaded)))
+
+
+def model_state_of(loaded) -> dict:
+    modules = list(loaded.model.modules())
+    return {"pid": os.getpid(), "model_object": id(loaded.model),
+            "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in modules),
+            "act_fns": sorted(type(m.act_fn).__name__ for m in modules if hasattr(m, "act_fn")),
+            "n_modules": len(modules)}

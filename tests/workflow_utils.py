@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "Snakefile"
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
 
 SMALL_CONFIG = {
     "pairs": ["en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en"],
@@ -38,7 +38,7 @@ def write_config(workdir: Path, overrides: dict | None = None, name: str = "conf
 
 
 def clean_env() -> dict[str, str]:
-    """This environment without a run that a Snakemake started from it would join (neurospec.workers)."""
+    """This environment without a run that a Snakemake started from it would join (neurospec.run.workers)."""
     return {k: v for k, v in os.environ.items() if k not in ("NEUROSPEC_RUN", "NEUROSPEC_RUN_SLURM_JOB")}
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
-from neurospec import pairs as pair_sources  # noqa: E402
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from neurospec.data import pairs as pair_sources  # noqa: E402
 from neurospec.atomic import check_writable as check_writable_paths  # noqa: E402
 from neurospec.config_checks import (  # noqa: E402
     check_model_id,
@@ -19,7 +19,7 @@ from neurospec.holdout import SUFFIX as HOLDOUT_SUFFIX  # noqa: E402
 from neurospec.overlays import check_overlay  # noqa: E402
 from neurospec.overlays import coerce as coerce_config  # noqa: E402
 from neurospec.languages import non_english, parse_pair  # noqa: E402
-from neurospec.runs import (  # noqa: E402
+from neurospec.run.runs import (  # noqa: E402
     claim_workdir,
     clear_stale_locks,
     release_workdir,
@@ -33,7 +33,7 @@ from neurospec.variants import (  # noqa: E402
 from neurospec.variants import describe as describe_selection  # noqa: E402
 from neurospec.variants import split as split_selection  # noqa: E402
 from neurospec.variants import wildcard_pattern as variant_pattern  # noqa: E402
-from neurospec.workers import (  # noqa: E402
+from neurospec.run.workers import (  # noqa: E402
     enter_run,
     run_dir,
     shutdown_run,
@@ -41,7 +41,7 @@ from neurospec.workers import (  # noqa: E402
     workers_enabled,
 )
 
-# Jobs hand their tasks to workers that belong to this Snakemake process (neurospec/workers.py)
+# Jobs hand their tasks to workers that belong to this Snakemake process (neurospec/run/workers.py)
 # and exit with it; inside a SLURM job, to the Snakemake process of that SLURM job. A Snakemake
 # process started for jobs (a SLURM job's, a job's own) joins or starts its run here; the main
 # process becomes the run at its start (onstart: start_early), so that only reading the
@@ -50,13 +50,13 @@ if not workflow.is_main_process:
     enter_run()
 
 # The Snakemake lock of a run that is proven gone (killed: same host, no process of it left) is
-# removed before Snakemake checks it, with one line (neurospec/runs.py); any other lock stays.
+# removed before Snakemake checks it, with one line (neurospec/run/runs.py); any other lock stays.
 if workflow.is_main_process:
     for _line in clear_stale_locks():
         print(_line, file=sys.stderr)
 
 
-SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
+SCHEMA_FILE = "schemas/config.schema.yaml"
 
 
 def load_yaml(path):
@@ -234,11 +234,11 @@ def model_params():
 
 def start_early():
     """At the start of a run (onstart), before any job: make this process the run that its jobs'
-    workers belong to (neurospec/workers.py: enter_run), record the run in its working directory
-    (refused when another live run has lost its lock there: neurospec/runs.py) and check its
+    workers belong to (neurospec/run/workers.py: enter_run), record the run in its working directory
+    (refused when another live run has lost its lock there: neurospec/run/runs.py) and check its
     workers' directory (private, or refused). For a local run that will load the model, start its
     model worker now, so that its imports overlap the jobs before the first model job
-    (neurospec/workers.py). Not for a cluster's submitting process, --touch, or jobs deployed
+    (neurospec/run/workers.py). Not for a cluster's submitting process, --touch, or jobs deployed
     elsewhere (--use-conda, containers: their Python is not this one, so they would not use it).
     """
     if not workflow.is_main_process:
@@ -376,7 +376,7 @@ def figure_targets():
 
 def dataset_params(split):
     """The dataset keys that shape a pair table of ``split``: the source's own, defaults resolved,
-    keys sorted (neurospec.pairs.dataset_params)."""
+    keys sorted (neurospec.data.pairs.dataset_params)."""
     return pair_sources.dataset_params(config["dataset"], source_split(split))
 
 
@@ -512,3 +512,20 @@ def translation_targets():
         translation_figure("quality"),
         translation_figure("correlation"),
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# The neuron browser (browser.smk)
+# --------------------------------------------------------------------------------------------
+BROWSER_CONTEXTS = f"{RESULTS}/browser/contexts.parquet"
+BROWSER_PAGE = f"{RESULTS}/browser/index.html"
+
+
+def browser_params():
+    """What the browser's second pass reads from browser.* (keys sorted; enabled is not one)."""
+    return {k: config["browser"][k] for k in ("max_sentences", "top_k")}
+
+
+def browser_targets():
+    """The browser's contexts table and page, when browser.enabled."""
+    return [BROWSER_CONTEXTS, BROWSER_PAGE] if config["browser"]["enabled"] else []

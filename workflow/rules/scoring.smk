@@ -7,7 +7,7 @@ parameters reruns that method (and what is made from it) only.
 
 
 rule score:
-    """One selection (frequency, frequency_language, lape, contrast, diffmeans: neurospec.scoring.METHODS)
+    """One selection (frequency, frequency_language, lape, contrast, diffmeans: neurospec.score.scoring.METHODS)
     over every activation table: the selected neurons and the IoU of every two groups per layer.
     """
     input:

@@ -108,7 +108,7 @@ rule figure_translation_quality:
     conda:
         "../../envs/analysis.yaml"
     params:
-        task="neurospec.translation_quality:draw_quality",
+        figure="quality",
         demo=IS_DEMO_MODEL,
     script:
         "../scripts/plot_translation.py"
@@ -130,7 +130,7 @@ rule figure_correlation:
     conda:
         "../../envs/analysis.yaml"
     params:
-        task="neurospec.correlation:draw_correlation",
+        figure="correlation",
         demo=IS_DEMO_MODEL,
     script:
         "../scripts/plot_translation.py"

@@ -1,9 +1,15 @@
 """Rules figure_ablation*: draw an ablation figure from the ablation tables."""
 
 import sys
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
-from neurospec.workers import run_task  # noqa: E402
+from neurospec.run.workers import run_task, task_ref  # noqa: E402
 
-run_task("neurospec.ablation_figures:draw", log=snakemake.log[0], figure=snakemake.params.figure,
+if TYPE_CHECKING:  # go to definition; the worker imports it (torch, pandas: seconds a job saves)
+    from neurospec.plots.ablation_figures import draw
+else:
+    draw = task_ref("neurospec.plots.ablation_figures:draw")
+
+run_task(draw, log=snakemake.log[0], figure=snakemake.params.figure,
          output=snakemake.output[0], paths=list(snakemake.input))

@@ -1,9 +1,15 @@
 """Rule figure_method: draw the four figures of one method's selection."""
 
 import sys
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of an installed one
-from neurospec.workers import run_task  # noqa: E402
+from neurospec.run.workers import run_task, task_ref  # noqa: E402
 
-run_task("neurospec.figures:draw_many", log=snakemake.log[0], outputs=dict(snakemake.output.items()),
+if TYPE_CHECKING:  # go to definition; the worker imports it (torch, pandas: seconds a job saves)
+    from neurospec.plots.figures import draw_many
+else:
+    draw_many = task_ref("neurospec.plots.figures:draw_many")
+
+run_task(draw_many, log=snakemake.log[0], outputs=dict(snakemake.output.items()),
          scores=snakemake.input.scores, iou=snakemake.input.iou, token_scope=snakemake.params.token_scope)

@@ -7,3 +7,13 @@ only unpack the ``snakemake`` object and call into it.  Base modules (``errors``
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``neurospec.load_run`` and ``neurospec.intervene`` (``neurospec.api``), imported on first use so
+    that importing the package stays light for the rule scripts."""
+    if name in ("load_run", "intervene", "Run"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'neurospec' has no attribute {name!r}")

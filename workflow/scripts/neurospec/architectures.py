@@ -36,7 +36,7 @@ class MLPTap:
 
 
 # Architecture -> what is hooked (for the README). Every entry was checked against the modeling
-# code of transformers 5.23 and is exercised by tests/test_architectures.py (tiny random models
+# code of transformers 5.23 and is exercised by tests/unit/model/test_architectures.py (tiny random models
 # saved, loaded with load_model and collected; tests/reference.py recomputes them from the weights).
 _GATED = "`mlp.down_proj` input; gate: `mlp.act_fn` output ({act})"
 SUPPORTED: dict[str, str] = {

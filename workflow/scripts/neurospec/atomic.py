@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import NeurospecError, _size, disk_error, disk_error_line
+from .errors import NeurospecError, disk_error, disk_error_line, human_size
 
 
 def _umask() -> int:
@@ -138,7 +138,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             line = disk_error_line(err, out)
             if written:
                 cause, advice = line.split("; ", 1)
-                line = f"{cause} ({_size(written)} of it written before the failure); {advice}"
+                line = f"{cause} ({human_size(written)} of it written before the failure); {advice}"
             raise NeurospecError(line) from None
         raise
     finally:

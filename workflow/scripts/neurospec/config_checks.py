@@ -3,7 +3,7 @@
 Each raises a NeurospecError whose message names the config key at fault: the schema's errors (with
 jsonschema's own error paths, not Snakemake's report text), prompt templates and the translation
 continuation (their placeholders), and a local model directory (it exists and holds a config).
-The dataset's splits are checked by ``neurospec.pairs.check_dataset``.
+The dataset's splits are checked by ``neurospec.data.pairs.check_dataset``.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ DISK_ERRNOS = {
 }
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
@@ -75,9 +75,9 @@ def disk_error_line(err: OSError, path: str | os.PathLike | None = None, needed:
                 where = where.parent if where != where.parent else None
         amounts = []
         if needed is not None:
-            amounts.append(f"{_size(needed)} needed")
+            amounts.append(f"{human_size(needed)} needed")
         if free is not None:
-            amounts.append(f"{_size(free)} free on {where}")
+            amounts.append(f"{human_size(free)} free on {where}")
         if amounts:
             line += f" ({', '.join(amounts)})"
     return f"{line}; {advice}"

@@ -42,7 +42,7 @@ TARGET_LABELS: dict[str, tuple[str, ...]] = {
     "ar": ("ara",), "he": ("heb",), "ha": ("hau",), "mt": ("mlt",), "ti": ("tir",), "am": ("amh",),
     "so": ("som",), "kab": ("kab",),
 }
-# the languages heliport 1.0.1 has no label for (tests/test_lid.py recomputes this from heliport itself)
+# the languages heliport 1.0.1 has no label for (tests/unit/core/test_lid.py recomputes this from heliport itself)
 NOT_COVERED: tuple[str, ...] = ("ast", "ha", "kab")
 # the languages heliport identifies only as their macrolanguage, shared with another language
 MACROLANGUAGE: dict[str, str] = {"sr": "hbs", "bs": "hbs"}

@@ -24,7 +24,7 @@ import torch
 
 from .atomic import atomic_dir, write_json
 from .errors import NeurospecError
-from .nullmodel import apply_null_weights, check_null
+from .model.nullmodel import apply_null_weights, check_null
 
 log = logging.getLogger("neurospec")
 
@@ -186,7 +186,7 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
     else the base model (``AutoModel``).  ``require_fast_tokenizer`` fails before the (slow) model
     load when the tokenizer cannot give character offsets (needed by ``token_scope: source``).
     ``null_weights`` (``reinit`` | ``shuffle``, seeded with ``null_seed``) replaces the loaded
-    weights by a null model's before the model moves to its device (``neurospec.nullmodel``).
+    weights by a null model's before the model moves to its device (``neurospec.model.nullmodel``).
     """
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -253,7 +253,7 @@ def load_model(model_id: str, revision: str = "main", dtype: str = "auto", devic
         "device": str(dev),
         "device_requested": device,
         "attn_implementation": getattr(base.config, "_attn_implementation", attention),
-        # a null model (neurospec.nullmodel): "none" for the loaded weights themselves
+        # a null model (neurospec.model.nullmodel): "none" for the loaded weights themselves
         "null_weights": null_weights,
         "null_seed": None if null_weights == "none" else null_seed,
     }

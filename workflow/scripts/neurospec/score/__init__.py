@@ -1,0 +1,2 @@
+"""The scoring stage: specialization scores and selections per method (``scoring``) and their
+split-half stability (``stability``)."""
