@@ -48,6 +48,10 @@ rule figure_ablation:
             caption="../report/ablation.rst",
             category="Ablation",
             subcategory=selection_label,
+            labels={
+                "figure": "Ablation: delta NLL per group and language",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/ablation.log",
@@ -69,6 +73,10 @@ rule figure_ablation_budget:
             caption="../report/ablation_budget.rst",
             category="Ablation",
             subcategory=selection_label,
+            labels={
+                "figure": "Ablation: delta NLL by neuron budget",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/ablation_budget.log",
@@ -89,6 +97,7 @@ rule figure_ablation_specificity:
             f"{RESULTS}/figures/ablation_specificity.png",
             caption="../report/ablation_specificity.rst",
             category="Ablation",
+            labels={"figure": "Ablation specificity: the methods compared"},
         ),
     log:
         f"{LOGS}/figures/ablation_specificity.log",

@@ -18,6 +18,10 @@ rule stability:
             caption="../report/stability.rst",
             category="Stability",
             subcategory=selection_label,
+            labels={
+                "figure": "Split-half stability against chance",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/scores/{{method}}_stability.log",
