@@ -25,12 +25,17 @@ def test_every_object_of_the_schema_is_closed():
     objects = dict(_objects(SCHEMA))
     assert len(objects) >= 17
     open_ = {p for p, o in objects.items() if o.get("additionalProperties") is not False}
-    # the two maps whose keys are data (language code -> the data's code; language code -> its name,
-    # family, script): their keys must be language codes (ISO 639, an optional script)
-    assert open_ == {"properties.dataset.properties.rows.properties.code_map", "properties.languages"}
-    for path in open_:
+    # the maps whose keys are data: language code -> the data's code, language code -> its name, family,
+    # script (keys: ISO 639 codes, an optional script); variant name -> its settings (keys: names that
+    # can be file names; each value a closed object)
+    variants = "properties.scoring.properties.variants"
+    codes = {"properties.dataset.properties.rows.properties.code_map", "properties.languages"}
+    assert open_ == codes | {variants}
+    for path in codes:
         assert objects[path]["propertyNames"] == {"pattern": "^[a-z]{2,3}(_[A-Z][a-z]{3})?$"}
     assert objects["properties.languages"]["additionalProperties"]["additionalProperties"] is False
+    assert objects[variants]["propertyNames"] == {"pattern": "^[A-Za-z0-9_-]+$"}
+    assert objects[f"{variants}.additionalProperties"]["additionalProperties"] is False
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
@@ -43,7 +48,7 @@ def test_schema_errors_name_the_key_from_jsonschemas_own_path():
                            "scoring": {"k": 150}}, SCHEMA)
     assert sorted(lines) == sorted([
         "key 'evaluate.ablaton': unknown key (a typo?); did you mean 'ablation'? evaluate takes: ablation, correlation, "
-        "split, steering, translate, translation_scores",
+        "enabled, holdout_fraction, split, steering, translate, translation_scores",
         "key 'scoring.k': 150 is greater than the maximum of 100"])
     assert schema_errors({"pairs": ["en-de"], "scorng": {}}, SCHEMA)[0].startswith(
         "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: browser, collect, dataset, demo_model, "

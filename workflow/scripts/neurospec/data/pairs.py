@@ -165,9 +165,20 @@ def log_lines(pair: str, n_pairs: int, stats: Mapping[str, Any]) -> list[tuple[i
     return out
 
 
-def write_pair_table(pair: str, dataset: Mapping[str, Any], out_path: str) -> None:
+def write_pair_table(pair: str, dataset: Mapping[str, Any], out_path: str,
+                     holdout: Mapping[str, Any] | None = None) -> None:
+    """``holdout`` ({fraction, part}): keep one part of the table cut by evaluate.holdout_fraction
+    (neurospec.holdout): the selection rows or the held-out rows."""
     df, stats = build_pair_table(pair, dataset)
     log = logging.getLogger("neurospec")
     for level, line in log_lines(pair, len(df), stats):
         log.log(level, "%s", line)
+    if holdout:
+        from neurospec.holdout import holdout_slice
+
+        df, stats["holdout"] = holdout_slice(df, float(holdout["fraction"]), str(holdout["part"]))
+        h = stats["holdout"]
+        log.info("%s: evaluate.holdout_fraction %s: %d rows to select on, %d held out (%d dropped: a text also in "
+                 "the selection rows); this table: the %s part, %d rows", pair, h["fraction"], h["n_select"],
+                 h["n_holdout"], h["n_holdout_dropped_duplicates"], h["part"], len(df))
     write_table(df, out_path, PAIR_SCHEMA, metadata={"pair": pair, **stats})

@@ -73,6 +73,7 @@ from .. import languages as L  # noqa: E402
 from ..errors import NeurospecError  # noqa: E402
 from ..atomic import save_png  # noqa: E402
 from ..tables import read_metadata, read_table, write_table  # noqa: E402
+from neurospec.variants import label as variant_label  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -435,7 +436,7 @@ def correlate_to_file(translation: str | os.PathLike, scores: Sequence[str | os.
     methods = {}
     for s_path, i_path in zip(scores, iou):
         meta = read_metadata(s_path)
-        method = str(meta.get("method") or os.path.basename(str(s_path)).removesuffix(".parquet"))
+        method = variant_label(meta) if meta.get("method") else os.path.basename(str(s_path)).removesuffix(".parquet")
         methods[method] = (read_table(s_path, required=("group", "layer", "neuron")),
                            read_table(i_path, required=("layer", "group_a", "group_b", "n_a", "n_b", "intersection")),
                            meta)

@@ -31,6 +31,7 @@ from ..errors import NeurospecError  # noqa: E402
 from ..score.scoring import iou_matrix, read_iou, read_scores  # noqa: E402
 from ..atomic import save_png  # noqa: E402
 from ..tables import COUNT_COLUMNS, read_counts  # noqa: E402
+from neurospec.variants import label as variant_label  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -105,7 +106,7 @@ def _save(fig, path: str | os.PathLike, dpi: int = 110) -> None:
 def method_title(meta: Mapping[str, Any]) -> str:
     params = meta.get("params") or {}
     text = ", ".join(f"{k}={v}" for k, v in params.items())
-    return f"{meta.get('method', '?')} ({meta.get('column', '?')}{', ' + text if text else ''})"
+    return f"{variant_label(meta)} ({meta.get('column', '?')}{', ' + text if text else ''})"
 
 
 def _empty_figure(path, title: str, message: str) -> None:

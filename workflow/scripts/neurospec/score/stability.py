@@ -141,7 +141,8 @@ def summarize(table: pd.DataFrame) -> dict[str, float]:
 
 
 def run_stability(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, method: str, column: str,
-                  params: Mapping[str, Any] | None = None, figure_path: str | os.PathLike | None = None) -> None:
+                  params: Mapping[str, Any] | None = None, figure_path: str | os.PathLike | None = None,
+                  variant: str | None = None) -> None:
     """Rule entry point: read the activation tables (the columns the method needs, both halves), write
     the stability table (atomically), and draw its figure into ``figure_path`` when given."""
     if method not in METHODS:
@@ -149,6 +150,8 @@ def run_stability(paths: Sequence[str | os.PathLike], out_path: str | os.PathLik
     columns = method_columns(method, column, params)
     tables = read_count_tables(paths, [*columns, *(f"{c}_{HALF}" for c in columns)])
     table, meta = stability(tables, method, column, params)
+    if variant:  # a scoring.variants entry (neurospec.variants): its label on the table and figure
+        meta["variant"] = variant
     s = summarize(table)
     logger.info("%s: split-half IoU median %.3f against %.3f by chance over %d (group, layer) cells with a "
                 "selection; %.0f%% above chance (p < 0.05)", method, s["median_iou"], s["median_chance"],
