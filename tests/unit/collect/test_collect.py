@@ -12,9 +12,8 @@ import torch
 
 from neurospec.collect import collect
 from neurospec.data import demo, ec40
-from neurospec.evaluate.ablation import group_language
 from neurospec.errors import NeurospecError
-from neurospec.languages import counted_language
+from neurospec.languages import counted_language, group_language
 from neurospec.models import load_model
 from neurospec.prompts import render
 from neurospec.tables import ADDITIVE_COLUMNS, COUNT_COLUMNS, read_counts, read_metadata, read_table

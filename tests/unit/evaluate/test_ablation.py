@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 import transformers as tf
 
-from neurospec.evaluate.ablation import (LEVEL, N_BOOT, HeldOut, OutputHead, Scorer, ablate_to_file, ablation_table,
-                                bootstrap_delta_ci, chunked_nll, ci_rng, group_language, held_out_by_language,
-                                budget_selections, p_controls, random_controls)
+from neurospec.evaluate.ablation import ablate_to_file, ablation_table
+from neurospec.evaluate.controls import (LEVEL, N_BOOT, bootstrap_delta_ci, budget_selections, ci_rng, p_controls,
+                                         random_controls)
+from neurospec.evaluate.nll import HeldOut, OutputHead, Scorer, chunked_nll, held_out_by_language
+from neurospec.languages import group_language
 from neurospec.plots.ablation_figures import read as read_ablation
 from neurospec.errors import NeurospecError
 from neurospec.interventions import mean_activations

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from neurospec.evaluate import ablation as A
+from neurospec.evaluate import nll as held_out
 from neurospec.collect import collect
 from neurospec import models
 from neurospec.evaluate import translation as T
@@ -151,7 +152,7 @@ def test_ablation_truncates_to_the_models_context_and_counts_per_language(small_
     assert context == loaded.lm.config.max_position_embeddings == 1024
     long = "Saint Helena, Ascension and Tristan da Cunha " * 400
     assert len(loaded.tokenizer(long)["input_ids"]) > context
-    held = A.HeldOut({"en": ["Germany", long, "Chad"], "de": ["Deutschland", "Tschad"]})
+    held = held_out.HeldOut({"en": ["Germany", long, "Chad"], "de": ["Deutschland", "Tschad"]})
     df, meta = A.ablation_table(loaded, {}, held, random_sets=0, max_length=100000)
     assert meta["max_tokens"] == 1024 and meta["max_length"] == 100000
     assert meta["n_truncated"] == 1 and meta["n_truncated_by_language"] == {"en": 1, "de": 0}

@@ -56,26 +56,25 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 
-from ..architectures import n_neurons as model_neurons
-from ..batching import auto_token_budget, make_batches
-from ..errors import NeurospecError
-from ..interventions import (MODES, MeanPatchValues, Selection, firing_rates, intervene, matched_like, random_like,
-                            rate_deciles, selection_size, selections_from_scores)
-from ..languages import PIVOT, group_language
-from ..models import LoadedModel, is_demo_model
-from ..progress import Progress
-from ..prompts import model_context
-from ..tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
 from neurospec.variants import label as variant_label
+from ..architectures import n_neurons as model_neurons
+from ..errors import NeurospecError
+from ..interventions import (firing_rates, intervene, MeanPatchValues, MODES, rate_deciles, Selection, selection_size,
+                             selections_from_scores)
+from ..languages import group_language
+from ..models import is_demo_model, LoadedModel
+from ..progress import Progress
+from ..tables import package_versions, PAIR_SCHEMA, read_counts, read_metadata, read_table, write_table
+from .nll import held_out_by_language, HeldOut, Scorer
+from .controls import (ABS_SCORE_METHODS, bootstrap_delta_ci, budget_selections, ci_rng, language_means, LEVEL,
+                       matched_controls, N_BOOT, p_controls, random_controls)
+
 
 log = logging.getLogger("neurospec")
 
@@ -98,14 +97,6 @@ ABLATION_SCHEMA = pa.schema(
     ]
 )
 ABLATION_COLUMNS = tuple(ABLATION_SCHEMA.names)
-# Batches may hold up to 20% padding: padded positions cost the body's forward pass but never the
-# LM head (only predicted positions reach it), and fewer, fuller batches save per-call overhead.
-MIN_FILL = 0.8
-# elements of one chunk's [tokens x vocabulary] logits (float32: 128 MiB on the CPU, 512 MiB on CUDA)
-CHUNK_ELEMENTS = {"cpu": 1 << 25, "cuda": 1 << 27}
-# the sentence bootstrap of the selected sets' delta NLL: resamples and two-sided level
-N_BOOT = 1000
-LEVEL = 0.95
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,250 +104,9 @@ LEVEL = 0.95
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class HeldOut:
-    """The plain held-out sentences of each evaluated language, and where each came from."""
-
-    texts: dict[str, list[str]]  # language -> sentences
-    sources: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # language -> [{pair, side, ids}]
-    split: str | None = None
-
-    @property
-    def languages(self) -> list[str]:
-        return list(self.texts)
-
-
-def held_out_by_language(tables: Sequence[tuple[pd.DataFrame, Mapping[str, Any]]],
-                       max_sentences: int | None = None) -> HeldOut:
-    """Each language's side of the pair tables: the first ``max_sentences`` distinct non-empty ones.
-
-    ``tables``: (pair table, its metadata) of the evaluation split, in order; a language's sentences
-    are taken from the tables in this order (English's from every table's English side, so the
-    English of the first table comes first), each table sorted by ``id`` (the line index).
-    """
-    if max_sentences is not None and max_sentences < 1:
-        raise NeurospecError(f"evaluate.ablation.max_sentences must be at least 1, not {max_sentences}")
-    texts: dict[str, list[str]] = {}
-    seen: dict[str, set[str]] = {}
-    sources: dict[str, list[dict[str, Any]]] = {}
-    splits = set()
-    for df, meta in tables:
-        pair = str(meta.get("pair") or f"{df['src_lang'].iloc[0]}-{df['tgt_lang'].iloc[0]}")
-        splits.add(meta.get("split"))
-        d = df.sort_values("id", kind="stable")
-        for side in ("src", "tgt"):
-            langs = d[f"{side}_lang"].unique()
-            if len(langs) != 1:
-                raise NeurospecError(f"pair table {pair!r} mixes languages on its {side} side: {list(langs)}")
-            lang = str(langs[0])
-            bucket, known = texts.setdefault(lang, []), seen.setdefault(lang, set())
-            ids = []
-            for i, text in zip(d["id"].tolist(), d[side].tolist()):
-                if max_sentences is not None and len(bucket) >= max_sentences:
-                    break
-                if not isinstance(text, str) or not text.strip() or text in known:
-                    continue
-                known.add(text)
-                bucket.append(text)
-                ids.append(int(i))
-            if ids:
-                sources.setdefault(lang, []).append({"pair": pair, "side": side, "ids": ids})
-    empty = [lang for lang, t in texts.items() if not t]
-    if empty:
-        raise NeurospecError(f"the held-out pair tables hold no sentence in {', '.join(empty)}")
-    splits.discard(None)
-    if len(splits) > 1:
-        raise NeurospecError(f"the held-out pair tables come from different splits: {sorted(splits)}")
-    order = sorted(texts, key=lambda lang: (lang != PIVOT, lang))
-    return HeldOut({k: texts[k] for k in order}, {k: sources.get(k, []) for k in order},
-                   splits.pop() if splits else None)
-
-
 # --------------------------------------------------------------------------------------------
 # The LM head on chunks, and the NLL
 # --------------------------------------------------------------------------------------------
-
-
-class OutputHead:
-    """The LM's logits from its last hidden states, computed on a chunk of positions at a time.
-
-    ``lm(...).logits`` is the output embedding applied to the base model's last hidden state,
-    followed by the class's own output scaling, where it has one: Cohere multiplies by
-    ``logit_scale``, Granite divides by ``config.logits_scaling``, Gemma 2/3 soft-cap with
-    ``config.final_logit_softcapping`` (``cap * tanh(logits / cap)``).  ``check`` verifies the
-    result against ``lm(...).logits``, so an unknown scaling is an error, never a silent bias.
-    """
-
-    def __init__(self, lm: torch.nn.Module):
-        self.proj = lm.get_output_embeddings()
-        if self.proj is None:
-            raise NeurospecError(f"{type(lm).__name__} has no output embeddings (LM head)")
-        cfg = lm.config
-        scale = getattr(lm, "logit_scale", None)
-        self.multiply = float(scale) if isinstance(scale, (int, float)) and not isinstance(scale, bool) else None
-        divide = getattr(cfg, "logits_scaling", None)
-        self.divide = float(divide) if divide else None
-        cap = getattr(cfg, "final_logit_softcapping", None)
-        self.cap = float(cap) if cap else None
-        self.model_class = type(lm).__name__
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.proj.weight.shape[0])
-
-    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[..., hidden] -> [..., vocab] in the model's dtype, the same operations as the LM's forward."""
-        logits = self.proj(hidden)
-        if self.multiply is not None:
-            logits = logits * self.multiply
-        if self.divide is not None:
-            logits = logits / self.divide
-        if self.cap is not None:
-            logits = logits / self.cap
-            logits = torch.tanh(logits)
-            logits = logits * self.cap
-        return logits
-
-    @torch.inference_mode()
-    def check(self, lm: torch.nn.Module, base: torch.nn.Module, input_ids: torch.Tensor) -> float:
-        """Largest |difference| from ``lm(input_ids).logits`` relative to its largest |logit|; raises
-        when it exceeds the dtype's tolerance (1e-4 in float32/64, 2e-2 in half precision)."""
-        reference = lm(input_ids=input_ids, use_cache=False).logits.float()
-        ours = self(base(input_ids=input_ids, use_cache=False).last_hidden_state).float()
-        if ours.shape != reference.shape:
-            raise NeurospecError(f"{self.model_class}: the LM head gives logits of shape {tuple(ours.shape)}, "
-                                 f"the LM {tuple(reference.shape)}")
-        diff = float((ours - reference).abs().max() / reference.abs().max().clamp_min(1e-30))
-        tolerance = 1e-4 if self.proj.weight.dtype in (torch.float32, torch.float64) else 2e-2
-        if not diff <= tolerance:
-            raise NeurospecError(
-                f"{self.model_class}: cannot reproduce the LM's logits from its output embeddings "
-                f"(largest difference {diff:.2e} of the largest logit): its output scaling is not one "
-                "neurospec knows (logit_scale, logits_scaling, final_logit_softcapping)")
-        return diff
-
-
-def chunk_tokens_for(vocab_size: int, device: torch.device) -> int:
-    """Predicted positions per LM-head chunk: CHUNK_ELEMENTS of the device over the vocabulary."""
-    return max(1, CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cpu"]) // max(vocab_size, 1))
-
-
-def chunked_nll(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor,
-                chunk_tokens: int) -> torch.Tensor:
-    """-log softmax(head(hidden))[target] per position, [N], at most ``chunk_tokens`` positions at once.
-
-    hidden: [N, H]; targets: [N].  The log-softmax runs in float32 (float64 for float64 models):
-    logsumexp(logits) - logits[target], exactly the cross-entropy of the LM's own logits.
-    """
-    out = torch.empty(len(targets), dtype=torch.promote_types(hidden.dtype, torch.float32), device=hidden.device)
-    for start in range(0, len(targets), max(1, chunk_tokens)):
-        end = min(start + chunk_tokens, len(targets))
-        logits = head(hidden[start:end]).to(out.dtype)  # [chunk, vocab]
-        picked = logits.gather(1, targets[start:end, None])[:, 0]
-        out[start:end] = torch.logsumexp(logits, dim=-1) - picked
-    return out
-
-
-@dataclass
-class Batch:
-    input_ids: torch.Tensor  # [rows, width], right-padded
-    positions: torch.Tensor  # [N] flat indices (row * width + t) of the positions that predict a token
-    targets: torch.Tensor  # [N] the token each of them predicts (input_ids[row, t + 1])
-    owner: torch.Tensor  # [N] the sentence each belongs to
-
-
-class Scorer:
-    """Held-out sentences tokenized and batched once; ``nll()`` scores all of them under whatever
-    intervention is active, returning the summed NLL and the number of predicted tokens per sentence."""
-
-    def __init__(self, loaded: LoadedModel, texts: Sequence[str], *, max_length: int = 512,
-                 token_budget: int | None = None, chunk_tokens: int | None = None):
-        self.lm = loaded.require_lm("ablation (next-token NLL)")
-        self.base = loaded.model
-        self.device = loaded.device
-        self.head = OutputHead(self.lm)
-        self.chunk_tokens = chunk_tokens or chunk_tokens_for(self.head.vocab_size, self.device)
-        tok = loaded.tokenizer
-        # never more tokens than the model's context: a longer sentence loses its end (it is the whole input)
-        context = model_context(self.lm, tok)
-        self.max_length = int(max_length) if context is None else min(int(max_length), context)
-        if self.max_length < int(max_length):
-            log.info("held-out sentences truncated to the model's context of %d tokens "
-                     "(evaluate.ablation.max_length is %d)", context, max_length)
-        enc = tok(list(texts), add_special_tokens=True, return_attention_mask=False)["input_ids"] if texts else []
-        self.ids = [list(ids[: self.max_length]) for ids in enc]
-        self.truncated = np.array([len(ids) > self.max_length for ids in enc], dtype=bool)
-        self.n_truncated = int(self.truncated.sum())
-        self.n_predicted = np.array([max(len(ids) - 1, 0) for ids in self.ids], dtype=np.int64)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        self.pad_id = int(pad)
-        # on CUDA, memory for one float32 logit chunk and its temporaries is kept aside
-        self.token_budget = token_budget or auto_token_budget(
-            loaded, max((len(i) for i in self.ids), default=1),
-            reserve_bytes=3 * 4 * self.chunk_tokens * self.head.vocab_size)
-        self._batch()
-
-    def _batch(self) -> None:
-        usable = [i for i, n in enumerate(self.n_predicted) if n > 0]
-        self.batches: list[Batch] = []
-        for rows in make_batches([len(self.ids[i]) for i in usable], self.token_budget, min_fill=MIN_FILL):
-            rows = [usable[r] for r in rows]
-            width = max(len(self.ids[i]) for i in rows)
-            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            positions, targets, owner = [], [], []
-            for r, i in enumerate(rows):
-                seq = self.ids[i]
-                ids[r, : len(seq)] = seq
-                positions.append(r * width + np.arange(len(seq) - 1))
-                targets.append(seq[1:])
-                owner.append(np.full(len(seq) - 1, i))
-            as_tensor = lambda a: torch.as_tensor(np.concatenate(a).astype(np.int64), device=self.device)  # noqa: E731
-            self.batches.append(Batch(torch.as_tensor(ids, device=self.device), as_tensor(positions),
-                                      as_tensor(targets), as_tensor(owner)))
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.n_predicted.sum())
-
-    @torch.inference_mode()
-    def check_head(self) -> float:
-        """The chunked head against ``lm(...).logits`` on the shortest scored sentence (no intervention)."""
-        usable = [i for i, n in enumerate(self.n_predicted) if n > 0]
-        if not usable:
-            return 0.0
-        i = min(usable, key=lambda j: (len(self.ids[j]), j))
-        return self.head.check(self.lm, self.base, torch.as_tensor([self.ids[i]], device=self.device))
-
-    @torch.inference_mode()
-    def nll(self) -> np.ndarray:
-        """Summed NLL (nats) of every sentence's predicted tokens, float64 [sentences]; 0 for sentences
-        with nothing to predict.  A CUDA out-of-memory halves the token budget and starts over."""
-        while True:
-            try:
-                sums = torch.zeros(len(self.ids), dtype=torch.float64, device=self.device)
-                for b in self.batches:
-                    hidden = self.base(input_ids=b.input_ids, use_cache=False).last_hidden_state
-                    flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, b.positions)  # [N, H]
-                    sums.index_add_(0, b.owner, chunked_nll(self.head, flat, b.targets, self.chunk_tokens).double())
-                return sums.cpu().numpy()
-            except torch.OutOfMemoryError:
-                if self.token_budget <= max(len(i) for i in self.ids):
-                    raise NeurospecError("out of device memory on a single held-out sentence: lower "
-                                         "evaluate.ablation.max_length") from None
-                self.token_budget //= 2
-                log.warning("CUDA out of memory: token budget halved to %d, starting the condition over",
-                            self.token_budget)
-                torch.cuda.empty_cache()
-                self._batch()
-
-
-def language_means(sums: np.ndarray, counts: np.ndarray, langs: np.ndarray, order: Sequence[str]) -> np.ndarray:
-    """Mean NLL per token of each language in ``order``: its sentences' summed NLL over their tokens."""
-    out = np.empty(len(order))
-    for k, lang in enumerate(order):
-        mask = langs == lang
-        out[k] = sums[mask].sum() / max(int(counts[mask].sum()), 1)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,86 +114,9 @@ def language_means(sums: np.ndarray, counts: np.ndarray, langs: np.ndarray, orde
 # --------------------------------------------------------------------------------------------
 
 
-def ci_rng(seed: int, group: str, lang: str) -> np.random.Generator:
-    """The bootstrap's generator of one (group, evaluated language): the same on every rerun."""
-    return np.random.default_rng([int(seed), zlib.crc32(group.encode()), zlib.crc32(lang.encode())])
-
-
-def bootstrap_delta_ci(base_sums: np.ndarray, sums: np.ndarray, counts: np.ndarray, rng: np.random.Generator,
-                       n_boot: int = N_BOOT, level: float = LEVEL) -> tuple[float, float]:
-    """Percentile interval of delta NLL = (sum(sums) - sum(base_sums)) / sum(counts) over sentences
-    resampled with replacement (``n_boot`` resamples of all sentences at once, one
-    ``rng.integers(0, n, size=(n_boot, n))`` draw): per sentence its summed NLL with the intervention
-    (``sums``) and without (``base_sums``) and its predicted tokens (``counts``)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    n = len(counts)
-    if n == 0 or n_boot < 1:
-        return float("nan"), float("nan")
-    idx = rng.integers(0, n, size=(n_boot, n))
-    diff = np.asarray(sums, dtype=np.float64) - np.asarray(base_sums, dtype=np.float64)
-    deltas = diff[idx].sum(axis=1) / np.maximum(counts[idx].sum(axis=1), 1.0)
-    alpha = (1.0 - level) / 2
-    return float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1.0 - alpha))
-
-
-def p_controls(delta: float, control_deltas: Sequence[float]) -> float:
-    """Empirical p-value of a selected set's delta NLL against its controls':
-    (1 + #{controls with delta >= the selected one's}) / (1 + #controls)."""
-    controls = np.asarray(control_deltas, dtype=np.float64)
-    return float((1 + int((controls >= delta).sum())) / (1 + len(controls)))
-
-
 # --------------------------------------------------------------------------------------------
 # Conditions
 # --------------------------------------------------------------------------------------------
-
-
-def random_controls(selection: Selection, n_neurons: int, group: str, seeds: Sequence[int],
-                    salt: Sequence[int] = ()) -> list[Selection]:
-    """One random selection per seed with ``selection``'s neurons per layer; the draw depends on the
-    seed and the group only (and ``salt``: a budget's N), so a rerun (or another method's run) gives
-    the same sets."""
-    return [random_like(selection, n_neurons,
-                        np.random.default_rng([int(s), zlib.crc32(group.encode()), *map(int, salt)]))
-            for s in seeds]
-
-
-def matched_controls(selection: Selection, deciles: np.ndarray, group: str,
-                     seeds: Sequence[int], salt: Sequence[int] = ()) -> list[tuple[Selection, int]]:
-    """One control per seed matched on layer and firing-rate decile (``interventions.matched_like``),
-    with the number of its neurons that had to come from the selection; seeded like ``random_controls``."""
-    return [matched_like(selection, deciles,
-                         np.random.default_rng([int(s), zlib.crc32(group.encode()), *map(int, salt)]))
-            for s in seeds]
-
-
-# methods whose selection keeps the largest |score| (diffmeans' score is a signed difference)
-ABS_SCORE_METHODS = ("diffmeans",)
-
-
-def budget_selections(scores: pd.DataFrame, budgets: Sequence[int],
-                      method: str) -> tuple[dict[str, dict[int, Selection]], dict[str, list[int]]]:
-    """Per group and budget N, the group's top N neurons of the score table, ranked over all layers by
-    ``score`` (by |score| for ``ABS_SCORE_METHODS``), ties by layer, then neuron.
-
-    Returns {group: {N: selection}} and {group: [the budgets larger than its scored neurons]} (the
-    score table holds the selected neurons only, so a budget beyond them is left out, not padded).
-    """
-    if any(isinstance(n, bool) or int(n) < 1 for n in budgets):
-        raise NeurospecError(f"evaluate.ablation.budgets must be positive integers, not {list(budgets)}")
-    out: dict[str, dict[int, Selection]] = {}
-    skipped: dict[str, list[int]] = {}
-    for group, d in scores.groupby("group", sort=True, observed=True):
-        key = d["score"].to_numpy(np.float64)
-        key = np.abs(key) if method in ABS_SCORE_METHODS else key
-        order = np.lexsort((d["neuron"].to_numpy(), d["layer"].to_numpy(), -key))
-        for n in sorted({int(b) for b in budgets}):
-            if n > len(d):
-                skipped.setdefault(str(group), []).append(n)
-                continue
-            top = d.iloc[order[:n]]
-            out.setdefault(str(group), {})[n] = selections_from_scores(top).get(str(group), {})
-    return out, skipped
 
 
 def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], held_out: HeldOut, *,

@@ -49,7 +49,7 @@ def output_nll(loaded: LoadedModel, prompts: Sequence[Sequence[int]], outputs: S
     """Summed NLL (nats, float64) of each output's tokens given its prompt under the unsteered model,
     and each output's token count; rows are right-padded (causal attention: real tokens never see
     the padding), the LM head applied to the predicting positions only, in chunks."""
-    from neurospec.evaluate.ablation import OutputHead, chunk_tokens_for, chunked_nll
+    from neurospec.evaluate.nll import OutputHead, chunk_tokens_for, chunked_nll
 
     lm = loaded.require_lm("steering (NLL of the outputs)")
     head = OutputHead(lm)
