@@ -7,10 +7,10 @@ sys.path.insert(0, snakemake.scriptdir)  # this checkout's neurospec, ahead of a
 from neurospec.run.workers import run_task, task_ref  # noqa: E402
 
 if TYPE_CHECKING:  # go to definition; the worker imports them (pandas, matplotlib: seconds a job saves)
-    from neurospec.evaluate.correlation import draw_correlation
+    from neurospec.plots.correlation_figure import draw_correlation
     from neurospec.evaluate.translation_quality import draw_quality
 else:
-    draw_correlation = task_ref("neurospec.evaluate.correlation:draw_correlation")
+    draw_correlation = task_ref("neurospec.plots.correlation_figure:draw_correlation")
     draw_quality = task_ref("neurospec.evaluate.translation_quality:draw_quality")
 
 FIGURES = {"correlation": draw_correlation, "quality": draw_quality}

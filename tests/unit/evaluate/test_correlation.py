@@ -10,6 +10,8 @@ import pytest
 from scipy import stats
 
 from neurospec.evaluate import correlation as C
+from neurospec.evaluate import spearman as S
+from neurospec.plots import correlation_figure as F
 from neurospec.score.scoring import iou
 
 
@@ -17,7 +19,7 @@ def test_spearman_equals_scipy_with_ties():
     rng = np.random.default_rng(1)
     x = rng.integers(0, 5, size=40).astype(float)  # many ties
     y = x + rng.normal(size=40)
-    r = C.spearman(x, y, n_boot=200, seed=0)
+    r = S.spearman(x, y, n_boot=200, seed=0)
     ref = stats.spearmanr(x, y)
     assert r["rho"] == pytest.approx(ref.statistic, abs=1e-12) and r["p_value"] == pytest.approx(ref.pvalue)
     assert r["n"] == 40 and r["ci_low"] < r["rho"] < r["ci_high"]
@@ -25,16 +27,16 @@ def test_spearman_equals_scipy_with_ties():
 
 def test_monotone_data_give_rho_one_and_a_degenerate_interval():
     x = np.arange(20.0)
-    r = C.spearman(x, np.exp(x / 3), n_boot=500, seed=0)
+    r = S.spearman(x, np.exp(x / 3), n_boot=500, seed=0)
     assert r["rho"] == pytest.approx(1.0) and r["ci_low"] == pytest.approx(1.0) and r["ci_high"] == pytest.approx(1.0)
-    r = C.spearman(x, -x ** 3, n_boot=500, seed=0)
+    r = S.spearman(x, -x ** 3, n_boot=500, seed=0)
     assert r["rho"] == pytest.approx(-1.0) and r["ci_high"] == pytest.approx(-1.0)
 
 
 def test_null_interval_covers_zero_and_has_the_expected_width():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=400), rng.normal(size=400)
-    r = C.spearman(x, y, n_boot=2000, seed=0)
+    r = S.spearman(x, y, n_boot=2000, seed=0)
     assert r["ci_low"] < 0 < r["ci_high"] and abs(r["rho"]) < 0.15
     # the sampling s.d. of rho under independence is about 1/sqrt(n - 1): the 95% interval spans ~3.9 of them
     assert (r["ci_high"] - r["ci_low"]) == pytest.approx(2 * 1.96 / math.sqrt(399), rel=0.2)
@@ -48,17 +50,17 @@ def test_bootstrap_interval_covers_the_true_rho_about_95_percent_of_the_time():
     hits, n_sims = 0, 300
     for sim in range(n_sims):
         x, y = rng.multivariate_normal([0, 0], cov, size=60).T
-        r = C.spearman(x, y, n_boot=400, seed=sim)
+        r = S.spearman(x, y, n_boot=400, seed=sim)
         hits += r["ci_low"] <= true <= r["ci_high"]
     assert 0.88 <= hits / n_sims <= 0.99
 
 
 def test_undefined_cases_and_seeding():
-    assert math.isnan(C.spearman([1, 2], [3, 4])["rho"])  # fewer than 3
-    assert math.isnan(C.spearman([1, 1, 1, 1], [1, 2, 3, 4])["rho"])  # constant
-    r = C.spearman([1, 2, np.nan, 4], [2, 1, 3, 5], n_boot=200, seed=7)
+    assert math.isnan(S.spearman([1, 2], [3, 4])["rho"])  # fewer than 3
+    assert math.isnan(S.spearman([1, 1, 1, 1], [1, 2, 3, 4])["rho"])  # constant
+    r = S.spearman([1, 2, np.nan, 4], [2, 1, 3, 5], n_boot=200, seed=7)
     assert r["n"] == 3  # the NaN pair is dropped
-    again = C.spearman([1, 2, np.nan, 4], [2, 1, 3, 5], n_boot=200, seed=7)
+    again = S.spearman([1, 2, np.nan, 4], [2, 1, 3, 5], n_boot=200, seed=7)
     assert r == again
     # resamples of one pair repeated (3 / 27 of them) are constant: skipped and not counted
     assert 0 < 200 - r["n_boot"] < 60
@@ -96,7 +98,7 @@ def test_bootstrap_interval_is_the_hand_versions():
         if np.ptp(x) == 0 or np.ptp(y) == 0:
             continue
         level, n_boot = (0.95, 0.9, 0.8)[trial % 3], (200, 999, 1000)[trial % 3]
-        r = C.spearman(x, y, n_boot=n_boot, seed=trial, level=level)
+        r = S.spearman(x, y, n_boot=n_boot, seed=trial, level=level)
         lo, hi, used = _hand_bootstrap_interval(x, y, n_boot, trial, level)
         assert r["n_boot"] == used
         assert r["ci_low"] == pytest.approx(lo, rel=0, abs=1e-14)
@@ -173,7 +175,7 @@ def test_planted_correlation_is_recovered_and_drawn(tmp_path):
     assert per_kind["n"] == per_kind["n_directions"] == 6 and per_kind["unit"] == "direction"
     tier = measures[measures["measure"] == "tier_size"].set_index("pair")["value"]
     assert tier["en-sv"] == 1_000_000 and tier["hi-en"] == 5_000_000
-    drawn = C.plot_correlation(measures, result, tmp_path / "c.png", demo=True)
+    drawn = F.plot_correlation(measures, result, tmp_path / "c.png", demo=True)
     x = drawn[("frequency", "n_selected")]
     assert sorted(x["labels"]) == sorted(pairs) and x["rho"] == pytest.approx(-1.0)
     np.testing.assert_allclose(x["y"], 80.0 - x["x"])
@@ -222,7 +224,7 @@ def test_cluster_bootstrap_equals_a_hand_loop_over_languages():
     x_lang = rng.integers(0, 4, size=12).astype(float)  # ties: some resamples are constant
     x, y, cl, kinds = _two_directions(x_lang, x_lang + rng.normal(size=12), x_lang + rng.normal(size=12), langs)
     n_boot, seed, level = 500, 5, 0.9
-    r = C.cluster_spearman(x, y, cl, kinds=kinds, n_boot=n_boot, n_perm=0, seed=seed, level=level)
+    r = S.cluster_spearman(x, y, cl, kinds=kinds, n_boot=n_boot, n_perm=0, seed=seed, level=level)
     codes = sorted(set(langs))
     draws = np.random.default_rng(seed).integers(0, len(codes), size=(n_boot, len(codes)))
     boot, pboot = [], []
@@ -248,7 +250,7 @@ def test_unequal_clusters_take_the_loop_and_still_equal_the_hand_loop():
     x_lang = rng.normal(size=8)
     x, y, cl, kinds = _two_directions(x_lang, x_lang + rng.normal(size=8), x_lang + rng.normal(size=8), langs)
     y[3] = np.nan
-    r = C.cluster_spearman(x, y, cl, kinds=kinds, n_boot=300, n_perm=200, seed=1, level=0.95, partial=False)
+    r = S.cluster_spearman(x, y, cl, kinds=kinds, n_boot=300, n_perm=200, seed=1, level=0.95, partial=False)
     ok = np.isfinite(y)
     x, y, cl = x[ok], y[ok], [c for c, k in zip(cl, ok) if k]
     codes = sorted(set(cl))
@@ -265,7 +267,7 @@ def test_partial_rho_equals_lstsq_on_ranks():
     rng = np.random.default_rng(13)
     x_lang = rng.normal(size=16)
     x, y, cl, kinds = _two_directions(x_lang, x_lang + rng.normal(size=16), rng.normal(size=16), LANGS)
-    r = C.cluster_spearman(x, y, cl, kinds=kinds, n_boot=0, n_perm=0)
+    r = S.cluster_spearman(x, y, cl, kinds=kinds, n_boot=0, n_perm=0)
     assert r["partial_rho"] == pytest.approx(_hand_partial(x, y, cl), abs=1e-12)
     assert r["partial_rho"] != pytest.approx(r["rho"], abs=1e-3)  # the control changed something
     # planted confounding: x and chrF++ both driven by tier and script, otherwise independent noise
@@ -276,12 +278,12 @@ def test_partial_rho_equals_lstsq_on_ranks():
     x_lang = conf + 0.3 * rng.normal(size=16)
     x, y, cl, kinds = _two_directions(x_lang, -conf + 0.3 * rng.normal(size=16), -conf + 0.3 * rng.normal(size=16),
                                       LANGS)
-    planted = C.cluster_spearman(x, y, cl, kinds=kinds, n_boot=500, n_perm=0, seed=0)
+    planted = S.cluster_spearman(x, y, cl, kinds=kinds, n_boot=500, n_perm=0, seed=0)
     assert planted["rho"] < -0.8 and planted["ci_high"] < -0.5  # a strong raw association...
     assert abs(planted["partial_rho"]) < 0.3 and planted["partial_ci_low"] < 0 < planted["partial_ci_high"]  # ...gone
     assert planted["partial_rho"] == pytest.approx(_hand_partial(x, y, cl), abs=1e-12)
     # the tier's own row has no partial (it is the confound)
-    assert math.isnan(C.cluster_spearman(x, y, cl, kinds=kinds, n_boot=0, n_perm=0, partial=False)["partial_rho"])
+    assert math.isnan(S.cluster_spearman(x, y, cl, kinds=kinds, n_boot=0, n_perm=0, partial=False)["partial_rho"])
 
 
 def test_resampling_directions_is_narrower_than_resampling_languages_when_they_are_copies():
@@ -292,8 +294,8 @@ def test_resampling_directions_is_narrower_than_resampling_languages_when_they_a
     x_lang = rng.normal(size=16)
     y_lang = 0.4 * x_lang + rng.normal(size=16)
     x, y, cl, kinds = _two_directions(x_lang, y_lang, y_lang, LANGS)
-    by_language = C.cluster_spearman(x, y, cl, kinds=kinds, n_boot=2000, n_perm=2000, seed=0)
-    by_direction = C.spearman(x, y, n_boot=2000, seed=0)
+    by_language = S.cluster_spearman(x, y, cl, kinds=kinds, n_boot=2000, n_perm=2000, seed=0)
+    by_direction = S.spearman(x, y, n_boot=2000, seed=0)
     assert by_language["rho"] == pytest.approx(by_direction["rho"], abs=1e-12)
     width_lang = by_language["ci_high"] - by_language["ci_low"]
     width_dir = by_direction["ci_high"] - by_direction["ci_low"]
@@ -315,7 +317,7 @@ def test_cluster_permutation_test_holds_its_level_where_the_direction_test_does_
     for sim in range(n_sims):
         x_lang, y_lang = rng.normal(size=12), rng.normal(size=12)
         x, y, cl, kinds = _two_directions(x_lang, y_lang, y_lang, langs)
-        r = C.cluster_spearman(x, y, cl, kinds=kinds, n_boot=0, n_perm=400, seed=sim, partial=False)
+        r = S.cluster_spearman(x, y, cl, kinds=kinds, n_boot=0, n_perm=400, seed=sim, partial=False)
         rej_cluster += r["p_value"] <= 0.05
         rej_naive += stats.spearmanr(x, y).pvalue <= 0.05
     assert rej_cluster / n_sims <= 0.09

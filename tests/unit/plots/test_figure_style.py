@@ -13,6 +13,7 @@ from matplotlib.colors import to_hex
 
 from neurospec import languages as L
 from neurospec.evaluate import correlation as C
+from neurospec.plots import correlation_figure as F
 from neurospec.evaluate import translation_quality
 from neurospec.plots import figures
 from neurospec.plots import style
@@ -89,7 +90,7 @@ def test_each_family_has_one_colour_in_every_figure(captured, tmp_path):
     figures.plot_specialized_counts(_scores(LANGS), LANGS, range(4), tmp_path / "specialized_counts.png", "contrast")
     figures.plot_clustering(overlap, LANGS, tmp_path / "clustering.png", "contrast")
     pairs = [f"en-{c}" for c in LANGS] + [f"{c}-en" for c in LANGS]
-    C.plot_correlation(*_measures(pairs), tmp_path / "correlation.png")
+    F.plot_correlation(*_measures(pairs), tmp_path / "correlation.png")
     found = {}
     for name, (fig, _) in captured.items():
         colours = {**_tick_colors(fig), **_legend_colors(fig)}
@@ -120,7 +121,7 @@ def test_script_markers_are_distinct_and_cover_every_script():
 
 
 def test_correlation_labels_do_not_overlap_with_80_directions(tmp_path):
-    drawn = C.plot_correlation(*_measures(PAIRS80), tmp_path / "c.png", demo=True)
+    drawn = F.plot_correlation(*_measures(PAIRS80), tmp_path / "c.png", demo=True)
     for key, entry in drawn.items():
         boxes = entry["label_boxes"]
         assert len(boxes) == 80, key

@@ -16,7 +16,7 @@ TASKS = frozenset({
     "neurospec.browser.page:write_page",
     "neurospec.collect.collect:collect_to_file",
     "neurospec.evaluate.correlation:correlate_to_file",
-    "neurospec.evaluate.correlation:draw_correlation",
+    "neurospec.plots.correlation_figure:draw_correlation",
     "neurospec.data.demo:build_model",
     "neurospec.plots.figures:draw",
     "neurospec.plots.figures:draw_many",
