@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from neurospec import models
+from neurospec.evaluate import greedy as G
 from neurospec.evaluate import translation as T
+from neurospec.evaluate import translation_prompts as P
 from neurospec.errors import NeurospecError
 from neurospec.interventions import intervene
 from neurospec.tables import PAIR_SCHEMA, SCORE_SCHEMA, read_metadata, read_table, write_counts, write_table
@@ -35,10 +37,10 @@ def _load(model_dir, attn="sdpa", chat_template=None):
 
 
 def _prompts(loaded, chat: bool, src=SOURCES, src_lang="en", tgt_lang="de"):
-    texts = T.prompt_texts(loaded.tokenizer, src, src_lang, tgt_lang, template=TEMPLATE,
+    texts = P.prompt_texts(loaded.tokenizer, src, src_lang, tgt_lang, template=TEMPLATE,
                            continuation="\n{tgt_name}:", chat=chat)
-    caps = T.token_caps(loaded.tokenizer, src, max_new_tokens=24, ratio=1.5, extra=2)
-    return texts, T.encode_prompts(loaded.tokenizer, texts, chat), caps
+    caps = P.token_caps(loaded.tokenizer, src, max_new_tokens=24, ratio=1.5, extra=2)
+    return texts, P.encode_prompts(loaded.tokenizer, texts, chat), caps
 
 
 @pytest.mark.parametrize(("attn", "chat"), [("sdpa", False), ("sdpa", True), ("eager", False)],
@@ -47,7 +49,7 @@ def test_batched_generation_equals_one_sentence_at_a_time(small_model_dir, attn,
     """fp32: left-padded batches (rows leaving as they finish) give the tokens of unpadded single runs,
     and those equal transformers' own generate() on each sentence alone."""
     loaded = _load(small_model_dir, attn, CHAT_TEMPLATE if chat else None)
-    assert T.use_chat_template(loaded.tokenizer, "auto") is chat
+    assert P.use_chat_template(loaded.tokenizer, "auto") is chat
     texts, prompts, caps = _prompts(loaded, chat)
     if chat:
         assert texts[0].startswith("<BOS_TOKEN><|user|>Translate from English to German: Germany\n<|assistant|>")
@@ -56,13 +58,13 @@ def test_batched_generation_equals_one_sentence_at_a_time(small_model_dir, attn,
         assert texts[0] == "Translate from English to German: Germany\nGerman:"
     assert len({len(p) for p in prompts}) > 3 and len(set(caps)) > 3  # padding and rows leaving early
     lm = loaded.require_lm("test")
-    batched = T.greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=len(prompts))
-    in_fours = T.greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=4)
-    single = [T.greedy_generate(lm, loaded.tokenizer, [p], [c], batch_size=1)[0] for p, c in zip(prompts, caps)]
+    batched = G.greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=len(prompts))
+    in_fours = G.greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=4)
+    single = [G.greedy_generate(lm, loaded.tokenizer, [p], [c], batch_size=1)[0] for p, c in zip(prompts, caps)]
     for b, f, s in zip(batched, in_fours, single):
         assert b.tokens == s.tokens and b.stop == s.stop
         assert f.tokens == s.tokens and f.stop == s.stop
-    eos = T.eos_token_ids(lm, loaded.tokenizer)
+    eos = G.eos_token_ids(lm, loaded.tokenizer)
     for p, c, s in zip(prompts, caps, single):
         ids = torch.tensor([p])
         ref = lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=c, do_sample=False,
@@ -106,12 +108,12 @@ def test_batched_generation_equals_one_at_a_time_on_other_architectures(small_mo
     with torch.no_grad():
         for p in lm.parameters():
             p.normal_(0.0, 0.3)
-    texts = T.prompt_texts(tokenizer, SOURCES, "en", "de", template=TEMPLATE, continuation="\n{tgt_name}:", chat=False)
-    prompts = T.encode_prompts(tokenizer, texts, False)
-    caps = T.token_caps(tokenizer, SOURCES, max_new_tokens=24, ratio=1.5, extra=2)
+    texts = P.prompt_texts(tokenizer, SOURCES, "en", "de", template=TEMPLATE, continuation="\n{tgt_name}:", chat=False)
+    prompts = P.encode_prompts(tokenizer, texts, False)
+    caps = P.token_caps(tokenizer, SOURCES, max_new_tokens=24, ratio=1.5, extra=2)
     assert min(len(p) for p in prompts) > 8  # longer than Gemma's window
-    batched = T.greedy_generate(lm, tokenizer, prompts, caps, batch_size=len(prompts))
-    single = [T.greedy_generate(lm, tokenizer, [p], [c], batch_size=1)[0] for p, c in zip(prompts, caps)]
+    batched = G.greedy_generate(lm, tokenizer, prompts, caps, batch_size=len(prompts))
+    single = [G.greedy_generate(lm, tokenizer, [p], [c], batch_size=1)[0] for p, c in zip(prompts, caps)]
     assert [b.tokens for b in batched] == [s.tokens for s in single]
     assert [b.stop for b in batched] == [s.stop for s in single]
     assert len({len(b.tokens) for b in batched}) > 1  # rows left the batch at different steps
@@ -161,13 +163,13 @@ class ScriptedLM(torch.nn.Module):
 def test_generation_stops_at_end_of_line_eos_and_cap(batch_size):
     lm, tok = ScriptedLM(), FakeTokenizer()
     prompts = [[ID["p1"]], [ID["x"], ID["p2"]], [ID["p3"]], [ID["p4"]]]
-    out = T.greedy_generate(lm, tok, prompts, [10, 10, 4, 10], batch_size=batch_size, eos_ids=[ID["<eos>"]])
+    out = G.greedy_generate(lm, tok, prompts, [10, 10, 4, 10], batch_size=batch_size, eos_ids=[ID["<eos>"]])
     words = [[VOCAB[i] for i in g.tokens] for g in out]
     assert words[0] == ["\n\n", "Hallo", " Welt", ".\n"] and out[0].stop == "newline"  # the blank line is skipped
     assert words[1] == [" ", "\n", "x"] and out[1].stop == "eos"  # a line break before any text does not stop
     assert words[2] == ["y"] * 4 and out[2].stop == "cap"
     assert words[3] == [".\n"] and out[3].stop == "newline"
-    hyps = [T.extract_hypothesis(tok.decode(g.tokens)) for g in out]
+    hyps = [G.extract_hypothesis(tok.decode(g.tokens)) for g in out]
     assert hyps == ["Hallo Welt.", "x", "yyyy", "."]
     if batch_size == 4:  # finished rows left the batch: p4 after step 1, p3 after step 4, p2 and p1 then
         assert lm.selected[0] == [0, 1, 2]
@@ -176,27 +178,27 @@ def test_generation_stops_at_end_of_line_eos_and_cap(batch_size):
 def test_token_caps_follow_the_source_length(small_model_dir):
     loaded = _load(small_model_dir)
     n = [len(loaded.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in SOURCES]
-    caps = T.token_caps(loaded.tokenizer, SOURCES, max_new_tokens=12, ratio=1.5, extra=2)
+    caps = P.token_caps(loaded.tokenizer, SOURCES, max_new_tokens=12, ratio=1.5, extra=2)
     assert caps == [min(12, math.ceil(1.5 * k) + 2) for k in n]
     assert 12 in caps and min(caps) < 12  # both the relative cap and the hard cap bind somewhere
-    assert T.token_caps(loaded.tokenizer, ["a"], max_new_tokens=5, ratio=0.0, extra=0) == [1]
+    assert P.token_caps(loaded.tokenizer, ["a"], max_new_tokens=5, ratio=0.0, extra=0) == [1]
 
 
 def test_extract_hypothesis():
-    assert T.extract_hypothesis("  \n\n Guten Tag.  \nEnglish: x") == "Guten Tag."
-    assert T.extract_hypothesis("\n \n") == ""
-    assert T.extract_hypothesis("no newline at all ") == "no newline at all"
+    assert G.extract_hypothesis("  \n\n Guten Tag.  \nEnglish: x") == "Guten Tag."
+    assert G.extract_hypothesis("\n \n") == ""
+    assert G.extract_hypothesis("no newline at all ") == "no newline at all"
 
 
 def test_chat_template_setting(small_model_dir):
     loaded = _load(small_model_dir)
-    assert T.use_chat_template(loaded.tokenizer, "auto") is False
-    assert T.use_chat_template(loaded.tokenizer, False) is False
+    assert P.use_chat_template(loaded.tokenizer, "auto") is False
+    assert P.use_chat_template(loaded.tokenizer, False) is False
     with pytest.raises(NeurospecError, match="chat_template is true, but the tokenizer of 'm' has no chat template"):
-        T.use_chat_template(loaded.tokenizer, True, "m")
+        P.use_chat_template(loaded.tokenizer, True, "m")
     loaded.tokenizer.chat_template = CHAT_TEMPLATE
-    assert T.use_chat_template(loaded.tokenizer, True) is True
-    assert T.use_chat_template(loaded.tokenizer, False) is False
+    assert P.use_chat_template(loaded.tokenizer, True) is True
+    assert P.use_chat_template(loaded.tokenizer, False) is False
     with pytest.raises(NeurospecError, match=r"continuation has placeholder \{src\}"):
         T.check_continuation("\n{src}")
 
@@ -230,8 +232,8 @@ def test_translate_to_file_writes_hypotheses_and_metadata(small_model_dir, tmp_p
     _, prompts, caps = _prompts(loaded, False, src=SOURCES[::-1][:5])
     lm = loaded.require_lm("test")
     for row, p, c in zip(out.itertuples(), prompts, caps):
-        g = T.greedy_generate(lm, loaded.tokenizer, [p], [c], batch_size=1)[0]
-        assert row.hyp == T.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
+        g = G.greedy_generate(lm, loaded.tokenizer, [p], [c], batch_size=1)[0]
+        assert row.hyp == G.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
         assert row.n_new_tokens == len(g.tokens) <= c and row.stop == g.stop
         assert "\n" not in row.hyp
     assert meta["pair"] == "en-de" and meta["split"] == "test" and meta["n_sentences"] == 5
@@ -284,12 +286,12 @@ def test_ablated_translation_equals_generation_with_zeroed_weight_columns(small_
                 _down_weights(edited)[layer][:, idx] = 0.0
         part = out[out["pair"] == pair].sort_values("id")
         _, prompts, caps = _prompts(loaded, False, src=part["src"].tolist(), src_lang=src, tgt_lang=tgt)
-        want = [T.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
-                for g in T.greedy_generate(edited, loaded.tokenizer, prompts, caps, batch_size=1)]
+        want = [G.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
+                for g in G.greedy_generate(edited, loaded.tokenizer, prompts, caps, batch_size=1)]
         assert part["hyp"].tolist() == want
         assert (part["n_neurons"] == sum(len(v) for v in selection[group].values())).all()
-        base[pair] = [T.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
-                      for g in T.greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=1)]
+        base[pair] = [G.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
+                      for g in G.greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=1)]
     # the ablation changed something, and the model itself is untouched afterwards
     assert any(out[out["pair"] == p].sort_values("id")["hyp"].tolist() != base[p] for p in base)
 
@@ -330,8 +332,8 @@ def test_mean_patching_uses_the_other_languages_means(small_model_dir, tmp_path)
     values = (counts["en"][0] + counts["ru"][0]) / (counts["en"][1] + counts["ru"][1])
     _, prompts, caps = _prompts(loaded, False, src=got["src"].tolist())
     with intervene(lm, selection, "mean", values):
-        want = [T.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
-                for g in T.greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=1)]
+        want = [G.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
+                for g in G.greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=1)]
     assert got["hyp"].tolist() == want
     with pytest.raises(NeurospecError, match="evaluate.translate: mode .mean. needs the count tables"):
         T.translate_ablated_to_file(loaded, paths, str(tmp_path / "s.parquet"), str(tmp_path / "b.parquet"),

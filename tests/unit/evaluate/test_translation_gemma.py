@@ -7,6 +7,7 @@ import pytest
 from neurospec import models
 from neurospec.data import pairs
 from neurospec.evaluate import translation as T
+from neurospec.evaluate import translation_prompts as P
 from neurospec.tables import PAIR_SCHEMA, read_metadata, read_table, write_table
 from neurospec.evaluate.translation_quality import corpus_scores
 
@@ -23,7 +24,7 @@ def gemma_dir(gemma3_workdir):
 @pytest.mark.parametrize("pair", ["de-en", "fr-en"])
 def test_gemma3_translates_far_better_than_copying_the_source(gemma_dir, ec40_dir, tmp_path, pair):
     loaded = models.load_model(str(gemma_dir), dtype="float32", device="cpu")
-    assert T.use_chat_template(loaded.tokenizer, "auto") is False  # the base model: plain prompt
+    assert P.use_chat_template(loaded.tokenizer, "auto") is False  # the base model: plain prompt
     table, stats = pairs.build_pair_table(pair, {"name": "ec40", "split": "test", "local_dir": str(ec40_dir),
                                                  "max_samples": 6, "detokenize": True})
     write_table(table, tmp_path / "pairs.parquet", PAIR_SCHEMA, metadata={"pair": pair, **stats})

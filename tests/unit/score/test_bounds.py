@@ -13,7 +13,9 @@ from neurospec.evaluate import ablation as A
 from neurospec.evaluate import nll as held_out
 from neurospec.collect import collect
 from neurospec import models
+from neurospec.evaluate import greedy as G
 from neurospec.evaluate import translation as T
+from neurospec.evaluate import translation_prompts as P
 from neurospec.errors import NeurospecError
 from neurospec.prompts import fit_prompt, model_context
 from neurospec.tables import PAIR_SCHEMA, read_metadata, read_table, write_table
@@ -40,8 +42,8 @@ def word_tokenizer(words):
 
 def _encoder(tok, chat=False):
     def encode(src):
-        texts = T.prompt_texts(tok, [src], "en", "de", template=TEMPLATE, continuation="\n{tgt_name}:", chat=chat)
-        return T.encode_prompts(tok, texts, chat)[0]
+        texts = P.prompt_texts(tok, [src], "en", "de", template=TEMPLATE, continuation="\n{tgt_name}:", chat=chat)
+        return P.encode_prompts(tok, texts, chat)[0]
     return encode
 
 
@@ -136,8 +138,8 @@ def test_translation_truncates_counts_and_leaves_the_other_sentences_alone(small
     assert ref_meta["n_truncated"] == 0 and ref_meta["truncated_ids"] == []
     assert df.loc[2, "src"] == long  # the table keeps the whole sentence
     # the prompt tokens: the five short prompts of both runs, plus at most 48 for the long one
-    short_tokens = ref_meta["n_prompt_tokens"] - len(T.encode_prompts(
-        loaded.tokenizer, T.prompt_texts(loaded.tokenizer, ["Peru"], "en", "de", template=TEMPLATE,
+    short_tokens = ref_meta["n_prompt_tokens"] - len(P.encode_prompts(
+        loaded.tokenizer, P.prompt_texts(loaded.tokenizer, ["Peru"], "en", "de", template=TEMPLATE,
                                          continuation="\n{tgt_name}:", chat=False), False)[0])
     assert 44 <= meta["n_prompt_tokens"] - short_tokens <= 48
     others = [i for i in range(len(with_long)) if i != 2]
@@ -208,9 +210,9 @@ def test_ablated_translation_counts_truncations_per_direction(small_model_dir, t
     # by hand: the fitted prompt of the long sentence, generated with German's neurons zeroed
     encode = _encoder(loaded.tokenizer)
     fitted = fit_prompt(loaded.tokenizer, long, encode, 80)
-    cap = T.token_caps(loaded.tokenizer, [fitted.src], max_new_tokens=16, ratio=1.5, extra=2)
+    cap = P.token_caps(loaded.tokenizer, [fitted.src], max_new_tokens=16, ratio=1.5, extra=2)
     with intervene(lm, selection, "zero"):
-        g = T.greedy_generate(lm, loaded.tokenizer, [fitted.ids], cap, batch_size=1)[0]
+        g = G.greedy_generate(lm, loaded.tokenizer, [fitted.ids], cap, batch_size=1)[0]
     row = got[(got["pair"] == "en-de") & (got["id"] == 1)].iloc[0]
-    assert row["hyp"] == T.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
+    assert row["hyp"] == G.extract_hypothesis(loaded.tokenizer.decode(g.tokens, skip_special_tokens=True))
     assert row["src"] == long and row["n_new_tokens"] == len(g.tokens)

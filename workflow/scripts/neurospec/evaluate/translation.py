@@ -37,27 +37,26 @@ computed on the CPU by ``translation_quality``.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..errors import NeurospecError
-from ..interventions import MODES, MeanPatchValues, intervene, selection_size, selections_from_scores
+from ..interventions import intervene, MeanPatchValues, MODES, selection_size, selections_from_scores
 from ..languages import group_language, parse_pair
 from ..models import LoadedModel
 from ..progress import Progress
-from ..prompts import check_continuation, check_template, fit_prompt, model_context, render
-from ..tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
+from ..prompts import check_continuation, check_template, fit_prompt, model_context
+from ..tables import package_versions, PAIR_SCHEMA, read_metadata, read_table, write_table
+from .translation_prompts import CHAT_TEMPLATE_CHOICES, encode_prompts, prompt_texts, token_caps, use_chat_template
+from .greedy import extract_hypothesis, greedy_generate, STOPS
+
 
 log = logging.getLogger("neurospec")
 
-CHAT_TEMPLATE_CHOICES = ("auto", True, False)
-STOPS = ("eos", "newline", "cap")
 # One row per translated sentence of a direction (ablated tables add pair, group, n_neurons in front).
 HYPOTHESIS_COLUMNS = ("id", "src", "ref", "hyp", "n_new_tokens", "stop")
 ABLATED_COLUMNS = ("pair", "group", "n_neurons", *HYPOTHESIS_COLUMNS)
@@ -68,196 +67,9 @@ ABLATED_COLUMNS = ("pair", "group", "n_neurons", *HYPOTHESIS_COLUMNS)
 # --------------------------------------------------------------------------------------------
 
 
-def use_chat_template(tokenizer, chat_template: bool | str, model: str = "the model") -> bool:
-    """Whether prompts go through the tokenizer's chat template (``auto``: when it has one)."""
-    if chat_template not in CHAT_TEMPLATE_CHOICES:
-        raise NeurospecError(f"evaluate.translate.chat_template {chat_template!r}: choose auto, true or false")
-    has = bool(getattr(tokenizer, "chat_template", None))
-    if chat_template is True and not has:
-        raise NeurospecError(f"evaluate.translate.chat_template is true, but the tokenizer of {model!r} has no "
-                             "chat template: set it to auto or false (plain prompt and continuation)")
-    return has if chat_template == "auto" else bool(chat_template)
-
-
-def prompt_texts(tokenizer, src: Sequence[str], src_lang: str, tgt_lang: str, *, template: str,
-                 continuation: str, chat: bool) -> list[str]:
-    """The text of every prompt (chat template applied when ``chat``)."""
-    check_template(template)
-    check_continuation(continuation)
-    texts = []
-    for s in src:
-        text, _ = render(template, s, src_lang, tgt_lang)
-        if chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                 add_generation_prompt=True)
-        else:
-            text += render(continuation, "", src_lang, tgt_lang)[0]
-        texts.append(text)
-    return texts
-
-
-def encode_prompts(tokenizer, texts: Sequence[str], chat: bool) -> list[list[int]]:
-    """Token ids; a chat template writes its own special tokens (BOS), a plain prompt gets them added."""
-    if not texts:
-        return []
-    enc = tokenizer(list(texts), add_special_tokens=not chat, return_attention_mask=False)
-    return [list(ids) for ids in enc["input_ids"]]
-
-
-def token_caps(tokenizer, src: Sequence[str], *, max_new_tokens: int, ratio: float, extra: int) -> list[int]:
-    """Cap on new tokens per sentence: min(max_new_tokens, ceil(ratio x source tokens) + extra), at least 1."""
-    if not src:
-        return []
-    lengths = [len(ids) for ids in tokenizer(list(src), add_special_tokens=False,
-                                             return_attention_mask=False)["input_ids"]]
-    return [max(1, min(int(max_new_tokens), math.ceil(ratio * n) + int(extra))) for n in lengths]
-
-
 # --------------------------------------------------------------------------------------------
 # Greedy generation
 # --------------------------------------------------------------------------------------------
-
-
-class StopTokens:
-    """What each token means for stopping: end of sequence, line break, text (decoded on first use).
-
-    A token ends its row when it is an end-of-sequence token, or when it holds a line break and the
-    row already has text (earlier, or in the token before its line break).  Tokens are decoded one at
-    a time without special tokens, as the hypothesis is decoded, and cached.
-    """
-
-    def __init__(self, tokenizer, eos_ids: Sequence[int]):
-        self.tokenizer = tokenizer
-        self.eos = {int(i) for i in eos_ids}
-        self._cache: dict[int, tuple[bool, bool, bool]] = {}
-
-    def flags(self, token: int) -> tuple[bool, bool, bool]:
-        """(has a line break, has text before its first line break, has text)."""
-        got = self._cache.get(token)
-        if got is None:
-            text = self.tokenizer.decode([token], skip_special_tokens=True) if token < len(self.tokenizer) else ""
-            got = ("\n" in text, bool(text.split("\n", 1)[0].strip()), bool(text.strip()))
-            self._cache[token] = got
-        return got
-
-
-def eos_token_ids(lm, tokenizer) -> list[int]:
-    """End-of-sequence ids: the tokenizer's and those of the model's config and generation config."""
-    ids: set[int] = set()
-    sources = [getattr(tokenizer, "eos_token_id", None)]
-    for cfg in (getattr(lm, "config", None), getattr(lm, "generation_config", None)):
-        sources.append(getattr(cfg, "eos_token_id", None) if cfg is not None else None)
-    for value in sources:
-        if value is None:
-            continue
-        ids.update(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
-    return sorted(ids)
-
-
-def extract_hypothesis(text: str) -> str:
-    """The first line of text of a generation (leading whitespace and blank lines skipped), stripped."""
-    return text.lstrip().split("\n", 1)[0].strip()
-
-
-@dataclass
-class Generated:
-    tokens: list[int] = field(default_factory=list)  # new tokens, an end-of-sequence token excluded
-    stop: str = "cap"  # "eos" | "newline" | "cap"
-
-
-def _generate_batch(lm, prompts: Sequence[Sequence[int]], caps: Sequence[int], stops: StopTokens,
-                    pad_id: int, device: torch.device) -> list[Generated]:
-    """Greedy decoding of one left-padded batch with the KV cache; finished rows leave the batch."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, p in enumerate(prompts):
-        ids[r, width - len(p):] = torch.as_tensor(p, dtype=torch.long)
-        mask[r, width - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    position = (mask.cumsum(-1) - 1).clamp(min=0)  # 0 at each row's first real token
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
-    past = out.past_key_values
-    next_position = position[:, -1:] + 1  # [rows, 1]
-    results = [Generated() for _ in prompts]
-    rows = list(range(len(prompts)))  # the prompts still in the batch, in batch order
-    started = [False] * len(prompts)
-    while True:
-        chosen = out.logits[:, -1].argmax(-1)  # [rows]: greedy, ties to the lowest id
-        keep = []
-        for j, token in enumerate(chosen.tolist()):
-            r = rows[j]
-            if token in stops.eos:
-                results[r].stop = "eos"
-                continue
-            results[r].tokens.append(token)
-            newline, text_before, text = stops.flags(token)
-            if newline and (started[r] or text_before):
-                results[r].stop = "newline"
-                continue
-            started[r] = started[r] or text
-            if len(results[r].tokens) >= caps[r]:
-                results[r].stop = "cap"
-                continue
-            keep.append(j)
-        if not keep:
-            return results
-        if len(keep) < len(rows):
-            index = torch.as_tensor(keep, device=device)
-            past.batch_select_indices(index)
-            mask, chosen, next_position = mask[index], chosen[index], next_position[index]
-            rows = [rows[j] for j in keep]
-        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-        out = lm(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_position,
-                 past_key_values=past, use_cache=True)
-        next_position = next_position + 1
-
-
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length (longest first, ties by index), cut into batches of ``batch_size``."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def greedy_generate(lm, tokenizer, prompts: Sequence[Sequence[int]], caps: Sequence[int], *,
-                    batch_size: int = 32, eos_ids: Sequence[int] | None = None,
-                    device: torch.device | str | None = None, progress: Progress | None = None) -> list[Generated]:
-    """Greedy generation of every prompt (token ids), batched by length; results in input order.
-    ``progress`` (neurospec.progress) is told of every finished batch (its sentences).
-
-    A batch that runs out of device memory is split in two and retried.
-    """
-    if batch_size < 1:
-        raise NeurospecError(f"evaluate.translate.batch_size must be at least 1, got {batch_size}")
-    if any(len(p) == 0 for p in prompts):
-        raise NeurospecError("an empty prompt cannot be continued")
-    device = torch.device(device) if device is not None else next(lm.parameters()).device
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    stops = StopTokens(tokenizer, eos_token_ids(lm, tokenizer) if eos_ids is None else eos_ids)
-    results: list[Generated | None] = [None] * len(prompts)
-    queue = length_batches([len(p) for p in prompts], batch_size)
-    with torch.inference_mode():
-        while queue:
-            rows = queue.pop(0)
-            try:
-                batch = _generate_batch(lm, [prompts[i] for i in rows], [caps[i] for i in rows], stops,
-                                        pad_id, device)
-            except torch.OutOfMemoryError:
-                if len(rows) == 1:
-                    raise NeurospecError(f"out of device memory generating for a single prompt of "
-                                         f"{len(prompts[rows[0]])} tokens") from None
-                log.warning("out of device memory on a batch of %d prompts: splitting it", len(rows))
-                torch.cuda.empty_cache()
-                half = len(rows) // 2
-                queue[:0] = [rows[:half], rows[half:]]
-                continue
-            for i, g in zip(rows, batch):
-                results[i] = g
-            if progress is not None:
-                progress.update(len(rows))
-    return results  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------

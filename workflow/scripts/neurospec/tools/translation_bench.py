@@ -27,7 +27,7 @@ import time
 import torch
 
 from ..models import resolve_device, resolve_dtype
-from ..evaluate.translation import greedy_generate
+from ..evaluate.greedy import greedy_generate
 
 SHAPES = {
     # CohereLabs/aya-23-8B's config.json
