@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from neurospec.collect import collect
+from neurospec.collect import collect, counting, encoding
+from neurospec import batching
 from neurospec.data import demo, ec40
 from neurospec.errors import NeurospecError
 from neurospec.languages import counted_language, group_language
@@ -118,7 +119,7 @@ def test_truncation_and_empty_sentences_are_counted(loaded64):
 def test_make_batches_respects_budget_and_fill():
     rng = np.random.default_rng(0)
     lengths = list(rng.integers(5, 120, size=500))
-    batches = collect.make_batches(lengths, 2048)
+    batches = batching.make_batches(lengths, 2048)
     assert sorted(i for b in batches for i in b) == list(range(500))
     real = sum(lengths)
     processed = sum(max(lengths[i] for i in b) * len(b) for b in batches)
@@ -165,7 +166,7 @@ def test_out_of_memory_halves_the_budget_and_loses_nothing(loaded64, monkeypatch
     reference, ref_meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_budget=4096)
     _fail_once(loaded64, monkeypatch, exc)
     events = []
-    release = collect.CountHooks.release
+    release = counting.CountHooks.release
 
     def recording_release(self):
         release(self)
@@ -175,7 +176,7 @@ def test_out_of_memory_halves_the_budget_and_loses_nothing(loaded64, monkeypatch
         # outside the except block: the exception's traceback (and the batch's tensors it holds) is gone
         events.append(("empty_cache", sys.exc_info()[0] is None))
 
-    monkeypatch.setattr(collect.CountHooks, "release", recording_release)
+    monkeypatch.setattr(counting.CountHooks, "release", recording_release)
     monkeypatch.setattr(torch.cuda, "empty_cache", recording_empty_cache)
     with caplog.at_level("WARNING", logger="neurospec"):
         df, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_budget=4096)
@@ -190,7 +191,7 @@ def test_other_runtime_errors_propagate(loaded64, monkeypatch):
     _fail_once(loaded64, monkeypatch, RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"))
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_budget=4096)
-    assert not collect.is_out_of_memory(RuntimeError("CUDA error: device-side assert triggered"))
+    assert not encoding.is_out_of_memory(RuntimeError("CUDA error: device-side assert triggered"))
 
 
 def test_out_of_memory_on_one_prompt_is_one_clear_error(loaded64, monkeypatch):
@@ -232,7 +233,7 @@ def test_bfloat16_counts_match_a_bfloat16_recomputation(small_model_dir):
 # ---------------------------------------------------------------------------- counting implementations
 
 
-def todays_counts(loaded, enc: collect.Encoded, budget: int):
+def todays_counts(loaded, enc: encoding.Encoded, budget: int):
     """The schema-1 collector's arithmetic (before per-sentence statistics), as the reference for
     the existing columns: per layer, the batch's float32 counted-token mask [batch*seq] times 0/1
     indicator matrices written by torch.gt/torch.ne (float64 for float64 models), and times h."""
@@ -268,8 +269,8 @@ def todays_counts(loaded, enc: collect.Encoded, budget: int):
     handles += [t.gate.register_forward_hook(gate(t.layer)) for t in taps]
     try:
         with torch.inference_mode():
-            for rows in collect.make_batches(enc.lengths, budget):
-                ids, counted, _, _ = collect.batch_tensors(enc, rows, loaded.tokenizer.pad_token_id, loaded.device)
+            for rows in batching.make_batches(enc.lengths, budget):
+                ids, counted, _, _ = encoding.batch_tensors(enc, rows, loaded.tokenizer.pad_token_id, loaded.device)
                 state["mask"] = counted.reshape(-1).float()
                 loaded.model(input_ids=ids, use_cache=False)
     finally:
@@ -279,7 +280,7 @@ def todays_counts(loaded, enc: collect.Encoded, budget: int):
 
 
 def _encoded(loaded, pairs):
-    enc = collect.encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(),
+    enc = encoding.encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(),
                          pairs["tgt_lang"].tolist(), template=TEMPLATE)
     enc.even = pairs["id"].to_numpy()[enc.kept] % 2 == 0
     return enc
@@ -292,7 +293,7 @@ def test_existing_columns_equal_todays_path(small_model_dir, dtype, counting):
     pairs = pd.concat([_demo_pairs("ru-en", 25), _demo_pairs("en-hi", 25)], ignore_index=True)
     pairs["id"] = range(len(pairs))
     enc = _encoded(loaded, pairs)
-    totals, even, stats = collect.run_counts(loaded, enc, 512, counting=counting)
+    totals, even, stats = counting.run_counts(loaded, enc, 512, counting=counting)
     assert stats["counting"] == counting and stats["padding_efficiency"] < 1.0  # padded batches
     old_counts, old_sums = todays_counts(loaded, enc, 512)
     np.testing.assert_array_equal(totals[:3].astype(np.int64), old_counts)
@@ -441,7 +442,7 @@ def test_target_scope_drops_an_eos_the_tokenizer_appends_to_the_prompt():
             return {"input_ids": [([1] if add_special_tokens else []) + [ord(c) for c in t]
                                   + ([2] if add_special_tokens else []) for t in texts]}
 
-    enc = collect.encode(EosTokenizer(), ["ab", "c", " "], ["en"] * 3, ["de"] * 3, template="{src}",
+    enc = encoding.encode(EosTokenizer(), ["ab", "c", " "], ["en"] * 3, ["de"] * 3, template="{src}",
                          token_scope="target", tgt=["xyz", "w", "v"], max_length=5)
     assert enc.input_ids == [[1, ord("a"), ord("b"), ord("x"), ord("y")], [1, ord("c"), ord("w")]]
     assert [m.tolist() for m in enc.counted] == [[False] * 3 + [True] * 2, [False, False, True]]
@@ -450,9 +451,9 @@ def test_target_scope_drops_an_eos_the_tokenizer_appends_to_the_prompt():
 
 def test_target_scope_needs_the_references():
     with pytest.raises(NeurospecError, match="token_scope 'target' needs the pair table's reference"):
-        collect.encode(None, ["Peru"], ["en"], ["de"], template=TEMPLATE, token_scope="target")
+        encoding.encode(None, ["Peru"], ["en"], ["de"], template=TEMPLATE, token_scope="target")
     with pytest.raises(NeurospecError, match="choose one of source, all, target"):
-        collect.encode(None, ["Peru"], ["en"], ["de"], template=TEMPLATE, token_scope="tgt")
+        encoding.encode(None, ["Peru"], ["en"], ["de"], template=TEMPLATE, token_scope="tgt")
 
 
 def test_counted_language_and_ablation_group_language_follow_the_scope():

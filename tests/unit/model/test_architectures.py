@@ -13,7 +13,8 @@ import torch.nn.functional as F
 import transformers as tf
 from torch import nn
 
-from neurospec.collect import collect
+from neurospec.collect import collect, encoding
+from neurospec import batching
 from neurospec.data import pairs as pair_tables
 from neurospec.architectures import SUPPORTED, ActFn, n_neurons, resolve_mlp_taps
 from neurospec.errors import NeurospecError
@@ -191,9 +192,9 @@ def test_load_and_collect_equal_recomputation(name, tmp_path, tokenizer, pair_ta
     assert loaded.model.config._attn_implementation == arch.attention  # what the modules run
 
     pairs = read_table(pair_table_path)
-    enc = collect.encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(),
+    enc = encoding.encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(),
                          pairs["tgt_lang"].tolist(), template=TEMPLATE)
-    batches = collect.make_batches(enc.lengths, BUDGET)
+    batches = batching.make_batches(enc.lengths, BUDGET)
     padded = [b for b in batches if len(b) > 1 and len({enc.lengths[i] for i in b}) > 1]
     assert len(padded) >= 2, "the budget must force padded multi-row batches"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neurospec import interventions, models
-from neurospec.collect import collect
+from neurospec.collect import counting, encoding
 from neurospec.architectures import resolve_blocks, resolve_mlp_taps
 from neurospec.errors import NeurospecError
 from neurospec.steering import measures, residual
@@ -141,9 +141,9 @@ def test_output_nll_equals_the_lm_loss_by_hand(loaded):
 def test_residual_sums_equal_a_hand_recount_with_block_hooks(loaded):
     tok = loaded.tokenizer
     src = ["Germany", "the Federal Republic of Germany", "France", "Kingdom of Spain and more"]
-    enc = collect.encode(tok, src, ["en"] * 4, ["de"] * 4, template="Translate from {src_name} to {tgt_name}: {src}")
+    enc = encoding.encode(tok, src, ["en"] * 4, ["de"] * 4, template="Translate from {src_name} to {tgt_name}: {src}")
     enc.even = np.array([True, False, True, False])
-    _, _, stats = collect.run_counts(loaded, enc, token_budget=24)  # small budget: several batches
+    _, _, stats = counting.run_counts(loaded, enc, token_budget=24)  # small budget: several batches
     got = stats["residual_sum"]
     # by hand: one sentence at a time, the block outputs summed over its counted positions
     blocks = resolve_blocks(loaded.model)

@@ -16,18 +16,18 @@ import numpy as np
 
 def measure(loaded, pairs, *, runs: int = 5, template: str = "Translate from {src_name} to {tgt_name}: {src}",
             token_budget: int | None = None) -> dict[str, float]:
-    from neurospec.collect import collect
+    from neurospec.collect import counting, encoding
 
-    enc = collect.encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(),
+    enc = encoding.encode(loaded.tokenizer, pairs["src"].tolist(), pairs["src_lang"].tolist(),
                          pairs["tgt_lang"].tolist(), template=template)
     enc.even = pairs["id"].to_numpy(np.int64)[enc.kept] % 2 == 0
-    collect.run_counts(loaded, enc, token_budget, residual=True)  # warm-up (allocations, kernels)
+    counting.run_counts(loaded, enc, token_budget, residual=True)  # warm-up (allocations, kernels)
     times: dict[bool, list[float]] = {True: [], False: []}
     cpu: dict[bool, list[float]] = {True: [], False: []}  # CPU seconds of the process (all threads)
     for r in range(runs):
         for residual in ((True, False) if r % 2 == 0 else (False, True)):
             t0, c0 = time.perf_counter(), time.process_time()
-            collect.run_counts(loaded, enc, token_budget, residual=residual)
+            counting.run_counts(loaded, enc, token_budget, residual=residual)
             times[residual].append(time.perf_counter() - t0)
             cpu[residual].append(time.process_time() - c0)
     with_, without = statistics.median(times[True]), statistics.median(times[False])

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..collect import collect
+from ..collect import counting, encoding
+from .. import batching
 from ..data import demo, ec40
 from ..languages import EC40_LANGUAGES
 from ..models import LoadedModel, build_demo_model, resolve_device, resolve_dtype
@@ -127,20 +128,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_bare(model, enc: collect.Encoded, budget: int, pad_id: int, device) -> tuple[float, int]:
+def run_bare(model, enc: encoding.Encoded, budget: int, pad_id: int, device) -> tuple[float, int]:
     """The collector's batches through the base model, no hooks: seconds and processed tokens."""
     t0 = time.perf_counter()
     n_real = 0
     with torch.inference_mode():
-        for rows in collect.make_batches(enc.lengths, budget):
-            ids, _, _, _ = collect.batch_tensors(enc, rows, pad_id, device)
+        for rows in batching.make_batches(enc.lengths, budget):
+            ids, _, _, _ = encoding.batch_tensors(enc, rows, pad_id, device)
             model(input_ids=ids, use_cache=False)
             n_real += sum(enc.lengths[i] for i in rows)
     _sync(device)
     return time.perf_counter() - t0, n_real
 
 
-def run_seed(causal_lm, enc: collect.Encoded, device) -> tuple[float, int, np.ndarray]:
+def run_seed(causal_lm, enc: encoding.Encoded, device) -> tuple[float, int, np.ndarray]:
     """The seed scripts' method: one sentence at a time, LM head included, host-side nonzero + bincount."""
     from ..architectures import resolve_mlp_taps
 
@@ -179,28 +180,28 @@ def compare_token_scopes(loaded: LoadedModel, src: list[str], sl: list[str], tl:
 
     Each scope is encoded once (outside the timing) and warmed up once; then ``runs`` rounds each run
     both, alternating which goes first (so that a drift in the machine's load hits both alike).
-    A run's time is ``collect.run_counts``' seconds (the forward passes and the counting), and the
+    A run's time is ``counting.run_counts``' seconds (the forward passes and the counting), and the
     process's CPU time over the same call (all threads: on a CPU shared with other work it varies
     less than the wall time, which counts the waits for a core; on CUDA it means little).  Returns
     the per-run seconds of each scope, their ratios (target / source), the CPU-time ratios, and the
     tokens each scope processed (prompt, plus the reference for target) and counted.
     """
     tok = loaded.tokenizer
-    enc = {"source": collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source",
+    enc = {"source": encoding.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source",
                                     max_length=max_length),
-           "target": collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="target",
+           "target": encoding.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="target",
                                     max_length=max_length, tgt=tgt)}
-    budget = token_budget or collect.auto_token_budget(loaded, max(max(e.lengths) for e in enc.values()))
+    budget = token_budget or batching.auto_token_budget(loaded, max(max(e.lengths) for e in enc.values()))
     stats = {}
     for scope, e in enc.items():  # warm-up (kernels, allocator, a compiled fused path)
-        _, _, stats[scope] = collect.run_counts(loaded, e, budget, progress_every_s=1e9, counting=counting)
+        _, _, stats[scope] = counting.run_counts(loaded, e, budget, progress_every_s=1e9, counting=counting)
     seconds: dict[str, list[float]] = {"source": [], "target": []}
     cpu: dict[str, list[float]] = {"source": [], "target": []}
     ratios, cpu_ratios = [], []
     for k in range(runs):
         for scope in (("source", "target") if k % 2 == 0 else ("target", "source")):
             c0 = time.process_time()
-            _, _, st = collect.run_counts(loaded, enc[scope], budget, progress_every_s=1e9, counting=counting)
+            _, _, st = counting.run_counts(loaded, enc[scope], budget, progress_every_s=1e9, counting=counting)
             cpu[scope].append(time.process_time() - c0)
             seconds[scope].append(st["seconds"])
         ratios.append(seconds["target"][-1] / seconds["source"][-1])
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-length", type=int, default=512, help="truncate prompts to this many tokens "
                     "(to measure how the cost grows with sequence length)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of (b) and (c); the best of each counts")
-    ap.add_argument("--counting", choices=collect.COUNTING, default="auto",
+    ap.add_argument("--counting", choices=counting.COUNTING, default="auto",
                     help="the collector's counting implementation (auto: fused on CUDA, matmul elsewhere)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--e2e", type=int, metavar="N", help="end to end: N pairs through the workflow (neurospec.tools.bench_e2e)")
@@ -314,17 +315,17 @@ def main(argv: list[str] | None = None) -> dict:
                   f"token budget {result['token_budget']}; {result['counting']} counting")
         return result
     src, sl, tl, origin = load_sentences(n_sent)
-    enc = collect.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source",
+    enc = encoding.encode(tok, src, sl, tl, template=TEMPLATE, token_scope="source",
                          max_length=args.max_length)
     loaded = LoadedModel(base, tok, device, dtype, {})
-    budget = args.token_budget or collect.auto_token_budget(loaded, max(enc.lengths))
+    budget = args.token_budget or batching.auto_token_budget(loaded, max(enc.lengths))
     pad_id = tok.pad_token_id
     say(f"{model_name} on {device} in {dtype}; {len(src)} sentences ({sum(enc.lengths)} prompt tokens) "
         f"from {origin}; token budget {budget}")
 
     # warm-up (kernels, allocator) on a few sentences
-    warm = collect.Encoded(enc.input_ids[:8], enc.counted[:8], 0, 0)
-    collect.run_counts(loaded, warm, budget, counting=args.counting)  # (also compiles the fused path)
+    warm = encoding.Encoded(enc.input_ids[:8], enc.counted[:8], 0, 0)
+    counting.run_counts(loaded, warm, budget, counting=args.counting)  # (also compiles the fused path)
     run_bare(base, warm, budget, pad_id, device)
 
     if device.type == "cuda":
@@ -332,15 +333,15 @@ def main(argv: list[str] | None = None) -> dict:
     best_c = best_b = float("inf")
     stats = {}
     for _ in range(args.repeats):
-        _, _, stats = collect.run_counts(loaded, enc, budget, progress_every_s=1e9, counting=args.counting)
+        _, _, stats = counting.run_counts(loaded, enc, budget, progress_every_s=1e9, counting=args.counting)
         best_c = min(best_c, stats["seconds"])
         t, n_real = run_bare(base, enc, budget, pad_id, device)
         best_b = min(best_b, t)
     peak = peak_memory_mb(device)
 
-    seed_enc = collect.Encoded(enc.input_ids[:n_seed], enc.counted[:n_seed], 0, 0)
+    seed_enc = encoding.Encoded(enc.input_ids[:n_seed], enc.counted[:n_seed], 0, 0)
     causal.to(seed_dtype)
-    run_seed(causal, collect.Encoded(enc.input_ids[:2], enc.counted[:2], 0, 0), device)  # warm-up
+    run_seed(causal, encoding.Encoded(enc.input_ids[:2], enc.counted[:2], 0, 0), device)  # warm-up
     t_seed, n_seed_tokens, _ = run_seed(causal, seed_enc, device)
     causal.to(dtype)
 
