@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from neurospec.data import corpus, ec40, pairs
+from neurospec.data import corpus, ec40, hashing, pairs
 from neurospec.errors import NeurospecError
 from neurospec.languages import FLORES_CODES, LANGUAGES
 
@@ -136,7 +136,7 @@ def test_tsv_columns_both_directions_detokenize_and_provenance(tmp_path):
     assert df["id"].tolist() == [0, 1, 3, 4]  # row index; row 2 has an empty side
     assert stats["n_lines_read"] == 5 and stats["n_empty_dropped"] == 1 and stats["detokenize"] is False
     assert stats["dataset"] == "files" and stats["source"] == str(path)
-    assert stats["dataset_revision"] == corpus.file_hash([path])
+    assert stats["dataset_revision"] == hashing.file_hash([path])
     rev, _ = pairs.build_pair_table("de-en", cfg)
     assert (rev["src"].tolist(), rev["tgt"].tolist()) == (df["tgt"].tolist(), df["src"].tolist())
     det, det_stats = pairs.build_pair_table("en-de", {**cfg, "detokenize": True, "max_samples": 3})
@@ -232,7 +232,7 @@ def test_flores_layout_from_a_local_dataset_directory(flores_dir, tmp_path):
     assert df["tgt"].tolist() == ["Hello, world.", "The cat sleeps.", "Good night."]
     assert df["id"].tolist() == [0, 1, 2]  # the English side's order
     assert stats["dataset_id"] == str(flores_dir) and stats["dataset_config"] == "{lang}"
-    assert stats["dataset_revision"] == corpus.file_hash(corpus.directory_files(flores_dir))
+    assert stats["dataset_revision"] == hashing.file_hash(hashing.directory_files(flores_dir))
     test, _ = corpus.build_hf_pair_table("en-de", "devtest", hf=cfg["hf"], rows=cfg["rows"], cache_dir=tmp_path)
     assert test["src"].iloc[0] == "[devtest] Hello, world."
     with pytest.raises(NeurospecError, match=r"dataset.split 'test': dataset .* has no such split; it has "

@@ -11,7 +11,7 @@ import re
 import pytest
 import yaml
 
-from neurospec.data import corpus, ec40, pairs
+from neurospec.data import ec40, pairs, readers
 from neurospec.errors import NeurospecError
 from neurospec.tables import read_metadata, read_table
 from workflow_utils import snakemake
@@ -55,24 +55,24 @@ def utf8(lines) -> bytes:
 def test_line_separators_are_everything_splitlines_splits_on_but_newline():
     splitting = {chr(c) for c in range(0x110000) if 0xD800 > c or c > 0xDFFF
                  if len(f"a{chr(c)}b".splitlines()) == 2}
-    assert splitting - {"\n"} == set(corpus.LINE_SEPARATORS)
+    assert splitting - {"\n"} == set(readers.LINE_SEPARATORS)
 
 
 def test_iter_lines_splits_at_newline_only_and_reports(tmp_path):
     inner = ["a\rb", "c\x0bd", "e\x0cf", "g\x1ch", "i\x1dj", "k\x1el", "m\x85n", "o\u2028p", "q\u2029r"]
     raw = "\ufeff" + "first\r\n" + "".join(f"{s}\n" for s in inner) + "crlf\r\n" + "last, no newline"
     path = write_bytes(tmp_path / "f.txt", raw.encode("utf-8"))
-    scan = corpus.FileScan(str(path))
-    lines = list(corpus.iter_lines(path, scan=scan))
+    scan = readers.FileScan(str(path))
+    lines = list(readers.iter_lines(path, scan=scan))
     assert len(raw.splitlines()) > len(lines)  # universal newlines would have split them
     assert len(lines) == path.read_bytes().count(b"\n") + 1  # wc -l, plus the last line without newline
     assert lines == ["first"] + [re.sub(r"[^a-z]", " ", s) for s in inner] + ["crlf", "last, no newline"]
     assert (scan.n_lines, scan.bom, scan.crlf_lines, scan.separator_lines) == (12, True, 2, 9)
     assert scan.first_separator_lines == list(range(2, 11))[:10]
-    assert corpus.count_lines(path) == 12
+    assert readers.count_lines(path) == 12
     # a BOM only at the start of the file is the file's; a \r without \n at the end is a separator
     path = write_bytes(tmp_path / "g.txt", b"x\r\ny\r")
-    assert corpus.read_lines(path)[0] == ["x", "y "]
+    assert readers.read_lines(path)[0] == ["x", "y "]
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 24])
@@ -83,17 +83,17 @@ def test_scan_in_blocks_finds_what_reading_line_by_line_finds(tmp_path, chunk):
     endings = ["\n", "\r\n"]
     raw = "".join(line + endings[k % 2] for k, line in enumerate(lines)) + "tail\r"
     path = write_bytes(tmp_path / "h.txt", raw.encode("utf-8"))
-    by_line = corpus.FileScan(str(path))
-    read = list(corpus.iter_lines(path, scan=by_line))
-    by_block = corpus.scan_file(path, chunk=chunk)
+    by_line = readers.FileScan(str(path))
+    read = list(readers.iter_lines(path, scan=by_line))
+    by_block = readers.scan_file(path, chunk=chunk)
     assert by_block == by_line and by_block.n_lines == len(read) == len(lines) + 1
     assert (by_block.crlf_lines, by_block.separator_lines, by_block.bom) == (len(lines) // 2, 18, True)
     assert by_block.first_separator_lines == [3, 5, 6, 8, 9, 22, 23, 24, 25, 26]
     bad = write_bytes(tmp_path / "bad.txt", raw.encode("utf-8") + "\nStraße\n".encode("latin-1"))
     with pytest.raises(NeurospecError) as by_block_exc:
-        corpus.scan_file(bad, chunk=chunk)
+        readers.scan_file(bad, chunk=chunk)
     with pytest.raises(NeurospecError) as by_line_exc:
-        list(corpus.iter_lines(bad))
+        list(readers.iter_lines(bad))
     assert str(by_block_exc.value) == str(by_line_exc.value)
     assert f"byte offset {len(raw.encode()) + 5} (line {len(lines) + 2})" in str(by_line_exc.value)
 
@@ -105,12 +105,12 @@ def test_decoding_error_names_file_byte_offset_and_line(tmp_path):
     offset = raw.index("ü".encode("latin-1"))  # the first byte UTF-8 cannot decode
     line = raw[:offset].count(b"\n") + 1
     with pytest.raises(NeurospecError) as exc:
-        corpus.scan_file(path)
+        readers.scan_file(path)
     assert one_line(exc) == (f"dataset file {path} is not UTF-8: byte 0xfc at byte offset {offset} (line {line}) "
                              f"cannot be decoded; set dataset.files.encoding to the file's encoding (e.g. latin-1, "
                              f"cp1252) or convert the file to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)")
     assert (offset, line) == (8, 2)  # "Hello\n" is 6 bytes, "Gr" 2
-    assert corpus.read_lines(path, corpus.check_encoding("latin-1"))[0] == lines
+    assert readers.read_lines(path, readers.check_encoding("latin-1"))[0] == lines
     # the error comes from the full read, before any pair: the bad byte on the last line, max_samples 1
     write_bytes(tmp_path / "x.en", utf8(["a", "b", "c"]))
     write_bytes(tmp_path / "x.de", utf8(["a", "b"]) + "ç\n".encode("latin-1"))
@@ -120,26 +120,26 @@ def test_decoding_error_names_file_byte_offset_and_line(tmp_path):
 
 
 def test_encodings_and_byte_order_marks_that_cannot_be_read(tmp_path):
-    assert corpus.check_encoding(None) == "utf-8" and corpus.check_encoding("UTF-8-SIG") == "utf-8"
-    assert corpus.check_encoding("Latin-1") == "iso8859-1" and corpus.check_encoding("cp1252") == "cp1252"
+    assert readers.check_encoding(None) == "utf-8" and readers.check_encoding("UTF-8-SIG") == "utf-8"
+    assert readers.check_encoding("Latin-1") == "iso8859-1" and readers.check_encoding("cp1252") == "cp1252"
     for bad, why in (("klingon", "is not a text encoding Python knows"), ("rot13", "is not a text encoding"),
                      ("utf-16", "is not supported (lines are split at the byte 0x0A)")):
         with pytest.raises(NeurospecError, match=rf"key 'dataset.files.encoding': '{bad}' {re.escape(why)}") as exc:
-            corpus.check_encoding(bad)
+            readers.check_encoding(bad)
         one_line(exc)
     with pytest.raises(NeurospecError, match=r"key 'dataset.files.encoding': 'klingon'"):
         pairs.check_dataset({"name": "files", "files": {"path": "c/{split}.{lang}", "encoding": "klingon"}},
                             ["en-de"], "dev")
     utf16 = write_bytes(tmp_path / "w.txt", "Hallo\nWelt\n".encode("utf-16"))
     with pytest.raises(NeurospecError, match=r"w.txt starts with a UTF-16 byte order mark .*iconv -f UTF-16"):
-        corpus.scan_file(utf16)
+        readers.scan_file(utf16)
     bom8 = write_bytes(tmp_path / "b.txt", utf8(["\ufeffHallo"]))
     with pytest.raises(NeurospecError, match=r"b.txt starts with a UTF-8 byte order mark but is read as "
                                              r"iso8859-1 .*: it is UTF-8"):
-        corpus.scan_file(bom8, "iso8859-1")
+        readers.scan_file(bom8, "iso8859-1")
     mac = write_bytes(tmp_path / "mac.txt", b"one\rtwo\rthree\r")
     with pytest.raises(NeurospecError, match=r"mac.txt ends its lines with \\r only \(classic Mac OS\)"):
-        corpus.scan_file(mac)
+        readers.scan_file(mac)
 
 
 def test_ec40_files_that_do_not_decode_name_the_damaged_copy(tmp_path):

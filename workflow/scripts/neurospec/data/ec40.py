@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .corpus import aligned_lines, assemble, file_hash, scan_parallel, text_report
+from .corpus import assemble
+from .hashing import file_hash
+from .readers import aligned_lines, scan_parallel, text_report
 from ..errors import NeurospecError
 from ..languages import EC40_LANGUAGES, PIVOT, parse_pair
 
@@ -132,7 +134,7 @@ def pivot_records(src_en: list[str], src: list[str], tgt_en: list[str], tgt: lis
 
 def _build_pivot_pair_table(pair: str, split: str, *, local_dir, repo_id: str, revision: str,
                             max_samples: int | None, detokenize: bool, cache_dir) -> tuple[pd.DataFrame, dict]:
-    from .corpus import iter_lines
+    from .readers import iter_lines
 
     src_lang, tgt_lang = parse_pair(pair)
     paths, scans, sides = [], [], []

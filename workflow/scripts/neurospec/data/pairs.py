@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import corpus, demo, ec40
+from . import corpus, demo, ec40, hashing, layouts, readers
 from ..errors import NeurospecError
 from ..languages import parse_pair
 from ..tables import PAIR_SCHEMA, write_table
@@ -83,18 +83,18 @@ def check_dataset(dataset: Mapping[str, Any], pairs: list[str], split: str,
                 if lang != "en":
                     ec40.remote_path(split, lang, "en")
     elif name == "files":
-        rows = corpus.Rows.from_config(params["rows"])
+        rows = layouts.Rows.from_config(params["rows"])
         for pair in pairs:
             corpus.file_paths(params["files"] or {}, pair, split, rows)
-        corpus.check_encoding((params["files"] or {}).get("encoding"))
+        readers.check_encoding((params["files"] or {}).get("encoding"))
     elif name == "hf":
-        rows = corpus.Rows.from_config(params["rows"])
+        rows = layouts.Rows.from_config(params["rows"])
         hf = params["hf"] or {}
         if not hf.get("id"):
             raise NeurospecError("key 'dataset.hf.id' is required when dataset.name is 'hf'")
         if hf.get("config"):
             for pair in pairs:
-                corpus.fill(hf["config"], "dataset.hf.config", pair, split, rows)
+                layouts.fill(hf["config"], "dataset.hf.config", pair, split, rows)
 
 
 def dataset_files(dataset: Mapping[str, Any], pair: str, split: str) -> list[str]:
@@ -106,10 +106,10 @@ def dataset_files(dataset: Mapping[str, Any], pair: str, split: str) -> list[str
             paths = [Path(params["local_dir"]) / ec40.remote_path(split, xx, side)
                      for xx in parse_pair(pair) if xx != "en" for side in ("en", xx)]
         elif params["name"] == "files":
-            found = corpus.file_paths(params["files"], pair, split, corpus.Rows.from_config(params["rows"]))
+            found = corpus.file_paths(params["files"], pair, split, layouts.Rows.from_config(params["rows"]))
             paths = list(found.values()) if isinstance(found, dict) else [found]
         elif params["name"] == "hf" and Path(str((params["hf"] or {}).get("id"))).expanduser().is_dir():
-            paths = corpus.directory_files(Path(params["hf"]["id"]).expanduser())
+            paths = hashing.directory_files(Path(params["hf"]["id"]).expanduser())
         else:
             return []
     except NeurospecError:
