@@ -228,7 +228,7 @@ def test_a_pair_without_english_is_counted_as_an_independent_recount_says(de_fr_
 
 
 def test_scores_and_figures_hold_the_new_languages_and_their_families(de_fr_run, monkeypatch):
-    from neurospec.plots import figures
+    from neurospec.plots import group_axes, iou_figures
     from neurospec.score.scoring import read_scores
     from neurospec.tables import read_metadata
 
@@ -241,13 +241,13 @@ def test_scores_and_figures_hold_the_new_languages_and_their_families(de_fr_run,
     assert read_metadata(results / "activations" / "xq-en.parquet")["src_name"] == "Example"
     assert read_metadata(results / "activations" / "en-ja.parquet")["tgt_name"] == "Japanese"
     with pytest.raises(NeurospecError, match="unknown language code 'xq'"):
-        figures.group_table(groups)  # this process has no `languages:` ...
+        group_axes.group_table(groups)  # this process has no `languages:` ...
     lang_codes.configure({"xq": {"name": "Example", "family": "Exemplic", "script": "Latn"}})  # ... the jobs had
-    info = figures.group_table(groups).set_index("group")
+    info = group_axes.group_table(groups).set_index("group")
     assert info.loc["xq", "family"] == "Exemplic" and style.color_of_family("Exemplic") == style.UNKNOWN_FAMILY_COLOR
     assert info.loc["ja", "family"] == "Japonic" and info.loc["ja", "tier"] == "unknown"
     assert info.loc["fr", "family"] == "Romance" and info.loc["de", "family"] == "Germanic"
-    pair_info = figures.group_table(["de-fr", "fr-de", "en-ja", "ja-en", "en-de", "xq-en"]).set_index("group")
+    pair_info = group_axes.group_table(["de-fr", "fr-de", "en-ja", "ja-en", "en-de", "xq-en"]).set_index("group")
     assert pair_info.loc["de-fr", "direction"] == "xx-yy" and pair_info.loc["de-fr", "family"] == "Germanic"
     assert pair_info.loc["en-ja", "family"] == "Japonic"
     assert pair_info.index.tolist() == ["en-de", "en-ja", "ja-en", "xq-en", "de-fr", "fr-de"]
@@ -259,7 +259,7 @@ def test_scores_and_figures_hold_the_new_languages_and_their_families(de_fr_run,
     from neurospec.score.scoring import iou_matrix, read_iou
 
     overlap, _ = read_iou(results / "scores" / "frequency_language_iou.parquet")
-    drawn = figures.family_iou(overlap, groups, [0, 1])
+    drawn = iou_figures.family_iou(overlap, groups, [0, 1])
     for layer in (0, 1):
         m = pd.DataFrame(iou_matrix(overlap, groups, layer=layer), index=groups, columns=groups)
         assert drawn.loc[layer, "same family"] == pytest.approx(m.loc["de", "en"])

@@ -506,7 +506,7 @@ def test_target_scope_through_snakemake(tmp_path):
 
 
 def test_clustering_takes_the_pairs_that_count_the_non_english_language():
-    from neurospec.plots.figures import clustering_groups
+    from neurospec.plots.clustering_figure import clustering_groups
 
     pairs = ["en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en"]
     assert sorted(clustering_groups(pairs)["group"]) == ["de-en", "hi-en", "ru-en"]

@@ -15,7 +15,7 @@ from neurospec import languages as L
 from neurospec.evaluate import correlation as C
 from neurospec.plots import correlation_figure as F
 from neurospec.evaluate import translation_quality
-from neurospec.plots import figures
+from neurospec.plots import clustering_figure, figures, iou_figures
 from neurospec.plots import style
 from neurospec.score import stability
 from neurospec.score.scoring import iou
@@ -86,9 +86,9 @@ def test_each_family_has_one_colour_in_every_figure(captured, tmp_path):
     expected = {f: to_hex(c) for f, c in style.FAMILY_COLORS.items()}
     assert len(set(expected.values())) == len(L.FAMILIES)  # five families, five colours
     overlap = iou(_scores(LANGS), groups=LANGS, layers=range(4))
-    figures.plot_iou_layers(overlap, LANGS, range(4), tmp_path / "iou_layers.png", "contrast")
+    iou_figures.plot_iou_layers(overlap, LANGS, range(4), tmp_path / "iou_layers.png", "contrast")
     figures.plot_specialized_counts(_scores(LANGS), LANGS, range(4), tmp_path / "specialized_counts.png", "contrast")
-    figures.plot_clustering(overlap, LANGS, tmp_path / "clustering.png", "contrast")
+    clustering_figure.plot_clustering(overlap, LANGS, tmp_path / "clustering.png", "contrast")
     pairs = [f"en-{c}" for c in LANGS] + [f"{c}-en" for c in LANGS]
     F.plot_correlation(*_measures(pairs), tmp_path / "correlation.png")
     found = {}
@@ -135,7 +135,7 @@ def test_correlation_labels_do_not_overlap_with_80_directions(tmp_path):
 
 def test_80_directions_have_legible_ticks_in_a_sane_image(captured, tmp_path, monkeypatch):
     overlap = iou(_scores(PAIRS80), groups=PAIRS80, layers=range(4))
-    figures.plot_iou_layers(overlap, PAIRS80, range(4), tmp_path / "iou_layers.png", "frequency")
+    iou_figures.plot_iou_layers(overlap, PAIRS80, range(4), tmp_path / "iou_layers.png", "frequency")
     fig, dpi = captured["iou_layers.png"]
     sizes = [t.get_fontsize() for ax in fig.axes[:4] for t in ax.get_xticklabels() + ax.get_yticklabels()]
     assert len(sizes) == 4 * 2 * 80 and min(sizes) >= 6.0

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec.plots import figures
+from neurospec.plots import clustering_figure, figures, group_axes, iou_figures
 from neurospec.score import scoring
 from neurospec.errors import NeurospecError
 from neurospec.tables import write_counts
@@ -76,13 +76,14 @@ def _describe(fig) -> Drawn:
 def drawn(monkeypatch):
     """figure file name -> what was drawn into it (recorded as figures saves it)."""
     record: dict[str, Drawn] = {}
-    save = figures._save
+    save = group_axes.save_figure
 
     def spy(fig, path, dpi=110):
         record[Path(path).name] = _describe(fig)
         save(fig, path, dpi)
 
-    monkeypatch.setattr(figures, "_save", spy)
+    for module in (figures, iou_figures, clustering_figure):  # each figure module saves through its import
+        monkeypatch.setattr(module, "save_figure", spy)
     return record
 
 
@@ -98,16 +99,16 @@ def assert_png(path, min_ink: float = 0.02, min_colors: int = 2):
 
 
 def test_group_order():
-    info = figures.group_table(["ar", "de", "en", "hi", "fr", "sv"])
+    info = group_axes.group_table(["ar", "de", "en", "hi", "fr", "sv"])
     assert info["group"].tolist() == ["en", "de", "sv", "fr", "hi", "ar"]  # family, then tier
     assert info["family"].tolist()[:3] == ["Germanic"] * 3
-    assert figures._boundaries(info["block"].tolist()) == [1, 3, 4, 5]  # English is its own block
-    pairs = figures.group_table(["de-en", "en-fr", "en-de", "fr-en"])
+    assert group_axes.boundaries(info["block"].tolist()) == [1, 3, 4, 5]  # English is its own block
+    pairs = group_axes.group_table(["de-en", "en-fr", "en-de", "fr-en"])
     assert pairs["group"].tolist() == ["en-de", "en-fr", "de-en", "fr-en"]
     assert pairs["label"].tolist()[0] == "en\u2192de"
-    assert figures._boundaries(pairs["direction"].tolist()) == [2]
+    assert group_axes.boundaries(pairs["direction"].tolist()) == [2]
     with pytest.raises(NeurospecError, match="cannot mix"):
-        figures.group_table(["de", "en-de"])
+        group_axes.group_table(["de", "en-de"])
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -121,8 +122,8 @@ def test_group_order():
     ([0, 0, 0, 0], [0, 1, 2, 3], 0.0),
 ])
 def test_adjusted_rand_index(a, b, expected):
-    assert figures.adjusted_rand_index(a, b) == pytest.approx(expected)
-    assert figures.adjusted_rand_index(b, a) == pytest.approx(expected)
+    assert clustering_figure.adjusted_rand_index(a, b) == pytest.approx(expected)
+    assert clustering_figure.adjusted_rand_index(b, a) == pytest.approx(expected)
 
 
 def _hand_adjusted_rand_index(a, b):
@@ -154,7 +155,7 @@ def test_adjusted_rand_index_is_the_hand_versions():
     clusters, labels of mixed types), and a hand-worked case: items 1-6 as {1,2,3}{4,5,6} against
     {1,2}{3,4}{5,6}: 2 pairs together in both, 6 and 3 in each, 15 in all: expected 6 * 3 / 15 = 1.2,
     maximum 4.5, ARI (2 - 1.2) / (4.5 - 1.2) = 8 / 33."""
-    assert figures.adjusted_rand_index([1, 1, 1, 2, 2, 2], [1, 1, 2, 2, 3, 3]) == pytest.approx(8 / 33, abs=1e-15)
+    assert clustering_figure.adjusted_rand_index([1, 1, 1, 2, 2, 2], [1, 1, 2, 2, 3, 3]) == pytest.approx(8 / 33, abs=1e-15)
     rng = np.random.default_rng(5)
     values = []
     for _ in range(300):
@@ -162,7 +163,7 @@ def test_adjusted_rand_index_is_the_hand_versions():
         a = rng.integers(0, int(rng.integers(1, 13)), n)
         b = rng.integers(0, int(rng.integers(1, 13)), n)
         labels_b = [f"f{x}" for x in b] if n % 2 else b.tolist()
-        got = figures.adjusted_rand_index(a.tolist(), labels_b)
+        got = clustering_figure.adjusted_rand_index(a.tolist(), labels_b)
         assert got == _hand_adjusted_rand_index(a.tolist(), labels_b)
         values.append(got)
     assert len(set(values)) > 100  # many different values were compared, not one degenerate case
@@ -170,10 +171,10 @@ def test_adjusted_rand_index_is_the_hand_versions():
 
 def test_iou_layers(scored, tmp_path, drawn):
     out = tmp_path / "iou_layers.png"
-    mats = figures.plot_iou_layers(scored["contrast_iou"], scored["langs"], LAYERS, out, "contrast")
+    mats = iou_figures.plot_iou_layers(scored["contrast_iou"], scored["langs"], LAYERS, out, "contrast")
     assert_png(out, min_ink=0.2, min_colors=20)
     assert sorted(mats) == LAYERS
-    order = figures.group_table(scored["langs"])["group"].tolist()
+    order = group_axes.group_table(scored["langs"])["group"].tolist()
     assert order[0] == "en"
     fig = drawn["iou_layers.png"]
     assert fig.suptitle.startswith("contrast\nIoU of the selected neuron sets per layer")
@@ -199,7 +200,7 @@ def test_iou_layers(scored, tmp_path, drawn):
 
 def test_direction_iou(scored, tmp_path, drawn):
     out = tmp_path / "direction.png"
-    table = figures.plot_direction_iou(scored["frequency_iou"], scored["pairs"], LAYERS, out, "frequency")
+    table = iou_figures.plot_direction_iou(scored["frequency_iou"], scored["pairs"], LAYERS, out, "frequency")
     assert_png(out)
     (panel,) = drawn["direction.png"].panels
     assert (panel.xlabel, panel.ylabel) == ("layer", "mean pairwise IoU")
@@ -214,7 +215,7 @@ def test_direction_iou(scored, tmp_path, drawn):
     sel = pd.DataFrame({"group": ["en-de"] * 3 + ["en-fr"] * 3 + ["de-en"] * 2 + ["fr-en"] * 2,
                         "layer": 0, "neuron": [1, 2, 3, 1, 2, 4, 1, 5, 7, 8]})
     pairs = ["de-en", "en-de", "en-fr", "fr-en"]
-    small = figures.direction_iou(scoring.iou(sel, groups=pairs), pairs, [0])
+    small = iou_figures.direction_iou(scoring.iou(sel, groups=pairs), pairs, [0])
     assert small.iloc[0].tolist() == pytest.approx([0.5, 0.0, (0.25 + 0.0) / 2])
 
 
@@ -238,7 +239,7 @@ def test_specialized_counts(scored, tmp_path, drawn):
 
 def test_family_iou(scored, tmp_path, drawn):
     out = tmp_path / "family.png"
-    table = figures.plot_family_iou(scored["contrast_iou"], scored["langs"], LAYERS, out, "contrast")
+    table = iou_figures.plot_family_iou(scored["contrast_iou"], scored["langs"], LAYERS, out, "contrast")
     assert_png(out)
     (panel,) = drawn["family.png"].panels
     assert list(panel.lines) == list(table.columns) and "within a language family" in panel.title
@@ -248,28 +249,28 @@ def test_family_iou(scored, tmp_path, drawn):
     # planted neurons are shared within families only
     assert (table["different families"] == 0).all()
     assert table["same family"].mean() > 0.1
-    pair_table = figures.family_iou(scored["frequency_iou"], scored["pairs"], LAYERS)
+    pair_table = iou_figures.family_iou(scored["frequency_iou"], scored["pairs"], LAYERS)
     assert list(pair_table.columns) == ["en\u2192xx: same family", "en\u2192xx: different families",
                                         "xx\u2192en: same family", "xx\u2192en: different families"]
 
 
 def test_clustering_recovers_families(scored, tmp_path, drawn):
     out = tmp_path / "clustering.png"
-    result = figures.plot_clustering(scored["contrast_iou"], scored["langs"], out, "contrast")
+    result = clustering_figure.plot_clustering(scored["contrast_iou"], scored["langs"], out, "contrast")
     assert_png(out)
     assert result["ari"] == pytest.approx(1.0)
     (panel,) = drawn["clustering.png"].panels
-    labels = dict(zip(figures.group_table(scored["langs"])["group"], figures.group_table(scored["langs"])["label"]))
+    labels = dict(zip(group_axes.group_table(scored["langs"])["group"], group_axes.group_table(scored["langs"])["label"]))
     assert panel.xticks == [labels[g] for g in result["leaves"]]  # the leaves, in the dendrogram's order
     assert "adjusted Rand index of 5 clusters against 5 families: 1.00" in panel.title
     c = result["clusters"]
     assert c["en"] == c["de"] == c["sv"] and c["fr"] == c["es"] and c["ru"] == c["uk"]
     assert len({c["en"], c["fr"], c["ru"], c["hi"], c["ar"]}) == 5
     # pair groups: the xx->en pairs are clustered (en->xx pairs all count English)
-    pairs = figures.plot_clustering(scored["frequency_iou"], scored["pairs"], tmp_path / "p.png", "frequency")
+    pairs = clustering_figure.plot_clustering(scored["frequency_iou"], scored["pairs"], tmp_path / "p.png", "frequency")
     assert sorted(pairs["groups"]) == sorted(f"{x}-en" for x in LANGS[1:])
     assert -1.0 <= pairs["ari"] <= 1.0
-    few = figures.plot_clustering(scored["contrast_iou"], ["de", "fr"], tmp_path / "few.png")
+    few = clustering_figure.plot_clustering(scored["contrast_iou"], ["de", "fr"], tmp_path / "few.png")
     assert np.isnan(few["ari"])
     assert_png(tmp_path / "few.png", min_ink=0.005)
     assert drawn["few.png"].panels[0].texts == ["clustering needs at least 3 groups, got 2"]
@@ -323,7 +324,7 @@ def test_many_groups_render(tmp_path):
     rows = [(g, layer, n) for g in pairs for layer in (0, 1) for n in rng.choice(200, 20, replace=False)]
     sel = pd.DataFrame(rows, columns=["group", "layer", "neuron"])
     overlap = scoring.iou(sel, groups=pairs, layers=[0, 1])
-    mats = figures.plot_iou_layers(overlap, pairs, [0, 1], tmp_path / "big.png", "frequency")
+    mats = iou_figures.plot_iou_layers(overlap, pairs, [0, 1], tmp_path / "big.png", "frequency")
     assert mats[0].shape == (80, 80)
     assert_png(tmp_path / "big.png")
 

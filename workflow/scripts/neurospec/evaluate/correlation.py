@@ -79,17 +79,6 @@ CORRELATION_COLUMNS = ("method", "measure", "quality", "scope", "unit", "n", "n_
                        "ci_high", "p_value", "p_test", "q_value", "partial_rho", "partial_ci_low", "partial_ci_high",
                        "n_boot", "n_perm", "level", "seed")
 
-
-# --------------------------------------------------------------------------------------------
-# Spearman's rho and its bootstrap interval
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
-# The language as the unit: cluster bootstrap, cluster permutation test, partial rho
-# --------------------------------------------------------------------------------------------
-
-
 # --------------------------------------------------------------------------------------------
 # Specialization measures per direction
 # --------------------------------------------------------------------------------------------
@@ -251,10 +240,4 @@ def correlate_to_file(translation: str | os.PathLike, scores: Sequence[str | os.
             "signatures": read_metadata(translation).get("signatures")}
     write_table(measures, measures_path, metadata=meta)
     write_table(result, out_path, metadata=meta)
-
-
-# --------------------------------------------------------------------------------------------
-# Figure
-# --------------------------------------------------------------------------------------------
-
 

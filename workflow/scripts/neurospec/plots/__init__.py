@@ -1,5 +1,6 @@
-"""Figures drawn from the stages' tables: scores, IoU and activations (``figures``), ablation
-(``ablation_figures``)."""
+"""Figures drawn from the stages' tables: scores and activations (``figures``, the rule's ``draw``),
+IoU (``iou_figures``), clustering (``clustering_figure``), the axes they share (``group_axes``),
+ablation (``ablation_figures``), correlation (``correlation_figure``); one style (``style``)."""
 
 import matplotlib
 

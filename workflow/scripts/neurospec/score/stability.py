@@ -39,7 +39,7 @@ from scipy import stats  # noqa: E402
 from ..errors import NeurospecError  # noqa: E402
 from .. import languages as L  # noqa: E402
 from ..plots import style  # noqa: E402
-from ..plots.figures import group_table, method_title  # noqa: E402
+from ..plots.group_axes import group_table, method_title  # noqa: E402
 
 FAMILY_COLORS = style.FAMILY_COLORS  # one colour per family in every figure
 from .scoring import METHODS, method_columns, read_count_tables, read_result, score_tables  # noqa: E402
