@@ -15,7 +15,7 @@ from neurospec.config_checks import (  # noqa: E402
     check_schema,
 )
 from neurospec.errors import NeurospecError  # noqa: E402
-from neurospec.holdout import SUFFIX as HOLDOUT_SUFFIX  # noqa: E402
+from neurospec.data.holdout import SUFFIX as HOLDOUT_SUFFIX  # noqa: E402
 from neurospec.lang_codes import configure as configure_languages  # noqa: E402
 from neurospec.overlays import check_overlay  # noqa: E402
 from neurospec.overlays import coerce as coerce_config  # noqa: E402
@@ -131,7 +131,7 @@ wildcard_constraints:
 
 
 # evaluate.holdout_fraction: the held-out sentences are a slice of dataset.split itself
-# (neurospec.holdout): its pair tables are cut in two, "<split>.select" (neurons are selected on
+# (neurospec.data.holdout): its pair tables are cut in two, "<split>.select" (neurons are selected on
 # it) and "<split>.holdout" (evaluated on it), disjoint by sentence.
 HOLDOUT = config["evaluate"]["holdout_fraction"]
 if HOLDOUT is not None and config["evaluate"]["split"] is not None:

@@ -1,4 +1,4 @@
-"""What a run shows in the terminal (neurospec/console.py, neurospec/progress.py): one line per
+"""What a run shows in the terminal (neurospec/run/console.py, neurospec/progress.py): one line per
 finished job, the jobs' progress lines when the terminal is interactive, and at its end where the
 results are (onsuccess) or each failed job's one `neurospec: error:` line and its log (onerror).
 `snakemake --verbose`, NEUROSPEC_CONSOLE=full, or a dry run (-n) keeps Snakemake's own job blocks.
@@ -11,7 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from snakemake.logging import logger as snakemake_logger  # noqa: E402
 
-from neurospec import console, messages  # noqa: E402
+from neurospec import messages  # noqa: E402
+from neurospec.run import console  # noqa: E402
 from neurospec.progress import remember_terminal  # noqa: E402
 
 

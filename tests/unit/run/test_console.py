@@ -1,4 +1,4 @@
-"""The terminal of a run (neurospec.console), progress lines (neurospec.progress) and the words of
+"""The terminal of a run (neurospec.run.console), progress lines (neurospec.progress) and the words of
 messages (neurospec.messages): unit tests on records and clocks built by hand."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import logging
 import pytest
 from snakemake.logging import DefaultFilter, DefaultFormatter, LogEvent
 
-from neurospec import console, messages
+from neurospec import messages
+from neurospec.run import console
 from neurospec.errors import NeurospecError
 from neurospec.languages import parse_pair
 from neurospec.progress import Progress, progress_line

@@ -1,5 +1,5 @@
 """Selections and variants (neurospec.variants), typed --config values and the lone overlay
-(neurospec.overlays), the held-out slice (neurospec.holdout): unit tests, values by hand."""
+(neurospec.overlays), the held-out slice (neurospec.data.holdout): unit tests, values by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from neurospec.errors import NeurospecError
-from neurospec.holdout import holdout_size, holdout_slice
+from neurospec.data.holdout import holdout_size, holdout_slice
 from neurospec.overlays import check_overlay, coerce
 from neurospec.variants import (base_method, check_variants, describe, label, selections, split,
                                 wildcard_pattern)

@@ -168,13 +168,13 @@ def log_lines(pair: str, n_pairs: int, stats: Mapping[str, Any]) -> list[tuple[i
 def write_pair_table(pair: str, dataset: Mapping[str, Any], out_path: str,
                      holdout: Mapping[str, Any] | None = None) -> None:
     """``holdout`` ({fraction, part}): keep one part of the table cut by evaluate.holdout_fraction
-    (neurospec.holdout): the selection rows or the held-out rows."""
+    (neurospec.data.holdout): the selection rows or the held-out rows."""
     df, stats = build_pair_table(pair, dataset)
     log = logging.getLogger("neurospec")
     for level, line in log_lines(pair, len(df), stats):
         log.log(level, "%s", line)
     if holdout:
-        from neurospec.holdout import holdout_slice
+        from .holdout import holdout_slice
 
         df, stats["holdout"] = holdout_slice(df, float(holdout["fraction"]), str(holdout["part"]))
         h = stats["holdout"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import NeurospecError
+from ..errors import NeurospecError
 
 PARTS = ("select", "holdout")
 SUFFIX = {"select": ".select", "holdout": ".holdout"}
