@@ -6,7 +6,7 @@ counted tokens of the selection split on which its activation (the input of ``do
 the pair, the counted language, the pair table's sentence ``id``, the token's position in the
 prompt, the token and a window of the counted tokens around it.
 
-Which tokens: exactly collection's (``collect.encode``: the same prompt template, token scope and
+Which tokens: exactly collection's (``collect.encoding.encode``: the same prompt template, token scope and
 max length), over the first ``max_sentences`` non-empty sentences of each pair table (by ``id``).
 
 How: one forward pre-hook per layer on ``down_proj``'s input gathers the selected neurons' values
@@ -30,7 +30,7 @@ import torch
 
 from neurospec.architectures import resolve_mlp_taps
 from neurospec.batching import auto_token_budget, make_batches
-from neurospec.collect.collect import Encoded, batch_tensors, encode
+from neurospec.collect.encoding import Encoded, batch_tensors, encode
 from neurospec.errors import NeurospecError
 from neurospec.interventions import selections_from_scores
 from neurospec.languages import TOKEN_SCOPES, counted_language
