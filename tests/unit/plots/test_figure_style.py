@@ -15,7 +15,7 @@ from neurospec import languages as L
 from neurospec.evaluate import correlation as C
 from neurospec.plots import correlation_figure as F
 from neurospec.evaluate import translation_quality
-from neurospec.plots import clustering_figure, figures, iou_figures
+from neurospec.plots import clustering_figure, figures, group_axes, iou_figures
 from neurospec.plots import style
 from neurospec.score import stability
 from neurospec.score.scoring import iou
@@ -76,8 +76,8 @@ def captured(monkeypatch):
     def spy(fig, path, dpi=110, close=True):
         record[str(path).rsplit("/", 1)[-1]] = (fig, dpi)
 
-    monkeypatch.setattr(figures, "save_png", spy)
-    monkeypatch.setattr(C, "save_png", spy)
+    monkeypatch.setattr(group_axes, "save_png", spy)  # every score and IoU figure saves through group_axes
+    monkeypatch.setattr(F, "save_png", spy)
     monkeypatch.setattr(stability, "save_png", spy)
     return record
 

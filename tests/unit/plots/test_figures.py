@@ -82,7 +82,7 @@ def drawn(monkeypatch):
         record[Path(path).name] = _describe(fig)
         save(fig, path, dpi)
 
-    for module in (figures, iou_figures, clustering_figure):  # each figure module saves through its import
+    for module in (group_axes, figures, iou_figures, clustering_figure):  # each module saves through its import
         monkeypatch.setattr(module, "save_figure", spy)
     return record
 
