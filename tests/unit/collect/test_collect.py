@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from neurospec.collect import collect, counting, encoding
+from neurospec.collect import collect, encoding
+from neurospec.collect import counting as counting_module  # (tests name a parameter `counting`)
 from neurospec import batching
 from neurospec.data import demo, ec40
 from neurospec.errors import NeurospecError
@@ -166,7 +167,7 @@ def test_out_of_memory_halves_the_budget_and_loses_nothing(loaded64, monkeypatch
     reference, ref_meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_budget=4096)
     _fail_once(loaded64, monkeypatch, exc)
     events = []
-    release = counting.CountHooks.release
+    release = counting_module.CountHooks.release
 
     def recording_release(self):
         release(self)
@@ -176,7 +177,7 @@ def test_out_of_memory_halves_the_budget_and_loses_nothing(loaded64, monkeypatch
         # outside the except block: the exception's traceback (and the batch's tensors it holds) is gone
         events.append(("empty_cache", sys.exc_info()[0] is None))
 
-    monkeypatch.setattr(counting.CountHooks, "release", recording_release)
+    monkeypatch.setattr(counting_module.CountHooks, "release", recording_release)
     monkeypatch.setattr(torch.cuda, "empty_cache", recording_empty_cache)
     with caplog.at_level("WARNING", logger="neurospec"):
         df, meta = collect.collect_pair(loaded64, pairs, template=TEMPLATE, token_budget=4096)
@@ -293,7 +294,7 @@ def test_existing_columns_equal_todays_path(small_model_dir, dtype, counting):
     pairs = pd.concat([_demo_pairs("ru-en", 25), _demo_pairs("en-hi", 25)], ignore_index=True)
     pairs["id"] = range(len(pairs))
     enc = _encoded(loaded, pairs)
-    totals, even, stats = counting.run_counts(loaded, enc, 512, counting=counting)
+    totals, even, stats = counting_module.run_counts(loaded, enc, 512, counting=counting)
     assert stats["counting"] == counting and stats["padding_efficiency"] < 1.0  # padded batches
     old_counts, old_sums = todays_counts(loaded, enc, 512)
     np.testing.assert_array_equal(totals[:3].astype(np.int64), old_counts)

@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..collect import counting, encoding
+from ..collect import encoding
+from ..collect.counting import COUNTING, run_counts
 from .. import batching
 from ..data import demo, ec40
 from ..languages import EC40_LANGUAGES
@@ -194,14 +195,14 @@ def compare_token_scopes(loaded: LoadedModel, src: list[str], sl: list[str], tl:
     budget = token_budget or batching.auto_token_budget(loaded, max(max(e.lengths) for e in enc.values()))
     stats = {}
     for scope, e in enc.items():  # warm-up (kernels, allocator, a compiled fused path)
-        _, _, stats[scope] = counting.run_counts(loaded, e, budget, progress_every_s=1e9, counting=counting)
+        _, _, stats[scope] = run_counts(loaded, e, budget, progress_every_s=1e9, counting=counting)
     seconds: dict[str, list[float]] = {"source": [], "target": []}
     cpu: dict[str, list[float]] = {"source": [], "target": []}
     ratios, cpu_ratios = [], []
     for k in range(runs):
         for scope in (("source", "target") if k % 2 == 0 else ("target", "source")):
             c0 = time.process_time()
-            _, _, st = counting.run_counts(loaded, enc[scope], budget, progress_every_s=1e9, counting=counting)
+            _, _, st = run_counts(loaded, enc[scope], budget, progress_every_s=1e9, counting=counting)
             cpu[scope].append(time.process_time() - c0)
             seconds[scope].append(st["seconds"])
         ratios.append(seconds["target"][-1] / seconds["source"][-1])
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-length", type=int, default=512, help="truncate prompts to this many tokens "
                     "(to measure how the cost grows with sequence length)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of (b) and (c); the best of each counts")
-    ap.add_argument("--counting", choices=counting.COUNTING, default="auto",
+    ap.add_argument("--counting", choices=COUNTING, default="auto",
                     help="the collector's counting implementation (auto: fused on CUDA, matmul elsewhere)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--e2e", type=int, metavar="N", help="end to end: N pairs through the workflow (neurospec.tools.bench_e2e)")
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # warm-up (kernels, allocator) on a few sentences
     warm = encoding.Encoded(enc.input_ids[:8], enc.counted[:8], 0, 0)
-    counting.run_counts(loaded, warm, budget, counting=args.counting)  # (also compiles the fused path)
+    run_counts(loaded, warm, budget, counting=args.counting)  # (also compiles the fused path)
     run_bare(base, warm, budget, pad_id, device)
 
     if device.type == "cuda":
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
     best_c = best_b = float("inf")
     stats = {}
     for _ in range(args.repeats):
-        _, _, stats = counting.run_counts(loaded, enc, budget, progress_every_s=1e9, counting=args.counting)
+        _, _, stats = run_counts(loaded, enc, budget, progress_every_s=1e9, counting=args.counting)
         best_c = min(best_c, stats["seconds"])
         t, n_real = run_bare(base, enc, budget, pad_id, device)
         best_b = min(best_b, t)
