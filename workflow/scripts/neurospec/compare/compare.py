@@ -142,21 +142,24 @@ def null_beside_real(real: str, null: str, data: Mapping[str, Mapping[str, Any]]
                      level: float) -> pd.DataFrame:
     """The selection and stability numbers of ``real`` beside its null's.
 
-    n_selected: selected (group, neuron) cells (no CI: a count of one run; beats_null: real > null);
+    n_selected: selected (group, neuron) cells (a count of one run, no CI: beats_null is NA, more
+    selected neurons is not better);
     stability_iou: mean split-half IoU with bootstrap CIs over groups; beats_null: real CI above the
     null's (False when they overlap)."""
     r, n = data[real], data[null]
     rows = [{"model": real, "null_model": null, "measure": "n_selected",
              "real": float(len(r["scores"])), "null": float(len(n["scores"])),
              "n_real": len(r["groups"]), "n_null": len(n["groups"]), "unit": "selected (group, neuron) cells",
-             "beats_null": bool(len(r["scores"]) > len(n["scores"]))}]
+             "beats_null": pd.NA}]
     rv, rl, rh, rn = stability_mean(r["stability"], n_boot, seed, level)
     nv, nl, nh, nn = stability_mean(n["stability"], n_boot, seed, level)
     rows.append({"model": real, "null_model": null, "measure": "stability_iou", "real": rv, "real_low": rl,
                  "real_high": rh, "null": nv, "null_low": nl, "null_high": nh, "n_real": rn, "n_null": nn,
                  "unit": "mean split-half IoU over (group, layer) cells; CI: bootstrap over groups",
                  "beats_null": bool(np.isfinite(rl) and np.isfinite(nh) and rl > nh)})
-    return pd.DataFrame(rows, columns=NULL_COLUMNS)
+    out = pd.DataFrame(rows, columns=NULL_COLUMNS)
+    out["beats_null"] = out["beats_null"].astype("boolean")
+    return out
 
 
 def specificity_summary(model: str, table: pd.DataFrame, meta: Mapping[str, Any]) -> dict[str, Any]:
