@@ -205,8 +205,7 @@ def compare(data: Mapping[str, Mapping[str, Any]], *, n_perm: int = 1000, n_boot
 
 def plot_depth(depth: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
     """Selected cells per layer against relative depth, one line per model."""
-    import matplotlib
-    matplotlib.use("Agg")
+    from .. import plots  # noqa: F401  (matplotlib's Agg backend, chosen in neurospec/plots/__init__.py)
     import matplotlib.pyplot as plt
 
     from ..atomic import save_png
@@ -224,8 +223,7 @@ def plot_depth(depth: pd.DataFrame, path: str | os.PathLike, title: str) -> None
 def plot_summary(tables: Mapping[str, pd.DataFrame], path: str | os.PathLike, title: str) -> None:
     """Left: rho of the IoU matrices per pair of models (Mantel p in the label); right: stability IoU
     real vs null with CIs (or, with no null, a note)."""
-    import matplotlib
-    matplotlib.use("Agg")
+    from .. import plots  # noqa: F401  (matplotlib's Agg backend, chosen in neurospec/plots/__init__.py)
     import matplotlib.pyplot as plt
 
     from ..atomic import save_png
