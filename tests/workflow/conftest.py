@@ -1,0 +1,22 @@
+"""The workflow tests' shared run: `.test/config/config.yaml` run by `snakemake` to its report, once per
+session. Tests that only read outputs read it; tests that dry-run a changed config do so in its folder
+(a dry run writes nothing); tests that rerun something copy it first (workflow_utils.copy_run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workflow_utils import SHARED_CONFIG, snakemake, write_shared_config
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(workdir, config): the finished run of the shared config, with report.html."""
+    workdir = tmp_path_factory.mktemp("shared-run")
+    cfg = write_shared_config(workdir)
+    assert cfg.read_text() and SHARED_CONFIG.is_file()
+    snakemake(workdir, configfile=cfg)
+    snakemake(workdir, "--report", "report.html", configfile=cfg)
+    return workdir, cfg
