@@ -242,14 +242,16 @@ def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
     assert counts.pop("translation_scores") == 1 and counts.pop("correlation") == 1, counts
     assert "figure_correlation" in counts and "figure_translation_quality" in counts, counts
     assert not {"collect_activations", "pair_table", "build_demo_model", "translate"} & set(counts), counts
+    # the browser's page lists every method's selected neurons
+    assert counts.pop("browser_contexts") == 1 and counts.pop("browser_page") == 1, counts
     assert counts and all(rule.startswith("figure_") for rule in counts), counts
     assert "figure_activation_probability" not in counts
 
 
 def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
     """diffmeans, its stability (table and figure), its four figures (one job), its ablation, the ablation
-    figures (one job for all methods) and the correlation that reads every method's selections; nothing
-    of another method, never collection."""
+    figures (one job for all methods), its ablated translation, and the translation scores, correlation and
+    browser page that read every method's selections; nothing of another method, never collection."""
     workdir, _, _ = finished_run
     cfg = write_shared_config(workdir, {"scoring": {"k": 10, "diffmeans": {"k": 7}}}, name="config-diffmeans.yaml")
     proc = snakemake(workdir, "--dry-run", configfile=cfg)
@@ -257,14 +259,14 @@ def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
     counts.pop("all", None)
     evaluation = {"correlation": 1, "figure_correlation": 1, "ablation": 1, "figure_ablation": 1,
                   "figure_ablation_specificity": 1, "translate_ablated": 1, "translation_scores": 1,
-                  "figure_translation_quality": 1}
+                  "figure_translation_quality": 1, "browser_contexts": 1, "browser_page": 1}
     assert counts == {"score": 1, "stability": 1, "figure_method": 1, **evaluation}, counts
     assert planned_scores(proc.stdout) == {"diffmeans"}
     outputs = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
                if line.strip().startswith("output:")]
-    # the translation stage's outputs, and the figure comparing every method's ablation
+    # the translation stage's outputs, the figure comparing every method's ablation, the browser (every method's)
     outputs = [out for out in outputs if "/translation/" not in out and "figures/translation" not in out
-               and "figures/ablation_specificity" not in out]
+               and "figures/ablation_specificity" not in out and "/browser/" not in out]
     assert outputs and all("diffmeans" in out for out in outputs), outputs
 
 
