@@ -47,7 +47,10 @@ rule figure_ablation:
             figure_path("{method}", "ablation"),
             caption="../report/ablation.rst",
             category="Ablation",
-            subcategory="{method}",
+            labels={
+                "figure": "Ablation: delta NLL per group and language",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/ablation.log",
@@ -68,7 +71,10 @@ rule figure_ablation_budget:
             figure_path("{method}", "ablation_budget"),
             caption="../report/ablation_budget.rst",
             category="Ablation",
-            subcategory="{method}",
+            labels={
+                "figure": "Ablation: delta NLL by neuron budget",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/ablation_budget.log",
@@ -89,6 +95,7 @@ rule figure_ablation_specificity:
             f"{RESULTS}/figures/ablation_specificity.png",
             caption="../report/ablation_specificity.rst",
             category="Ablation",
+            labels={"figure": "Ablation specificity: the methods compared"},
         ),
     log:
         f"{LOGS}/figures/ablation_specificity.log",

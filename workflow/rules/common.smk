@@ -420,3 +420,46 @@ def browser_params():
 def browser_targets():
     """The browser's contexts table and page, when browser.enabled."""
     return [BROWSER_CONTEXTS, BROWSER_PAGE] if config["browser"]["enabled"] else []
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: steering (workflow/rules/steering.smk, docs/steering.md)
+# --------------------------------------------------------------------------------------------
+STEERING = config["evaluate"]["steering"]
+
+
+def steering_params():
+    """Everything steering reads from evaluate.steering (keys sorted): a change reruns steering only."""
+    return dict(sorted(STEERING.items()))
+
+
+def steering_prompt_params():
+    """The prompt that translation prompts are rendered with (the collection template, and
+    evaluate.translate's chat template and continuation), keys sorted."""
+    return {
+        "chat_template": TRANSLATE["chat_template"],
+        "continuation": TRANSLATE["continuation"],
+        "prompt_template": config["collect"]["prompt_template"],
+    }
+
+
+def steering_table(method):
+    return f"{RESULTS}/steering/{method}.parquet"
+
+
+def steering_outputs_table(method):
+    return f"{RESULTS}/steering/{method}_outputs.parquet"
+
+
+STEERING_FIGURES = ["steering_success", "steering_quality"]
+
+
+def steering_targets():
+    """Every method's steering tables and figures, and the figure comparing the methods (when enabled)."""
+    if not STEERING["enabled"]:
+        return []
+    return (
+        [steering_table(m) for m in SCORING_METHODS]
+        + [figure_path(m, f) for m in SCORING_METHODS for f in STEERING_FIGURES]
+        + [f"{RESULTS}/figures/steering_methods.png"]
+    )

@@ -17,25 +17,37 @@ rule figure_method:
             figure_path("{method}", "iou_layers"),
             caption="../report/iou_layers.rst",
             category="Overlap per layer",
-            subcategory="{method}",
+            labels={
+                "figure": "Overlap of the selected neurons per layer (IoU)",
+                "method": "{method}",
+            },
         ),
         specialized_counts=report(
             figure_path("{method}", "specialized_counts"),
             caption="../report/specialized_counts.rst",
             category="Specialized neurons",
-            subcategory="{method}",
+            labels={
+                "figure": "Selected neurons per layer and group",
+                "method": "{method}",
+            },
         ),
         family_iou=report(
             figure_path("{method}", "family_iou"),
             caption="../report/family_iou.rst",
             category="Language families",
-            subcategory="{method}",
+            labels={
+                "figure": "IoU within against across language families",
+                "method": "{method}",
+            },
         ),
         clustering=report(
             figure_path("{method}", "clustering"),
             caption="../report/clustering.rst",
             category="Clustering",
-            subcategory="{method}",
+            labels={
+                "figure": "Groups clustered by neuron overlap",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/figures.log",
@@ -57,7 +69,10 @@ rule figure_direction_iou:
             figure_path("{method}", "direction_iou"),
             caption="../report/direction_iou.rst",
             category="Translation directions",
-            subcategory="{method}",
+            labels={
+                "figure": "IoU among en→xx against among xx→en directions",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/figures/{{method}}/direction_iou.log",
@@ -80,6 +95,7 @@ rule figure_activation_probability:
             f"{RESULTS}/figures/activation_probability.png",
             caption="../report/activation_probability.rst",
             category="Activation probability",
+            labels={"figure": "Activation probability under each counting criterion"},
         ),
     log:
         f"{LOGS}/figures/activation_probability.log",

@@ -17,7 +17,10 @@ rule stability:
             figure_path("{method}", "stability"),
             caption="../report/stability.rst",
             category="Stability",
-            subcategory="{method}",
+            labels={
+                "figure": "Split-half stability against chance",
+                "method": "{method}",
+            },
         ),
     log:
         f"{LOGS}/scores/{{method}}_stability.log",

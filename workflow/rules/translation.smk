@@ -102,6 +102,7 @@ rule figure_translation_quality:
             translation_figure("quality"),
             caption="../report/translation_quality.rst",
             category="Translation quality",
+            labels={"figure": "Translation quality (chrF++) per direction"},
         ),
     log:
         f"{LOGS}/figures/translation/quality.log",
@@ -124,6 +125,7 @@ rule figure_correlation:
             translation_figure("correlation"),
             caption="../report/correlation.rst",
             category="Translation quality",
+            labels={"figure": "chrF++ against specialization"},
         ),
     log:
         f"{LOGS}/figures/translation/correlation.log",

@@ -10,7 +10,7 @@ import pytest
 
 from neurospec.collect import collect
 from neurospec.data import demo
-from neurospec import models
+from neurospec import models, tables
 from neurospec.errors import NeurospecError
 from neurospec.tables import atomic_path, read_counts, read_table, write_counts, write_table
 from synthetic_counts import sentence_table
@@ -56,7 +56,7 @@ def test_corrupt_parquet_is_one_clear_error(tmp_path, damage):
     df, meta = sentence_table(np.random.default_rng(0), np.full((4, 4), 0.5), np.full(4, 3), 1)
     write_counts(df, path, meta)
     got, got_meta = read_counts(path)
-    assert got.equals(df) and got_meta["n_tokens"] == 12 and got_meta["count_schema_version"] == 3
+    assert got.equals(df) and got_meta["n_tokens"] == 12 and got_meta["count_schema_version"] == tables.COUNT_SCHEMA_VERSION
     data = path.read_bytes()
     path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not parquet" * 10, "empty": b""}[damage])
     with pytest.raises(NeurospecError, match=rf"cannot read Parquet file {path}: corrupt or truncated") as exc:
@@ -66,7 +66,7 @@ def test_corrupt_parquet_is_one_clear_error(tmp_path, damage):
 
 def test_missing_count_metadata_and_columns_are_named(tmp_path):
     path = tmp_path / "x.parquet"
-    write_table(pd.DataFrame({"layer": [0], "neuron": [1]}), path, metadata={"count_schema_version": 3})
+    write_table(pd.DataFrame({"layer": [0], "neuron": [1]}), path, metadata={"count_schema_version": tables.COUNT_SCHEMA_VERSION})
     with pytest.raises(NeurospecError, match=r"lacks column\(s\) active, nonzero, gate_active, act_sum"):
         read_counts(path)
     with pytest.raises(NeurospecError, match="does not exist"):
@@ -87,8 +87,8 @@ def test_old_count_tables_say_what_to_rerun(tmp_path):
                         "act_sum": [0.5, 1.0, 1.5, 2.0]})
     path = tmp_path / "en-de.parquet"
     write_table(old, path, metadata={"n_tokens": 4, "pair": "en-de", "counted_lang": "en"})
-    line = (rf"count table {path} has count schema version 1, this neurospec reads version 3 \(per-sentence "
-            r"statistics, split halves, counted-sentence hashes\): it was written by an older neurospec; recollect it: "
+    line = (rf"count table {path} has count schema version 1, this neurospec reads version 4 \(per-sentence "
+            r"statistics, split halves, counted-sentence hashes, residual sums\): it was written by an older neurospec; recollect it: "
             r"`snakemake --forcerun collect_activations`")
     calls = [
         lambda: read_counts(path),
@@ -102,8 +102,8 @@ def test_old_count_tables_say_what_to_rerun(tmp_path):
             call()
         assert "\n" not in str(exc.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["en-de.parquet"]  # nothing half-written
-    write_table(old, path, metadata={"n_tokens": 4, "count_schema_version": 4})
-    with pytest.raises(NeurospecError, match="version 4, this neurospec reads version 3: it was written by a newer"):
+    write_table(old, path, metadata={"n_tokens": 4, "count_schema_version": 5})
+    with pytest.raises(NeurospecError, match="version 5, this neurospec reads version 4: it was written by a newer"):
         read_counts(path)
 
 

@@ -160,6 +160,18 @@ def _find_blocks(model: nn.Module) -> list[nn.Module] | None:
     return None
 
 
+def resolve_blocks(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks (decoder layers) of a ``*ForCausalLM`` or a base model, in order; each
+    block's output is the residual stream after it (steering's residual baseline hooks them)."""
+    if not isinstance(model, nn.Module):
+        raise NeurospecError(f"{type(model).__name__} is not a torch model")
+    blocks = _find_blocks(model)
+    if blocks is None:
+        raise NeurospecError(f"model class {type(model).__name__} is not supported: no MLP blocks found "
+                             f"(supported: {_supported_line()})")
+    return blocks
+
+
 def _gate_module(layer: int, mlp: nn.Module, uses: dict[int, int]) -> nn.Module:
     """The module whose output is act_fn(gate_proj(x)); installs an ``ActFn`` wrapper if needed."""
     src = _forward_source(mlp)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import NeurospecError
+from .messages import pair_hint
 from .prompts import check_continuation, check_template
 
 
@@ -33,6 +34,8 @@ def schema_error_line(error) -> str:
         close = difflib.get_close_matches(str(extra[0]), known, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return f"key {name!r}: unknown key (a typo?); {hint}{where} takes: {', '.join(known)}"
+    if error.validator == "pattern" and len(error.absolute_path) == 2 and error.absolute_path[0] == "pairs":
+        return f"key {key!r}: {error.instance!r} is not a pair: {pair_hint(error.instance)}"
     if error.validator == "pattern" and key.split(".")[-1] == "split":
         return (f"key {key!r}: {error.instance!r} is not a split name: letters, digits, '_' and '.' only "
                 "(it names a folder under results/)")

@@ -30,6 +30,9 @@ from .errors import NeurospecError
 from .tables import read_counts
 
 MODES = ("zero", "mean")
+# steering's interventions (neurospec.steering): "set" writes values into the neurons (as "mean"
+# does), "add" adds values to them: h[..., idx] += values[idx]
+STEER_MODES = ("set", "add")
 
 # layer -> sorted neuron indices (int64)
 Selection = dict[int, np.ndarray]
@@ -217,15 +220,18 @@ def intervene(model: torch.nn.Module, selection: Mapping[int, np.ndarray], mode:
     ``selection``: {layer: neuron indices}; ``mode``: "zero", or "mean" with ``values`` of shape
     [layers, neurons] (the value each neuron is set to, e.g. ``mean_activations``).  Works on a causal
     LM or its base model; the hooks are removed on exit, also after an exception.
+    Steering's modes (``STEER_MODES``) take ``values`` too: "set" is "mean"'s overwrite
+    (h[..., idx] = values[idx]), "add" adds them (h[..., idx] += values[idx]); every position of every
+    forward pass (prompt and each generated token) is changed.
     """
-    if mode not in MODES:
+    if mode not in MODES + STEER_MODES:
         raise NeurospecError(f"ablation mode {mode!r}: choose one of {', '.join(MODES)}")
     taps = resolve_mlp_taps(model)
     n = model_neurons(model)
     _check(selection, len(taps), n)
-    if mode == "mean":
+    if mode != "zero":
         if values is None:
-            raise NeurospecError("ablation mode 'mean' needs the neurons' mean activations")
+            raise NeurospecError(f"intervention mode {mode!r} needs the neurons' values")
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (len(taps), n):
             raise NeurospecError(f"mean activations have shape {values.shape}, the model {(len(taps), n)}")
@@ -239,15 +245,51 @@ def intervene(model: torch.nn.Module, selection: Mapping[int, np.ndarray], mode:
         index = torch.as_tensor(idx, device=device)
         fill = None if mode == "zero" else torch.as_tensor(values[tap.layer, idx], device=device)
 
-        def hook(module, args, index=index, fill=fill):
+        def hook(module, args, index=index, fill=fill, add=mode == "add"):
             h = args[0]  # [batch, seq, n_neurons], an intermediate of the MLP: safe to overwrite
             if fill is None:
                 h.index_fill_(-1, index, 0.0)
+            elif add:
+                h.index_add_(-1, index, fill.to(h.dtype).expand(*h.shape[:-1], len(index)))
             else:
                 h.index_copy_(-1, index, fill.to(h.dtype).expand(*h.shape[:-1], len(index)))
             return (h, *args[1:])
 
         handles.append(tap.down_input.register_forward_pre_hook(hook))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def add_to_residual(model: torch.nn.Module, vectors: Mapping[int, np.ndarray]) -> Iterator[None]:
+    """Within the block, ``vectors[l]`` ([hidden]) is added to the output hidden state of block ``l``
+    (the residual stream after it) on every position: steering's residual baseline.  The hooks are
+    removed on exit, also after an exception."""
+    from .architectures import resolve_blocks
+
+    blocks = resolve_blocks(model)
+    handles = []
+    for layer, vec in sorted(vectors.items()):
+        if not 0 <= int(layer) < len(blocks):
+            raise NeurospecError(f"residual vector for layer {layer}; the model has layers 0..{len(blocks) - 1}")
+        block = blocks[int(layer)]
+        param = next(block.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        v = torch.as_tensor(np.asarray(vec, dtype=np.float64), device=device)
+
+        def hook(module, args, output, v=v):
+            h = output[0] if isinstance(output, (tuple, list)) else output  # [batch, seq, hidden]
+            h = h + v.to(h.dtype)
+            if isinstance(output, tuple):
+                return (h, *output[1:])
+            if isinstance(output, list):
+                return [h, *output[1:]]
+            return h
+
+        handles.append(block.register_forward_hook(hook))
     try:
         yield
     finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .errors import NeurospecError
+from .messages import language_hint, pair_hint
 
 TIERS = ("high", "medium", "low", "extremely-low")
 TIER_SIZES = {"high": 5_000_000, "medium": 1_000_000, "low": 100_000, "extremely-low": 50_000}
@@ -102,12 +103,16 @@ FLORES_CODES: dict[str, str] = {
 }
 
 
+def _names() -> dict[str, str]:
+    return {c: lang.name for c, lang in LANGUAGES.items()}
+
+
 def language(code: str) -> Language:
     try:
         return LANGUAGES[code]
     except KeyError:
         raise NeurospecError(
-            f"unknown language code {code!r}; known: {', '.join(sorted(LANGUAGES))}"
+            f"unknown language code {code!r}; {language_hint(code, _names())}known: {', '.join(sorted(LANGUAGES))}"
         ) from None
 
 
@@ -115,13 +120,13 @@ def parse_pair(pair: str) -> tuple[str, str]:
     """``"en-de"`` -> ``("en", "de")``; exactly one side must be English (EC40 is English-centric)."""
     parts = pair.split("-") if isinstance(pair, str) else []
     if len(parts) != 2 or not all(parts):
-        raise NeurospecError(f"malformed pair {pair!r} in 'pairs': expected 'src-tgt', e.g. 'en-de'")
+        raise NeurospecError(f"malformed pair {pair!r} in 'pairs': {pair_hint(pair)}")
     src, tgt = parts
     for code in (src, tgt):
         if code not in LANGUAGES:
             raise NeurospecError(
                 f"unknown language code {code!r} in pair {pair!r} (key 'pairs'); "
-                f"known: {', '.join(sorted(LANGUAGES))}"
+                f"{language_hint(code, _names())}known: {', '.join(sorted(LANGUAGES))}"
             )
     if (src == PIVOT) == (tgt == PIVOT):
         raise NeurospecError(

@@ -107,9 +107,15 @@ def choose_attention(model_class: type, device: torch.device, requested: str = "
     return requested
 
 
+# what to do for a model this machine cannot fetch (gated, offline): a local copy
+DOWNLOAD_FIRST = ("download it first where the hub is reachable (`hf download {model_id} --local-dir DIR`) "
+                  "and set model.id to that directory")
+
+
 def _load_error(model_id: str, revision: str, exc: Exception, what: str = "config") -> NeurospecError:
     """One line naming the real cause of a failed load (of its ``what``: config, tokenizer, weights)."""
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
 
     chain = [exc]
     while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
@@ -120,7 +126,15 @@ def _load_error(model_id: str, revision: str, exc: Exception, what: str = "confi
             f"model {model_id!r} is gated on the hub: accept its licence on its hub page and set "
             f"HF_TOKEN to a token of an account with access"
             + (" (HF_TOKEN is not set)" if not os.environ.get("HF_TOKEN") else " (HF_TOKEN has no access)")
+            + f"; or {DOWNLOAD_FIRST.format(model_id=model_id)}"
         )
+    offline = any(isinstance(e, (OfflineModeIsEnabled, LocalEntryNotFoundError)) for e in chain) or any(
+        s in text for s in ("offline mode", "couldn't connect", "cannot find the requested files in the local cache"))
+    if offline and not Path(model_id).expanduser().is_dir():
+        why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache"
+               if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+               else "the hub cannot be reached and it is not in the local Hugging Face cache")
+        return NeurospecError(f"model {model_id!r}: {why}; {DOWNLOAD_FIRST.format(model_id=model_id)}")
     if any(isinstance(e, RevisionNotFoundError) for e in chain):
         return NeurospecError(f"model.revision {revision!r} does not exist for model {model_id!r}")
     if Path(model_id).expanduser().is_dir():

@@ -49,7 +49,9 @@ COUNT_SCHEMA = pa.schema(
 # Version of the count table's layout, in its metadata (``count_schema_version``).  1 (no key): the
 # six columns layer, neuron, active, nonzero, gate_active, act_sum; 2: per-sentence statistics,
 # act_sumsq and the even half of every additive column.
-COUNT_SCHEMA_VERSION = 3  # 3: the counted sentences' content hashes (each sentence one unit when pooled)
+# 3: the counted sentences' content hashes (each sentence one unit when pooled); 4: the residual
+# stream's sums over the counted tokens per layer (metadata ``residual_sum``, steering's baseline).
+COUNT_SCHEMA_VERSION = 4
 COUNT_VERSION_KEY = "count_schema_version"
 # Metadata that adds up over shards (and whose even-half values exist, where named ``*_even``).
 SUMMED_KEYS = ("n_tokens", "n_sentences", "n_truncated", "n_skipped", "n_prompt_tokens", "n_tokens_even",
@@ -135,7 +137,7 @@ def check_count_version(path: str | os.PathLike, meta: dict[str, Any]) -> None:
     older = not isinstance(version, int) or version < COUNT_SCHEMA_VERSION
     raise NeurospecError(
         f"count table {path} has count schema version {version}, this neurospec reads version "
-        f"{COUNT_SCHEMA_VERSION}{' (per-sentence statistics, split halves, counted-sentence hashes)' if older else ''}: it was "
+        f"{COUNT_SCHEMA_VERSION}{' (per-sentence statistics, split halves, counted-sentence hashes, residual sums)' if older else ''}: it was "
         f"written by {'an older' if older else 'a newer'} neurospec; recollect it: "
         f"`snakemake --forcerun collect_activations` with your usual arguments (or delete it and rerun)")
 
@@ -193,6 +195,7 @@ def sum_count_tables(tables: Sequence[tuple[pd.DataFrame, dict[str, Any]]]) -> t
                 total[col] = total[col] + df[col]
         for key in SUMMED_KEYS:
             meta[key] = meta.get(key, 0) + m.get(key, 0)
+        _sum_residual(meta, m)
         for key in ("counted_hashes_even", "counted_hashes_odd"):  # sets of sentence hashes: their union
             if key in meta and key in m:
                 meta[key] = sorted(set(meta[key]) | set(m[key]))
@@ -200,6 +203,20 @@ def sum_count_tables(tables: Sequence[tuple[pd.DataFrame, dict[str, Any]]]) -> t
                 meta.pop(key, None)
     meta["shard"] = f"sum of {len(tables)}"
     return total, meta
+
+
+def _sum_residual(meta: dict[str, Any], other: dict[str, Any]) -> None:
+    """The shards' residual sums (metadata ``residual_sum``) add up like the counts; a shard without
+    them leaves the pair's table without them (never a partial sum)."""
+    from .steering.residual import RESIDUAL_KEY, decode_array, encode_array
+
+    if RESIDUAL_KEY in meta and RESIDUAL_KEY in other:
+        a, b = decode_array(meta[RESIDUAL_KEY]), decode_array(other[RESIDUAL_KEY])
+        if a.shape != b.shape:
+            raise NeurospecError(f"shard tables disagree on the residual sums' shape: {a.shape} vs {b.shape}")
+        meta[RESIDUAL_KEY] = encode_array(a + b)
+    else:
+        meta.pop(RESIDUAL_KEY, None)
 
 
 def merge_shard_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> None:

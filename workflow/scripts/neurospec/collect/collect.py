@@ -47,7 +47,9 @@ from ..batching import CPU_TOKEN_BUDGET, MAX_TOKEN_BUDGET, auto_token_budget, ma
 from ..errors import NeurospecError
 from ..languages import TOKEN_SCOPES, counted_language
 from ..models import LoadedModel
+from ..progress import Progress
 from ..prompts import check_template, model_context, render
+from ..steering.residual import RESIDUAL_KEY, encode_array
 from ..tables import COUNT_COLUMNS, HALF, TOTAL_COLUMNS, package_versions, write_counts
 
 log = logging.getLogger("neurospec")
@@ -428,13 +430,20 @@ def batch_tensors(enc: Encoded, rows: list[int], pad_id: int, device: torch.devi
 
 
 def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = None,
-               progress_every_s: float = 10.0, counting: str = "auto") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+               progress_every_s: float = 10.0, counting: str = "auto",
+               residual: bool = True, what: str = "collect") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Push every encoded prompt through the model once.
 
     Returns (totals, even, stats): totals and even are [len(TOTAL_COLUMNS), layers, neurons]
     float64, the additive columns over all prompts and over the prompts of the even half
-    (``enc.even``); stats holds n_tokens, n_tokens_even, n_rate_sentences(_even) and timings.
+    (``enc.even``); stats holds n_tokens, n_tokens_even, n_rate_sentences(_even) and timings, and
+    (``residual``) ``residual_sum``: every block's output hidden state summed over the counted
+    tokens, [layers, hidden] float64 (``steering.residual.ResidualSums``).
     """
+    from contextlib import nullcontext
+
+    from ..steering.residual import ResidualSums
+
     model, device = loaded.model, loaded.device
     budget = token_budget or auto_token_budget(loaded, max(enc.lengths, default=1))
     pad_id = loaded.tokenizer.pad_token_id
@@ -442,16 +451,22 @@ def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = Non
         pad_id = loaded.tokenizer.eos_token_id or 0
     even = np.zeros(len(enc.input_ids), dtype=bool) if enc.even is None else np.asarray(enc.even, dtype=bool)
     hooks = CountHooks(model, device, counting)
+    sums = ResidualSums(model) if residual else None
     queue = make_batches(enc.lengths, budget)
     stats = {"n_tokens": 0, "n_tokens_even": 0, "n_processed": 0, "n_real": 0, "n_batches": 0, "oom_retries": 0,
              "n_rate_sentences": sum(bool(c.any()) for c in enc.counted),
              "n_rate_sentences_even": sum(bool(c.any()) for c, e in zip(enc.counted, even) if e)}
-    t0 = last = time.perf_counter()
-    with hooks, torch.inference_mode():
+    t0 = time.perf_counter()
+    # prompt tokens done / total, tokens/s, ETA: to the log, and to the run's terminal (neurospec.progress)
+    progress = (Progress(sum(enc.lengths), "prompt tokens", log, what, every_s=progress_every_s)
+                if progress_every_s < 1e9 else None)
+    with hooks, sums if sums is not None else nullcontext(), torch.inference_mode():
         while queue:
             rows = queue.pop(0)
             ids, counted, n_counted, n_processed = batch_tensors(enc, rows, pad_id, device)
             hooks.set_batch(counted, torch.from_numpy(even[rows]).to(device))
+            if sums is not None:
+                sums.set_batch(counted)
             oom = False
             try:
                 model(input_ids=ids, use_cache=False)
@@ -476,20 +491,23 @@ def run_counts(loaded: LoadedModel, enc: Encoded, token_budget: int | None = Non
                 queue = [[remaining[j] for j in b] for b in queue]
                 continue
             hooks.commit()
+            if sums is not None:
+                sums.commit()
             stats["n_tokens"] += n_counted
             stats["n_tokens_even"] += sum(int(enc.counted[i].sum()) for i in rows if even[i])
             stats["n_processed"] += n_processed
             stats["n_real"] += sum(enc.lengths[i] for i in rows)
             stats["n_batches"] += 1
-            now = time.perf_counter()
-            if now - last >= progress_every_s or not queue:
-                last = now
-                log.info("%d batches, %d prompt tokens, %.0f tokens/s, %d left",
-                         stats["n_batches"], stats["n_real"], stats["n_real"] / max(now - t0, 1e-9), len(queue))
+            if progress is not None:
+                progress.update(sum(enc.lengths[i] for i in rows))
+    if progress is not None:
+        progress.close()
     if hooks.totals is None:  # nothing was run (no sentences, e.g. an empty shard)
         totals = np.zeros((2, len(TOTAL_COLUMNS), hooks.n_layers, n_neurons(model)), dtype=np.float64)
     else:
         totals = hooks.totals.cpu().numpy()  # the one host sync
+    if sums is not None:
+        stats["residual_sum"] = sums.result(hooks.n_layers, model.get_input_embeddings().embedding_dim)
     stats["seconds"] = time.perf_counter() - t0
     stats["token_budget"] = budget
     stats["counting"] = hooks.counting
@@ -555,7 +573,9 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
     log.info("%d prompts (%d skipped as empty), %d truncated to %d tokens, %d prompt tokens; counted: %s",
              len(enc.input_ids), enc.n_skipped, enc.n_truncated, max_length, sum(enc.lengths),
              COUNTED_TOKENS[token_scope])
-    totals, even, stats = run_counts(loaded, enc, token_budget, counting=counting)
+    what = " ".join(["collect", str((pair_meta or {}).get("pair", "")),
+                     f"shard {shard + 1}/{n_shards}" if n_shards > 1 else ""]).strip()
+    totals, even, stats = run_counts(loaded, enc, token_budget, counting=counting, what=what)
     log.info("done: %d counted tokens in %.1f s (%.0f prompt tokens/s), padding efficiency %.3f, %s counting",
              stats["n_tokens"], stats["seconds"], stats["n_real"] / max(stats["seconds"], 1e-9),
              stats["padding_efficiency"], stats["counting"])
@@ -575,6 +595,8 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
         # one unit per distinct sentence when a language is pooled over pairs (scoring.distinct_sentences)
         **counted_hashes(pairs["tgt" if token_scope == "target" else "src"].tolist(), enc),
         "halves": f"{HALF}: sentences with an even id; odd: the rest (total - {HALF})",
+        # every block's output hidden state summed over the n_tokens counted tokens (steering's residual baseline)
+        RESIDUAL_KEY: encode_array(stats["residual_sum"]),
         "pair": f"{src_lang}-{tgt_lang}",
         "src_lang": src_lang,
         "tgt_lang": tgt_lang,

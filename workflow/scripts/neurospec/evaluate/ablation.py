@@ -72,6 +72,7 @@ from ..interventions import (MODES, MeanPatchValues, Selection, firing_rates, in
                             rate_deciles, selection_size, selections_from_scores)
 from ..languages import PIVOT, group_language
 from ..models import LoadedModel, is_demo_model
+from ..progress import Progress
 from ..prompts import model_context
 from ..tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
 
@@ -500,6 +501,9 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
     budget_seeds = [seed + j for j in range(budget_random_sets)]
     sets = [(group, None, selection, seeds) for group, selection in selections.items()]
     sets += [(group, n, sel, budget_seeds) for group in selections for n, sel in (budgets or {}).get(group, {}).items()]
+    # tokens scored (each pass: every held-out token), tokens/s, ETA (neurospec.progress)
+    progress = Progress(sum(1 + len(ss) for *_, ss in sets) * scorer.n_tokens, "tokens", log,
+                        f"ablation ({len(sets)} neuron sets)")
     for group, budget, selection, set_seeds in sets:
         values = mean_values(own_lang[group]) if mode == "mean" else None
         salt = () if budget is None else (budget,)
@@ -524,6 +528,7 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
                 with intervene(loaded.model, sel, mode, values):
                     sums = scorer.nll()
                 n_passes += 1
+            progress.update(scorer.n_tokens)
             measured.append((condition, s, size, sums, language_means(sums, scorer.n_predicted, langs, order)))
         control_deltas = np.array([m[4] - base for m in measured[1:]]).reshape(len(measured) - 1, len(order))
         for condition, s, size, sums, nll in measured:
@@ -544,6 +549,7 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
                      "" if budget is None else f" top {budget}", selection_size(selection), own_lang[group],
                      own_deltas[0],
                      ", ".join(own_deltas[1:]) or "none", n_passes * scorer.n_tokens / (time.perf_counter() - t0))
+    progress.close()
     seconds = time.perf_counter() - t0
     df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
     df["budget"] = pd.array(df["budget"].tolist(), dtype="Int64")

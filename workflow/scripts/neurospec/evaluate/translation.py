@@ -50,6 +50,7 @@ from ..errors import NeurospecError
 from ..interventions import MODES, MeanPatchValues, intervene, selection_size, selections_from_scores
 from ..languages import group_language, parse_pair
 from ..models import LoadedModel
+from ..progress import Progress
 from ..prompts import check_continuation, check_template, fit_prompt, model_context, render
 from ..tables import PAIR_SCHEMA, package_versions, read_metadata, read_table, write_table
 
@@ -220,8 +221,9 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 def greedy_generate(lm, tokenizer, prompts: Sequence[Sequence[int]], caps: Sequence[int], *,
                     batch_size: int = 32, eos_ids: Sequence[int] | None = None,
-                    device: torch.device | str | None = None) -> list[Generated]:
+                    device: torch.device | str | None = None, progress: Progress | None = None) -> list[Generated]:
     """Greedy generation of every prompt (token ids), batched by length; results in input order.
+    ``progress`` (neurospec.progress) is told of every finished batch (its sentences).
 
     A batch that runs out of device memory is split in two and retried.
     """
@@ -253,6 +255,8 @@ def greedy_generate(lm, tokenizer, prompts: Sequence[Sequence[int]], caps: Seque
                 continue
             for i, g in zip(rows, batch):
                 results[i] = g
+            if progress is not None:
+                progress.update(len(rows))
     return results  # type: ignore[return-value]
 
 
@@ -380,7 +384,11 @@ def translate_directions(loaded: LoadedModel, directions: Sequence[Direction],
     prompts = [p for d in directions for p in d.prompts]
     caps = [c for d in directions for c in d.caps]
     t0 = time.perf_counter()
-    generated = greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=batch_size, device=loaded.device)
+    # a line per batch at most (throttled): sentences done / total, sentences/s, ETA
+    progress = Progress(len(prompts), "sentences", log, "translate " + ", ".join(d.pair for d in directions))
+    generated = greedy_generate(lm, loaded.tokenizer, prompts, caps, batch_size=batch_size, device=loaded.device,
+                                progress=progress)
+    progress.close()
     seconds = time.perf_counter() - t0
     together = len(directions) > 1
     rate = sum(len(g.tokens) for g in generated) / max(seconds, 1e-9)  # of the whole generation

@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..plots import style  # noqa: E402
 from .. import languages as L  # noqa: E402
 from .. import lid as LID  # noqa: E402
 from ..errors import NeurospecError  # noqa: E402
@@ -306,9 +307,9 @@ def lid_metadata(threshold: bool) -> dict[str, Any]:
 
 
 def family_color(code: str):
-    """A tab10 colour per EC40 family (black for English)."""
-    lang = L.language(code)
-    return "black" if code == L.PIVOT else plt.get_cmap("tab10")(L.FAMILIES.index(lang.family))
+    """The colour of the language's family, as in every figure (neurospec.plots.style); English black."""
+    L.language(code)  # an unknown code is the caller's error, as before
+    return style.family_color(code)
 
 
 def plot_quality(scores: pd.DataFrame, path: str | os.PathLike, demo: bool = False) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from scipy import special  # noqa: E402
 from scipy.cluster import hierarchy  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
 
+from . import style  # noqa: E402
 from .. import languages as L  # noqa: E402
 from ..errors import NeurospecError  # noqa: E402
 from ..score.scoring import iou_matrix, read_iou, read_scores  # noqa: E402
@@ -33,7 +34,7 @@ from ..tables import COUNT_COLUMNS, read_counts  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
-FAMILY_COLORS = dict(zip(L.FAMILIES, ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")))
+FAMILY_COLORS = style.FAMILY_COLORS  # one colour per family in every figure (neurospec.plots.style)
 ARROW = "\u2192"
 
 
@@ -94,7 +95,7 @@ def _color_ticklabels(labels, families) -> None:
 
 
 def _tick_fontsize(n: int) -> float:
-    return float(np.clip(320 / max(n, 1), 3.5, 9))
+    return style.tick_fontsize(n)  # never under 6 pt: the figure grows instead
 
 
 def _save(fig, path: str | os.PathLike, dpi: int = 110) -> None:
@@ -131,10 +132,11 @@ def plot_iou_layers(iou_table: pd.DataFrame, groups: Sequence[str], layers: Sequ
         return {}
     ncols = int(math.ceil(math.sqrt(n_layers)))
     nrows = int(math.ceil(n_layers / ncols))
-    panel = float(np.clip(0.12 * n + 1.8, 3.2, 10.0))
+    # a row per group at a legible font (>= 6 pt): the panel grows with the groups (neurospec.plots.style)
+    panel = style.heatmap_inches(n) + 0.6
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols + 1.5, panel * nrows + 0.8), squeeze=False)
     cmap = plt.get_cmap("viridis").with_extremes(bad="#cccccc")
-    fs = float(np.clip(panel * 72 / n * 0.7, 3.5, 9))  # points per row of the panel
+    fs = style.tick_fontsize(n)
     fam_lines = _boundaries(info["block"].tolist())
     dir_lines = _boundaries(info["direction"].tolist())
     out: dict[int, np.ndarray] = {}
@@ -163,7 +165,7 @@ def plot_iou_layers(iou_table: pd.DataFrame, groups: Sequence[str], layers: Sequ
     _family_legend(fig, info["family"], loc="upper left", bbox_to_anchor=(0.99, 0.97))
     fig.suptitle(f"{title}\nIoU of the selected neuron sets per layer, by family then tier"
                  + (" (red: en\u2192xx | xx\u2192en)" if dir_lines else ""), fontsize=12)
-    _save(fig, path, dpi=150 if n > 40 else 110)  # small tick labels stay legible
+    _save(fig, path, dpi=style.dpi_for(panel * ncols + 1.5, panel * nrows + 0.8, 150 if n > 40 else 110))
     return out
 
 

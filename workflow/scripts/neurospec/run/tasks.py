@@ -24,6 +24,8 @@ TASKS = frozenset({
     "neurospec.data.pairs:write_pair_table",
     "neurospec.score.scoring:run_scoring",
     "neurospec.score.stability:run_stability",
+    "neurospec.steering.figures:draw",
+    "neurospec.steering.io:steer_to_file",
     "neurospec.tables:merge_shard_files",
     "neurospec.evaluate.translation:translate_ablated_to_file",
     "neurospec.evaluate.translation:translate_to_file",
