@@ -25,10 +25,17 @@ def test_every_object_of_the_schema_is_closed():
     objects = dict(_objects(SCHEMA))
     assert len(objects) >= 17
     open_ = {p for p, o in objects.items() if o.get("additionalProperties") is not False}
-    # the one map whose keys are data (EC40 code -> the data's code): its keys must be language codes
-    assert open_ == {"properties.dataset.properties.rows.properties.code_map"}
-    assert objects["properties.dataset.properties.rows.properties.code_map"]["propertyNames"] == {
-        "pattern": "^[a-z]{2,3}$"}
+    # the maps whose keys are data: language code -> the data's code, language code -> its name, family,
+    # script (keys: ISO 639 codes, an optional script); variant name -> its settings (keys: names that
+    # can be file names; each value a closed object)
+    variants = "properties.scoring.properties.variants"
+    codes = {"properties.dataset.properties.rows.properties.code_map", "properties.languages"}
+    assert open_ == codes | {variants}
+    for path in codes:
+        assert objects[path]["propertyNames"] == {"pattern": "^[a-z]{2,3}(_[A-Z][a-z]{3})?$"}
+    assert objects["properties.languages"]["additionalProperties"]["additionalProperties"] is False
+    assert objects[variants]["propertyNames"] == {"pattern": "^[A-Za-z0-9_-]+$"}
+    assert objects[f"{variants}.additionalProperties"]["additionalProperties"] is False
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
@@ -41,11 +48,11 @@ def test_schema_errors_name_the_key_from_jsonschemas_own_path():
                            "scoring": {"k": 150}}, SCHEMA)
     assert sorted(lines) == sorted([
         "key 'evaluate.ablaton': unknown key (a typo?); did you mean 'ablation'? evaluate takes: ablation, correlation, "
-        "split, translate, translation_scores",
+        "enabled, holdout_fraction, split, steering, translate, translation_scores",
         "key 'scoring.k': 150 is greater than the maximum of 100"])
     assert schema_errors({"pairs": ["en-de"], "scorng": {}}, SCHEMA)[0].startswith(
-        "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: collect, dataset, demo_model, "
-        "evaluate, model, pairs, scoring")
+        "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: browser, collect, dataset, demo_model, "
+        "evaluate, languages, model, pairs, scoring")
     # nothing close: no guess
     assert "did you mean" not in schema_errors({"pairs": ["en-de"], "zzz": 1}, SCHEMA)[0]
     assert schema_errors({"pairs": ["en-de"]}, SCHEMA) == []
@@ -75,7 +82,7 @@ MISTAKES = [
     ({"dataset": {"name": "hf", "hf": {"id": "a/b"}, "rows": {"code_map": {"SR": "srp_Latn"}}},
       "evaluate": {"split": "test"}}, "key 'dataset.rows.code_map': 'SR' does not match"),
     # from test_workflow.py (test_bad_config_is_one_clear_line runs one more on the command line)
-    ({"pairs": ["de-fr"]}, "must have English on exactly one side"),
+    ({"pairs": ["de-de"]}, "pair 'de-de' in 'pairs' has the same language on both sides"),
     ({"scoring": {"k": 150}}, "key 'scoring.k': 150 is greater than the maximum of 100"),
     ({"collect": {"token_scope": "everything"}}, "key 'collect.token_scope': 'everything' is not one of"),
     # from test_ablation_workflow.py

@@ -28,7 +28,7 @@ rule ablation:
         # mode mean: each neuron's value is its mean over the other languages, as scoring.rest says
         # (mode zero does not read it: a change of scoring.rest reruns only what it changes)
         rest=(
-            SCORING["rest"]
+            selection_rest
             if config["evaluate"]["ablation"]["mode"] == "mean"
             else None
         ),
@@ -47,6 +47,7 @@ rule figure_ablation:
             figure_path("{method}", "ablation"),
             caption="../report/ablation.rst",
             category="Ablation",
+            subcategory=selection_label,
             labels={
                 "figure": "Ablation: delta NLL per group and language",
                 "method": "{method}",
@@ -71,6 +72,7 @@ rule figure_ablation_budget:
             figure_path("{method}", "ablation_budget"),
             caption="../report/ablation_budget.rst",
             category="Ablation",
+            subcategory=selection_label,
             labels={
                 "figure": "Ablation: delta NLL by neuron budget",
                 "method": "{method}",

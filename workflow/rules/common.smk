@@ -15,6 +15,10 @@ from neurospec.config_checks import (  # noqa: E402
     check_schema,
 )
 from neurospec.errors import NeurospecError  # noqa: E402
+from neurospec.holdout import SUFFIX as HOLDOUT_SUFFIX  # noqa: E402
+from neurospec.lang_codes import configure as configure_languages  # noqa: E402
+from neurospec.overlays import check_overlay  # noqa: E402
+from neurospec.overlays import coerce as coerce_config  # noqa: E402
 from neurospec.languages import non_english, parse_pair  # noqa: E402
 from neurospec.run.runs import (  # noqa: E402
     claim_workdir,
@@ -22,6 +26,14 @@ from neurospec.run.runs import (  # noqa: E402
     release_workdir,
 )
 from neurospec.tables import COUNT_SCHEMA_VERSION  # noqa: E402
+from neurospec.variants import (  # noqa: E402
+    base_method,
+    check_variants,
+    selections,
+)
+from neurospec.variants import describe as describe_selection  # noqa: E402
+from neurospec.variants import split as split_selection  # noqa: E402
+from neurospec.variants import wildcard_pattern as variant_pattern  # noqa: E402
 from neurospec.run.workers import (  # noqa: E402
     enter_run,
     run_dir,
@@ -45,22 +57,44 @@ if workflow.is_main_process:
         print(_line, file=sys.stderr)
 
 
+SCHEMA_FILE = "schemas/config.schema.yaml"
+
+
+def load_yaml(path):
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
 def config_error(message):
     """One clear line and a non-zero exit: the DAG is never built from a bad config."""
     sys.exit(f"neurospec: config error: {message}")
 
+
+# Nested --config values arrive as strings ('scoring={k: 20}': '20'): typed by the schema where
+# unambiguous (neurospec.overlays); a lone --configfile lacking pairs: one line saying the form to use.
+try:
+    for _key, _value in coerce_config(
+        dict(config), load_yaml(Path(workflow.basedir) / SCHEMA_FILE)
+    ).items():
+        config[_key] = _value
+    check_overlay(config, [str(f) for f in workflow.overwrite_configfiles or []])
+except NeurospecError as exc:
+    config_error(str(exc))
 
 try:
     validate(config, "../schemas/config.schema.yaml", set_default=True)
 except WorkflowError as exc:
     # the line names the key at fault from jsonschema's own error paths (neurospec.config_checks)
     try:
-        check_schema(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
+        check_schema(config, Path(workflow.basedir) / SCHEMA_FILE)
     except NeurospecError as schema_exc:
         config_error(str(schema_exc))
     config_error(str(exc.args[0] if exc.args else exc).strip().splitlines()[-1])
 
 try:
+    # the config's `languages:` reach every job through the environment (neurospec.lang_codes)
+    configure_languages(config["languages"])
     for _pair in config["pairs"]:
         parse_pair(_pair)
 except NeurospecError as exc:
@@ -91,32 +125,75 @@ SHARDS = config["collect"]["shards"]
 
 
 wildcard_constraints:
-    pair=r"[a-z]{2,3}-[a-z]{2,3}",
+    pair=r"[a-z]{2,3}(?:_[A-Z][a-z]{3})?-[a-z]{2,3}(?:_[A-Z][a-z]{3})?",
     shard=r"\d+",
     split=r"[A-Za-z0-9_.]+",
 
 
-def pair_table(pair, split=SPLIT):
+# evaluate.holdout_fraction: the held-out sentences are a slice of dataset.split itself
+# (neurospec.holdout): its pair tables are cut in two, "<split>.select" (neurons are selected on
+# it) and "<split>.holdout" (evaluated on it), disjoint by sentence.
+HOLDOUT = config["evaluate"]["holdout_fraction"]
+if HOLDOUT is not None and config["evaluate"]["split"] is not None:
+    config_error(
+        "key 'evaluate.holdout_fraction': the held-out sentences come either from another split "
+        "(evaluate.split) or from a slice of dataset.split (evaluate.holdout_fraction); set one of them"
+    )
+HOLDOUT_PARTS = (
+    {f"{SPLIT}{suffix}": (part, SPLIT) for part, suffix in HOLDOUT_SUFFIX.items()}
+    if HOLDOUT is not None
+    else {}
+)
+SELECT_SPLIT = f"{SPLIT}{HOLDOUT_SUFFIX['select']}" if HOLDOUT is not None else SPLIT
+
+
+def source_split(split):
+    """The dataset split a pair table of ``split`` is read from (a holdout part: dataset.split)."""
+    return HOLDOUT_PARTS[split][1] if split in HOLDOUT_PARTS else split
+
+
+def holdout_params(split):
+    """The part of the dataset.split cut a pair table of ``split`` keeps; None: the whole split."""
+    if split not in HOLDOUT_PARTS:
+        return None
+    return {"fraction": HOLDOUT, "part": HOLDOUT_PARTS[split][0]}
+
+
+def pair_table(pair, split=SELECT_SPLIT):
     """The pair table (id, src_lang, tgt_lang, src, tgt) of one direction in ``split``."""
     return f"results/data/{DATASET}/{split}/{pair}.parquet"
 
 
+# Switches (defaults: everything): evaluate.enabled turns the whole evaluation stage off,
+# evaluate.ablation.enabled and evaluate.translate.enabled one part of it (translate: the
+# translations, their scores and the correlation).
+EVALUATE = config["evaluate"]["enabled"]
+ABLATION_ON = EVALUATE and config["evaluate"]["ablation"]["enabled"]
+TRANSLATION_ON = EVALUATE and config["evaluate"]["translate"]["enabled"]
+
 # The held-out split of the evaluation stage: sentences never used for selection.
 OTHER_SPLIT = {"validation": "test", "test": "validation"}
 EVAL_SPLIT = config["evaluate"]["split"] or OTHER_SPLIT.get(SPLIT)
-if EVAL_SPLIT is None:
+if HOLDOUT is not None:
+    EVAL_SPLIT = f"{SPLIT}{HOLDOUT_SUFFIX['holdout']}"
+elif not (ABLATION_ON or TRANSLATION_ON):
+    pass  # nothing is evaluated: no held-out split is needed
+elif EVAL_SPLIT is None:
     config_error(
         f"key 'evaluate.split': dataset.split {SPLIT!r} has no default held-out split; set evaluate.split"
     )
-if EVAL_SPLIT == SPLIT:
+elif EVAL_SPLIT == SPLIT:
     config_error(
         f"key 'evaluate.split': {EVAL_SPLIT!r} is the split neurons are selected on (dataset.split); "
         "evaluation needs held-out sentences"
     )
-try:
-    pair_sources.check_dataset(config["dataset"], PAIRS, EVAL_SPLIT, "evaluate.split")
-except NeurospecError as exc:
-    config_error(str(exc))
+else:
+    try:
+        pair_sources.check_dataset(
+            config["dataset"], PAIRS, EVAL_SPLIT, "evaluate.split"
+        )
+    except NeurospecError as exc:
+        config_error(str(exc))
 
 
 def eval_pair_table(pair):
@@ -204,28 +281,68 @@ def end_run():
     release_workdir()
 
 
+def language_overrides(pairs=None):
+    """The config's `languages:` entries of these pairs' languages (all pairs by default): a
+    renamed language reruns what its name is in (prompts); nothing when the config names none.
+    """
+    codes = {code for pair in (pairs or PAIRS) for code in parse_pair(pair)}
+    return {
+        c: dict(sorted(v.items()))
+        for c, v in sorted(config["languages"].items())
+        if c in codes
+    }
+
+
 def collect_params():
     """Everything collection reads from config (keys sorted: reordering them reruns nothing)."""
-    return dict(sorted(config["collect"].items()))
+    params = dict(config["collect"])
+    if language_overrides():
+        params["languages"] = language_overrides()
+    return dict(sorted(params.items()))
 
 
 SCORING = config["scoring"]
-# method -> its parameters (scoring.METHODS in the library says which groups each method scores)
-# (keys sorted: the same values in another order must not look like a parameter change)
-SCORING_METHODS = {
-    "frequency": {"k": SCORING["k"]},
-    "frequency_language": {"k": SCORING["k"]},
-    "lape": dict(sorted(SCORING["lape"].items())),
-    "contrast": dict(sorted({**SCORING["contrast"], "rest": SCORING["rest"]}.items())),
-    "diffmeans": dict(
-        sorted({**SCORING["diffmeans"], "rest": SCORING["rest"]}.items())
-    ),
-}
+# selection -> its parameters: each method of scoring.methods ("lape"), and each scoring.variants
+# entry for each method it changes ("lape@strict"; neurospec.variants). Keys sorted: the same values
+# in another order must not look like a parameter change.
+try:
+    check_variants(SCORING)
+except NeurospecError as exc:
+    config_error(str(exc))
+SCORING_METHODS = selections(SCORING)
 
 
 # {method} in every rule's paths is one of the selections (rules may narrow it, e.g. PAIR_METHODS)
 wildcard_constraints:
-    method="|".join(SCORING_METHODS),
+    method=variant_pattern(SCORING_METHODS),
+
+
+def selection_method(wildcards):
+    """The scoring method of the {method} wildcard: "lape" for "lape" and "lape@strict"."""
+    return base_method(wildcards.method)
+
+
+def selection_variant(wildcards):
+    """The variant of the {method} wildcard ("strict" for "lape@strict"), None for the default."""
+    return split_selection(wildcards.method)[1]
+
+
+def selection_options(wildcards):
+    """The parameters of the {method} wildcard's selection."""
+    return SCORING_METHODS[wildcards.method]
+
+
+def selection_rest(wildcards):
+    """scoring.rest as the {method} wildcard's selection sees it (a variant may change it)."""
+    variant = selection_variant(wildcards)
+    return (SCORING["variants"][variant] if variant else {}).get(
+        "rest", SCORING["rest"]
+    )
+
+
+def selection_label(wildcards):
+    """The report's subcategory of a selection's figures: "lape", "lape@strict (lape.top_rate=0.005)"."""
+    return describe_selection(wildcards.method, SCORING)
 
 
 def scores_table(method):
@@ -251,6 +368,8 @@ def scoring_targets():
 
 # Methods whose groups are translation directions: they also get the direction figure.
 PAIR_METHODS = ["frequency"]
+# ... and their variants
+PAIR_SELECTIONS = [s for s in SCORING_METHODS if base_method(s) in PAIR_METHODS]
 METHOD_FIGURES = [
     "iou_layers",
     "specialized_counts",
@@ -268,7 +387,7 @@ def figure_targets():
     """Every PNG: five per method, the direction figure per pair method, one of activations."""
     return (
         [figure_path(m, f) for m in SCORING_METHODS for f in METHOD_FIGURES]
-        + [figure_path(m, "direction_iou") for m in PAIR_METHODS]
+        + [figure_path(m, "direction_iou") for m in PAIR_SELECTIONS]
         + [f"{RESULTS}/figures/activation_probability.png"]
     )
 
@@ -276,7 +395,7 @@ def figure_targets():
 def dataset_params(split):
     """The dataset keys that shape a pair table of ``split``: the source's own, defaults resolved,
     keys sorted (neurospec.data.pairs.dataset_params)."""
-    return pair_sources.dataset_params(config["dataset"], split)
+    return pair_sources.dataset_params(config["dataset"], source_split(split))
 
 
 def dataset_files(wildcards):
@@ -286,7 +405,7 @@ def dataset_files(wildcards):
     Missing files are left out here: the rule then fails with one line naming the file.
     """
     return pair_sources.dataset_files(
-        config["dataset"], wildcards.pair, wildcards.split
+        config["dataset"], wildcards.pair, source_split(wildcards.split)
     )
 
 
@@ -297,17 +416,23 @@ def dataset_files(wildcards):
 
 def ablation_params():
     """Everything ablation reads from config (keys sorted): a change reruns ablation only."""
-    return dict(sorted(config["evaluate"]["ablation"].items()))
+    return dict(
+        sorted(
+            (k, v) for k, v in config["evaluate"]["ablation"].items() if k != "enabled"
+        )
+    )
 
 
 def eval_language_tables():
-    """The held-out pair table of each non-English language (the first pair in `pairs` that has
-    it): their two sides are the held-out sentences of every evaluated language, English included.
+    """The held-out pair table of each language of `pairs` (the first pair that has it; English
+    comes with its first English-centric pair): their two sides are the held-out sentences of
+    every evaluated language.
     """
     first = {}
     for pair in PAIRS:
-        first.setdefault(non_english(pair), pair)
-    return [eval_pair_table(pair) for pair in first.values()]
+        for lang in sorted(parse_pair(pair), key=lambda code: code == "en"):
+            first.setdefault(lang, pair)
+    return [eval_pair_table(pair) for pair in dict.fromkeys(first.values())]
 
 
 def ablation_count_tables(wildcards=None):
@@ -322,6 +447,8 @@ def ablation_table(method):
 
 def ablation_targets():
     """Every method's ablation table and heatmap, and the figure comparing the methods."""
+    if not ABLATION_ON:
+        return []
     return (
         [ablation_table(m) for m in SCORING_METHODS]
         + [figure_path(m, "ablation") for m in SCORING_METHODS]
@@ -339,8 +466,8 @@ def ablation_targets():
 # --------------------------------------------------------------------------------------------
 TRANSLATE = config["evaluate"]["translate"]
 TRANSLATION = f"{RESULTS}/translation"
-# evaluate.translate keys that only the ablated translations read
-TRANSLATE_ABLATION_KEYS = ("ablate", "ablation_mode")
+# evaluate.translate keys that translation itself does not read (the ablated translations and the switch)
+TRANSLATE_ABLATION_KEYS = ("ablate", "ablation_mode", "enabled")
 IS_DEMO_MODEL = config["model"]["id"] == "demo"
 
 
@@ -355,6 +482,8 @@ def translate_params():
         if key not in TRANSLATE_ABLATION_KEYS
     }
     params["prompt_template"] = config["collect"]["prompt_template"]
+    if language_overrides():  # names in the prompts (neurospec.lang_codes)
+        params["languages"] = language_overrides()
     return dict(sorted(params.items()))
 
 
@@ -396,6 +525,8 @@ def translation_figure(name):
 
 def translation_targets():
     """The translation scores, the correlation tables and both figures (the hypotheses come with them)."""
+    if not TRANSLATION_ON:
+        return []
     return [
         TRANSLATION_SCORES,
         CORRELATION_TABLE,

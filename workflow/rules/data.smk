@@ -10,5 +10,7 @@ rule pair_table:
         "../../envs/data.yaml"
     params:
         dataset=lambda wildcards: dataset_params(wildcards.split),
+        # evaluate.holdout_fraction: which part of the split's cut this table keeps (None: all)
+        holdout=lambda wildcards: holdout_params(wildcards.split),
     script:
         "../scripts/pair_table.py"

@@ -17,6 +17,7 @@ rule figure_method:
             figure_path("{method}", "iou_layers"),
             caption="../report/iou_layers.rst",
             category="Overlap per layer",
+            subcategory=selection_label,
             labels={
                 "figure": "Overlap of the selected neurons per layer (IoU)",
                 "method": "{method}",
@@ -26,6 +27,7 @@ rule figure_method:
             figure_path("{method}", "specialized_counts"),
             caption="../report/specialized_counts.rst",
             category="Specialized neurons",
+            subcategory=selection_label,
             labels={
                 "figure": "Selected neurons per layer and group",
                 "method": "{method}",
@@ -35,6 +37,7 @@ rule figure_method:
             figure_path("{method}", "family_iou"),
             caption="../report/family_iou.rst",
             category="Language families",
+            subcategory=selection_label,
             labels={
                 "figure": "IoU within against across language families",
                 "method": "{method}",
@@ -44,6 +47,7 @@ rule figure_method:
             figure_path("{method}", "clustering"),
             caption="../report/clustering.rst",
             category="Clustering",
+            subcategory=selection_label,
             labels={
                 "figure": "Groups clustered by neuron overlap",
                 "method": "{method}",
@@ -69,6 +73,7 @@ rule figure_direction_iou:
             figure_path("{method}", "direction_iou"),
             caption="../report/direction_iou.rst",
             category="Translation directions",
+            subcategory=selection_label,
             labels={
                 "figure": "IoU among en→xx against among xx→en directions",
                 "method": "{method}",
@@ -77,7 +82,7 @@ rule figure_direction_iou:
     log:
         f"{LOGS}/figures/{{method}}/direction_iou.log",
     wildcard_constraints:
-        method="|".join(PAIR_METHODS),
+        method=variant_pattern(PAIR_SELECTIONS),
     conda:
         "../../envs/analysis.yaml"
     params:

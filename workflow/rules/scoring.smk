@@ -20,8 +20,10 @@ rule score:
     conda:
         "../../envs/analysis.yaml"
     params:
-        method="{method}",
+        # {method} is "lape" or a variant's "lape@strict": the method, its variant, its parameters
+        method=selection_method,
+        variant=selection_variant,
         column=SCORING["column"],
-        options=lambda wildcards: SCORING_METHODS[wildcards.method],
+        options=selection_options,
     script:
         "../scripts/score.py"

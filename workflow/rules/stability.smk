@@ -17,6 +17,7 @@ rule stability:
             figure_path("{method}", "stability"),
             caption="../report/stability.rst",
             category="Stability",
+            subcategory=selection_label,
             labels={
                 "figure": "Split-half stability against chance",
                 "method": "{method}",
@@ -27,8 +28,10 @@ rule stability:
     conda:
         "../../envs/analysis.yaml"
     params:
-        method="{method}",
+        # {method} is "lape" or a variant's "lape@strict": the method, its variant, its parameters
+        method=selection_method,
+        variant=selection_variant,
         column=SCORING["column"],
-        options=lambda wildcards: SCORING_METHODS[wildcards.method],
+        options=selection_options,
     script:
         "../scripts/score_stability.py"

@@ -49,7 +49,7 @@ rule translate_ablated:
         # the tokens the ablated neurons were selected on (target: the target language as produced)
         token_scope=config["collect"]["token_scope"],
         # mode mean: the other languages' mean, as scoring.rest says (mode zero does not read it)
-        rest=SCORING["rest"] if TRANSLATE["ablation_mode"] == "mean" else None,
+        rest=selection_rest if TRANSLATE["ablation_mode"] == "mean" else None,
     script:
         "../scripts/translate_ablated.py"
 

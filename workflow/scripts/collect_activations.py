@@ -13,4 +13,4 @@ else:
 
 run_model_task(collect_to_file, model=snakemake.params.model, log=snakemake.log[0],
                pairs_path=snakemake.input.pairs, out_path=snakemake.output[0], shard=snakemake.params.shard,
-               **snakemake.params.collect)
+               **{k: v for k, v in snakemake.params.collect.items() if k != "languages"})  # languages: names, via the environment

@@ -12,4 +12,5 @@ else:
     write_pair_table = task_ref("neurospec.data.pairs:write_pair_table")
 
 run_task(write_pair_table, log=snakemake.log[0], pair=snakemake.wildcards.pair,
-         dataset=snakemake.params.dataset, out_path=snakemake.output[0])
+         dataset=snakemake.params.dataset, out_path=snakemake.output[0],
+         holdout=snakemake.params.holdout)

@@ -13,4 +13,5 @@ else:
 
 run_task(run_scoring, log=snakemake.log[0], paths=list(snakemake.input),
          scores_path=snakemake.output.scores, iou_path=snakemake.output.iou, method=snakemake.params.method,
-         column=snakemake.params.column, params=dict(snakemake.params.options))
+         column=snakemake.params.column, params=dict(snakemake.params.options),
+         variant=snakemake.params.variant)

@@ -12,4 +12,4 @@ else:
     translate_to_file = task_ref("neurospec.evaluate.translation:translate_to_file")
 
 run_model_task(translate_to_file, model=snakemake.params.model, log=snakemake.log[0],
-               pairs_path=snakemake.input.pairs, out_path=snakemake.output[0], **snakemake.params.translate)
+               pairs_path=snakemake.input.pairs, out_path=snakemake.output[0], **{k: v for k, v in snakemake.params.translate.items() if k != "languages"})

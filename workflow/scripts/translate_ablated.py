@@ -16,4 +16,4 @@ run_model_task(translate_ablated_to_file, model=snakemake.params.model,
                activation_paths=list(snakemake.input.activations), out_path=snakemake.output[0],
                method=snakemake.wildcards.method, mode=snakemake.params.mode,
                token_scope=snakemake.params.token_scope, rest=snakemake.params.rest or "pooled",
-               **snakemake.params.translate)
+               **{k: v for k, v in snakemake.params.translate.items() if k != "languages"})

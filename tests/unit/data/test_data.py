@@ -102,7 +102,7 @@ def test_language_metadata():
 
 
 @pytest.mark.parametrize(("pair", "message"), [
-    ("en-xx", "unknown language code 'xx'"), ("ende", "malformed pair"), ("de-fr", "English on exactly one side"),
+    ("en-xx", "unknown language code 'xx'"), ("ende", "malformed pair"), ("de-de", "the same language on both sides"),
 ])
 def test_bad_pairs(pair, message):
     with pytest.raises(NeurospecError, match=message):

@@ -172,9 +172,10 @@ def test_progress_goes_to_the_recorded_terminal(tmp_path, monkeypatch):
 @pytest.mark.parametrize("pair, line", [
     ("en_de", "malformed pair 'en_de' in 'pairs': did you mean 'en-de'? a pair is two language codes joined "
               "by '-', e.g. en-de"),
-    ("en-dee", "unknown language code 'dee' in pair 'en-dee' (key 'pairs'); did you mean 'de' (German)? known: "),
-    ("en-german", "unknown language code 'german' in pair 'en-german' (key 'pairs'); did you mean 'de' (German)?"),
-    ("en-xx", "unknown language code 'xx' in pair 'en-xx' (key 'pairs'); known: af, "),
+    # 'dee' is ISO 639-3 (Dewoin): any language is a language now, so the wrong codes are ones no table has
+    ("en-jp", "unknown language code 'jp' in pair 'en-jp' (key 'pairs'); did you mean 'jpn' (Japanese)"),
+    ("en-german", "unknown language code 'german' in pair 'en-german' (key 'pairs'); did you mean 'de' (German)"),
+    ("en-xx", "unknown language code 'xx' in pair 'en-xx' (key 'pairs'); a language code is ISO 639-1 or 639-3"),
 ])
 def test_pair_messages(pair, line):
     with pytest.raises(NeurospecError) as info:

@@ -4,6 +4,9 @@ The tiers are EC40's training-data sizes (Tan & Monz, 2023): high 5M sentence pa
 medium 1M, low 100k, extremely low 50k.  EC40 groups its languages into five families of eight,
 two per tier; we keep those groups (``family``) and add the linguistic subgroup where EC40's group
 is broader than one genus (Kannada is Dravidian, Hausa Chadic, Somali Cushitic, Kabyle Berber...).
+
+Any other ISO 639 language is resolved by ``neurospec.lang_codes`` (the config's ``languages:``, the
+shipped FLORES-200 table, langcodes; tier "unknown"); a pair is any two different languages.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .errors import NeurospecError
-from .messages import language_hint, pair_hint
+from .messages import pair_hint
 
 TIERS = ("high", "medium", "low", "extremely-low")
 TIER_SIZES = {"high": 5_000_000, "medium": 1_000_000, "low": 100_000, "extremely-low": 50_000}
@@ -103,39 +106,61 @@ FLORES_CODES: dict[str, str] = {
 }
 
 
-def _names() -> dict[str, str]:
-    return {c: lang.name for c, lang in LANGUAGES.items()}
+def flores(code: str) -> str:
+    """The FLORES-200 / FLORES+ code of a language (``de`` -> ``deu_Latn``, ``ja`` -> ``jpn_Jpan``):
+    ``FLORES_CODES`` for EC40, else the shipped table; a code the table lacks is returned as it is."""
+    from . import lang_codes
+
+    return FLORES_CODES.get(code) or lang_codes.flores_code(code) or code
 
 
-def language(code: str) -> Language:
-    try:
+def language(code: str, key: str | None = None) -> Language:
+    """EC40's entry of ``code``, else any ISO 639 language (``neurospec.lang_codes``: the config's
+    ``languages:``, the shipped table, langcodes), its tier "unknown".  An unknown code is one line
+    with a did-you-mean; ``key`` names the config key it came from."""
+    from . import lang_codes
+
+    over = lang_codes.overrides().get(code) if isinstance(code, str) else None
+    if code in LANGUAGES and not over:
         return LANGUAGES[code]
-    except KeyError:
+    found = lang_codes.resolve(code)
+    if found is None:
+        where = f" in {key}" if key else ""
         raise NeurospecError(
-            f"unknown language code {code!r}; {language_hint(code, _names())}known: {', '.join(sorted(LANGUAGES))}"
-        ) from None
+            f"unknown language code {code!r}{where}; {lang_codes.suggestion(code, EC40_NAMES)}"
+            f"{lang_codes.CODE_FORMAT}; {lang_codes.PAIR_FORMAT}; a language neurospec does not know "
+            f"can be named under 'languages:' in the config"
+        )
+    if code in LANGUAGES:  # the config renames an EC40 language: its tier stays
+        ec = LANGUAGES[code]
+        return Language(code, found["name"], over.get("family") or ec.family, ec.subgroup,
+                        lang_codes.script_name(over.get("script") or ec.script), ec.tier)
+    return Language(code, found["name"], found["family"], "", found["script"], lang_codes.UNKNOWN_TIER)
+
+
+EC40_NAMES = {code: lang.name for code, lang in LANGUAGES.items()}
 
 
 def parse_pair(pair: str) -> tuple[str, str]:
-    """``"en-de"`` -> ``("en", "de")``; exactly one side must be English (EC40 is English-centric)."""
+    """``"en-de"`` -> ``("en", "de")``: any two different languages (``de-fr``, ``zho_Hans-en``);
+    English-centric pairs are EC40's reference, not a rule."""
+    from . import lang_codes
+
     parts = pair.split("-") if isinstance(pair, str) else []
     if len(parts) != 2 or not all(parts):
         raise NeurospecError(f"malformed pair {pair!r} in 'pairs': {pair_hint(pair)}")
     src, tgt = parts
     for code in (src, tgt):
-        if code not in LANGUAGES:
-            raise NeurospecError(
-                f"unknown language code {code!r} in pair {pair!r} (key 'pairs'); "
-                f"{language_hint(code, _names())}known: {', '.join(sorted(LANGUAGES))}"
-            )
-    if (src == PIVOT) == (tgt == PIVOT):
-        raise NeurospecError(
-            f"pair {pair!r} in 'pairs' must have English on exactly one side (EC40 is English-centric)"
-        )
+        language(code, key=f"pair {pair!r} (key 'pairs')")
+    if src == tgt:
+        raise NeurospecError(f"pair {pair!r} in 'pairs' has the same language on both sides; "
+                             f"{lang_codes.PAIR_FORMAT}")
     return src, tgt
 
 
 def non_english(pair: str) -> str:
+    """The pair's language other than English; a pair without English: its source language (the
+    language figures and correlations file the pair under)."""
     src, tgt = parse_pair(pair)
     return tgt if src == PIVOT else src
 
@@ -165,26 +190,53 @@ def group_language(group: str, token_scope: str = "source") -> str:
     return counted_language(*parse_pair(group), token_scope)
 
 
+DIRECTIONS = ("en-xx", "xx-en", "xx-yy")
+
+
 def direction(pair: str) -> str:
-    """``"en-xx"`` (out of English) or ``"xx-en"`` (into English)."""
-    return "en-xx" if parse_pair(pair)[0] == PIVOT else "xx-en"
+    """``"en-xx"`` (out of English), ``"xx-en"`` (into English) or ``"xx-yy"`` (no English side)."""
+    src, tgt = parse_pair(pair)
+    return "en-xx" if src == PIVOT else "xx-en" if tgt == PIVOT else "xx-yy"
 
 
-def language_table() -> pd.DataFrame:
-    """One row per language: code, name, family, subgroup, script, tier, tier_size."""
-    df = pd.DataFrame([vars(lang) for lang in LANGUAGES.values()])
+def language_table(codes=()) -> pd.DataFrame:
+    """One row per language: code, name, family, subgroup, script, tier, tier_size; EC40's
+    languages and English, then ``codes`` outside them (neurospec.lang_codes)."""
+    extra = [language(c) for c in dict.fromkeys(codes) if c not in LANGUAGES]
+    df = pd.DataFrame([vars(language(c)) for c in LANGUAGES] + [vars(lang) for lang in extra])
     df["tier_size"] = df["tier"].map(TIER_SIZES).astype("Int64")
     return df
+
+
+def family_order() -> tuple[str, ...]:
+    """EC40's five families, then the shipped table's other families (alphabetical), then "Other"."""
+    from . import lang_codes
+
+    more = sorted({row["family"] for row in lang_codes.table_rows()} - set(FAMILIES) - {lang_codes.OTHER})
+    return FAMILIES + tuple(more) + (lang_codes.OTHER,)
+
+
+def family_rank(family: str) -> int:
+    """A family's place in ``family_order`` (a family the config names but no table knows: before
+    "Other")."""
+    order = family_order()
+    return order.index(family) if family in order else len(order) - 1
+
+
+def families_in_order(families) -> list[str]:
+    """The distinct families of ``families`` in figure order (legends)."""
+    return sorted(set(families), key=lambda f: (family_rank(f), f))
 
 
 def sort_key(code: str) -> tuple[int, int, str]:
     """Order languages by family, then tier (high first), then code: the order figures use."""
     lang = language(code)
-    fam = FAMILIES.index(lang.family) if code != PIVOT else -1
-    tier = TIERS.index(lang.tier) if lang.tier in TIERS else -1
+    fam = family_rank(lang.family) if code != PIVOT else -1
+    tier = TIERS.index(lang.tier) if lang.tier in TIERS else len(TIERS)
     return (fam, tier, code)
 
 
 def sort_pairs(pairs: list[str]) -> list[str]:
-    """en->xx pairs first then xx->en, each by family and tier of the non-English side."""
-    return sorted(pairs, key=lambda p: (direction(p) != "en-xx", sort_key(non_english(p))))
+    """en->xx pairs first, then xx->en, then pairs without English, each by family and tier of the
+    language they are filed under (``non_english``), then the other side."""
+    return sorted(pairs, key=lambda p: (DIRECTIONS.index(direction(p)), sort_key(non_english(p)), p))

@@ -63,10 +63,28 @@ def labels() -> frozenset[str]:
     return frozenset(identifier().identify_topk("label set", 100_000)) | frozenset(UNDETERMINED)
 
 
+# ISO 639-3 individual language (as FLORES names it) -> the labels heliport may give it instead
+MORE_LABELS: dict[str, tuple[str, ...]] = {
+    "zho": ("cmn", "zho"), "cmn": ("cmn", "zho"), "arb": ("ara", "arb"), "pes": ("fas", "pes"),
+    "prs": ("fas", "prs"), "zsm": ("msa", "zsm"), "npi": ("nep", "npi"), "lvs": ("lav", "lvs"),
+    "swh": ("swa", "swh"), "uzn": ("uzb", "uzn"), "khk": ("mon", "khk"), "azj": ("aze", "azj"),
+    "als": ("sqi", "als"), "plt": ("mlg", "plt"), "gaz": ("orm", "gaz"), "pbt": ("pus", "pbt"),
+    "ydd": ("yid", "ydd"), "quy": ("que", "quy"), "ayr": ("aym", "ayr"), "hrv": ("hbs", "hrv"),
+}
+
+
 def target_labels(code: str) -> tuple[str, ...]:
-    """heliport labels that count as the project language ``code`` (unknown code: one-line error)."""
+    """heliport labels that count as the project language ``code`` (unknown code: one-line error).
+    A language outside EC40: its ISO 639-3 code (``ja`` -> ``jpn``) and its macrolanguage's."""
     L.language(code)
-    return TARGET_LABELS[code]
+    if code in TARGET_LABELS:
+        return TARGET_LABELS[code]
+    iso3 = L.flores(code).split("_")[0]
+    if len(iso3) != 3:  # no table row: langcodes' ISO 639-3 form of the code
+        import langcodes
+
+        iso3 = langcodes.Language.get(code.replace("_", "-")).to_alpha3()
+    return MORE_LABELS.get(iso3, (iso3,))
 
 
 def coverage(known: Iterable[str] | None = None) -> dict[str, bool]:
@@ -77,8 +95,10 @@ def coverage(known: Iterable[str] | None = None) -> dict[str, bool]:
 
 def covered(code: str) -> bool:
     """Whether an output's language can be checked against ``code`` (False for NOT_COVERED)."""
-    target_labels(code)
-    return code not in NOT_COVERED
+    accepted = target_labels(code)
+    if code in TARGET_LABELS:
+        return code not in NOT_COVERED
+    return any(label in labels() for label in accepted)
 
 
 def identify(texts: Sequence[str], *, threshold: bool = True, batch_size: int = 4096) -> list[str]:

@@ -17,19 +17,6 @@ def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
-def language_hint(code: str, names: Mapping[str, str]) -> str:
-    """A did-you-mean for an unknown language code: the closest code, or the code of a language whose
-    English name it is (``german`` -> ``de``); ``names`` maps code -> English name."""
-    by_name = {name.lower(): c for c, name in names.items()}
-    if str(code).lower() in by_name:
-        return f"did you mean {by_name[str(code).lower()]!r} ({names[by_name[str(code).lower()]]})? "
-    close = difflib.get_close_matches(str(code).lower(), list(names), n=1, cutoff=0.5)
-    if close:
-        return f"did you mean {close[0]!r} ({names[close[0]]})? "
-    named = difflib.get_close_matches(str(code).lower(), list(by_name), n=1, cutoff=0.7)
-    return f"did you mean {by_name[named[0]]!r} ({names[by_name[named[0]]]})? " if named else ""
-
-
 def pair_hint(pair: object) -> str:
     """A malformed pair in words: what a pair is, and the pair it probably meant (``en_de`` -> en-de)."""
     text = str(pair)

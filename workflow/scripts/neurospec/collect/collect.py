@@ -45,7 +45,7 @@ import torch
 from ..architectures import n_neurons, resolve_mlp_taps
 from ..batching import CPU_TOKEN_BUDGET, MAX_TOKEN_BUDGET, auto_token_budget, make_batches  # noqa: F401 (re-exported)
 from ..errors import NeurospecError
-from ..languages import TOKEN_SCOPES, counted_language
+from ..languages import TOKEN_SCOPES, counted_language, language
 from ..models import LoadedModel
 from ..progress import Progress
 from ..prompts import check_template, model_context, render
@@ -602,6 +602,9 @@ def collect_pair(loaded: LoadedModel, pairs: pd.DataFrame, *, template: str, tok
         "tgt_lang": tgt_lang,
         # source and all: the prompt's sentence is the source; target: the reference translation
         "counted_lang": counted_language(src_lang, tgt_lang, token_scope),
+        # the names the prompt gave the two languages (neurospec.lang_codes; the config's `languages:` first)
+        "src_name": language(src_lang).name,
+        "tgt_name": language(tgt_lang).name,
         "counted_tokens": COUNTED_TOKENS[token_scope],
         **loaded.info,
         "prompt_template": template,

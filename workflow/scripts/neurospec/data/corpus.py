@@ -69,7 +69,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import pandas as pd
 
 from ..errors import NeurospecError
-from ..languages import FLORES_CODES, PIVOT, parse_pair
+from ..languages import PIVOT, flores, parse_pair
 
 LAYOUTS = ("auto", "translation", "columns", "sentences")
 CODES = ("ec40", "flores")
@@ -421,7 +421,7 @@ class Rows:
         """How the data names ``lang`` (an EC40 code)."""
         if lang in self.code_map:
             return self.code_map[lang]
-        return FLORES_CODES[lang] if self.codes == "flores" else lang
+        return flores(lang) if self.codes == "flores" else lang
 
 
 def placeholders(template: str, key: str) -> set[str]:
@@ -439,10 +439,14 @@ def placeholders(template: str, key: str) -> set[str]:
 
 def fill(template: str, key: str, pair: str, split: str, rows: Rows, lang: str | None = None) -> str:
     """A config name or path for one pair (and, with ``{lang}``, one of its languages)."""
-    placeholders(template, key)
+    names = placeholders(template, key)
     src, tgt = parse_pair(pair)
+    if PIVOT not in (src, tgt) and names & {"xx", "en"}:
+        raise NeurospecError(f"key {key!r}: {template!r} names English-centric sources ({{en}}, {{xx}}); pair "
+                             f"{pair!r} has no English side: use {{lang}} (a source per language) or "
+                             f"{{sorted_pair}} (a source per pair)")
     xx = tgt if src == PIVOT else src
-    codes = sorted((rows.code(PIVOT), rows.code(xx)))
+    codes = sorted((rows.code(src), rows.code(tgt)))
     values = {"split": split, "xx": rows.code(xx), "en": rows.code(PIVOT), "sorted_pair": "-".join(codes),
               "lang": rows.code(lang) if lang else "{lang}"}
     return template.format(**values)
@@ -550,7 +554,7 @@ def records(tables: Mapping[str, Table] | Table, src_lang: str, tgt_lang: str, r
     ``tables`` is one table holding both languages, or ``{lang: table}`` with one per language.
     """
     src_code, tgt_code = rows.code(src_lang), rows.code(tgt_lang)
-    english_is_src = src_lang == PIVOT
+    english_is_src = src_lang == PIVOT or tgt_lang != PIVOT  # no English side: the source's order
     if not isinstance(tables, Table):  # one source per language: rows of sentences
         src, tgt = tables[src_lang], tables[tgt_lang]
         ids = [None, None]

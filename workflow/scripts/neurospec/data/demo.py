@@ -64,18 +64,30 @@ def build_pair_table(pair: str, split: str, *, max_samples: int | None = None) -
     if split not in SPLITS:
         raise NeurospecError(f"dataset.split {split!r}: the demo dataset has only {', '.join(SPLITS)}")
     src_lang, tgt_lang = parse_pair(pair)
-    xx = tgt_lang if src_lang == PIVOT else src_lang
-    entries = translations(xx)
-    if not entries:
-        raise NeurospecError(
-            f"pair {pair!r}: pycountry ships no translations for {xx!r}; the demo covers "
-            f"{', '.join(available_languages())}"
-        )
+    sides = {}
+    for lang in (src_lang, tgt_lang):
+        if lang == PIVOT:
+            continue
+        sides[lang] = translations(lang)
+        if not sides[lang]:
+            raise NeurospecError(
+                f"pair {pair!r}: pycountry ships no translations for {lang!r}; the demo covers "
+                f"{', '.join(available_languages())}"
+            )
+    # a pair without English: the entries both languages translate, matched by their English original
+    first = next(iter(sides.values()))
+    other = {(c, en): tr for c, en, tr in sides[tgt_lang]} if len(sides) == 2 else None
+    entries = first
     rows = []
-    for i, (_, en, tr) in enumerate(entries):
+    for i, (catalog, en, tr) in enumerate(first):
         if split_of(en) != split:
             continue
-        s, t = (en, tr) if src_lang == PIVOT else (tr, en)
+        if other is not None:
+            if (catalog, en) not in other:
+                continue
+            s, t = tr, other[(catalog, en)]
+        else:
+            s, t = (en, tr) if src_lang == PIVOT else (tr, en)
         rows.append((i, src_lang, tgt_lang, s, t))
         if max_samples is not None and len(rows) >= max_samples:
             break

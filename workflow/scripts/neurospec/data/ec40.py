@@ -88,6 +88,9 @@ def build_pair_table(pair: str, split: str, *, local_dir=None, repo_id: str = RE
     keeps the first N remaining pairs in file order (deterministic). ``id`` is the line index.
     """
     src_lang, tgt_lang = parse_pair(pair)
+    if PIVOT not in (src_lang, tgt_lang):
+        return _build_pivot_pair_table(pair, split, local_dir=local_dir, repo_id=repo_id, revision=revision,
+                                       max_samples=max_samples, detokenize=detokenize, cache_dir=cache_dir)
     xx = tgt_lang if src_lang == PIVOT else src_lang
     en_path, xx_path = fetch_files(split, xx, local_dir=local_dir, repo_id=repo_id,
                                    revision=revision, cache_dir=cache_dir)
@@ -96,13 +99,62 @@ def build_pair_table(pair: str, split: str, *, local_dir=None, repo_id: str = RE
     scans = scan_parallel(src_path, tgt_path, fix=ENCODING_FIX)
     df, read = assemble(aligned_lines(src_path, tgt_path), src_lang, tgt_lang, detokenize=detokenize,
                         max_samples=max_samples, where=f"dataset files {src_path} and {tgt_path}")
+    files = [en_path, xx_path]
     stats = {
         "dataset": "ec40",
         "split": split,
         "source": str(local_dir) if local_dir is not None else f"{repo_id}@{revision}",
         # a local copy: a hash of the two files' content; the hub: the pinned commit
-        "dataset_revision": file_hash([en_path, xx_path]) if local_dir is not None else revision,
+        "dataset_revision": file_hash(files) if local_dir is not None else revision,
         "detokenize": detokenize,
+        **read,
+        "max_samples": max_samples,
+        **text_report(scans),
+    }
+    return df, stats
+
+
+def pivot_records(src_en: list[str], src: list[str], tgt_en: list[str], tgt: list[str]) -> list[tuple[int, str, str]]:
+    """A pair without English from two English-centric files: ``(id, src, tgt)`` for every line of the
+    source language whose English original occurs exactly once in each of the two English files
+    (NTREX-128 and FLORES-200 are multi-way parallel: the same English sentences for every language;
+    EC40 sampled fewer lines for ast, kab and oc). ``id`` is the source file's line index."""
+    def unique(lines):
+        seen: dict[str, int] = {}
+        for i, line in enumerate(lines):
+            seen[line] = -1 if line in seen else i
+        return {line: i for line, i in seen.items() if i >= 0 and line.strip()}
+
+    in_src, in_tgt = unique(src_en), unique(tgt_en)
+    return [(i, src[i], tgt[in_tgt[en]]) for en, i in sorted(in_src.items(), key=lambda kv: kv[1])
+            if en in in_tgt]
+
+
+def _build_pivot_pair_table(pair: str, split: str, *, local_dir, repo_id: str, revision: str,
+                            max_samples: int | None, detokenize: bool, cache_dir) -> tuple[pd.DataFrame, dict]:
+    from .corpus import iter_lines
+
+    src_lang, tgt_lang = parse_pair(pair)
+    paths, scans, sides = [], [], []
+    for lang in (src_lang, tgt_lang):
+        en_path, xx_path = fetch_files(split, lang, local_dir=local_dir, repo_id=repo_id, revision=revision,
+                                       cache_dir=cache_dir)
+        scans += scan_parallel(en_path, xx_path, fix=ENCODING_FIX)
+        sides.append((list(iter_lines(en_path, fix=ENCODING_FIX)), list(iter_lines(xx_path, fix=ENCODING_FIX))))
+        paths += [en_path, xx_path]
+    recs = pivot_records(sides[0][0], sides[0][1], sides[1][0], sides[1][1])
+    if not recs:
+        raise NeurospecError(f"pair {pair!r}: EC40's {split} files of {src_lang!r} and {tgt_lang!r} share no "
+                             f"English sentence, so no {src_lang}-{tgt_lang} pairs can be matched")
+    df, read = assemble(recs, src_lang, tgt_lang, detokenize=detokenize, max_samples=max_samples,
+                        where=f"dataset files {paths[1]} and {paths[3]} (matched by their English lines)")
+    stats = {
+        "dataset": "ec40",
+        "split": split,
+        "source": str(local_dir) if local_dir is not None else f"{repo_id}@{revision}",
+        "dataset_revision": file_hash(paths) if local_dir is not None else revision,
+        "detokenize": detokenize,
+        "pivot": "en",
         **read,
         "max_samples": max_samples,
         **text_report(scans),

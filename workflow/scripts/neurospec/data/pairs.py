@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from . import corpus, demo, ec40
 from ..errors import NeurospecError
-from ..languages import non_english, parse_pair
+from ..languages import parse_pair
 from ..tables import PAIR_SCHEMA, write_table
 
 DATASETS = ("demo", "ec40", "hf", "files")
@@ -79,7 +79,9 @@ def check_dataset(dataset: Mapping[str, Any], pairs: list[str], split: str,
             raise NeurospecError(f"{split_key} {split!r}: EC40 has no such split; choose one of "
                                  f"{', '.join(ec40.SPLITS)}")
         for pair in pairs:
-            ec40.remote_path(split, non_english(pair), "en")
+            for lang in parse_pair(pair):
+                if lang != "en":
+                    ec40.remote_path(split, lang, "en")
     elif name == "files":
         rows = corpus.Rows.from_config(params["rows"])
         for pair in pairs:
@@ -101,8 +103,8 @@ def dataset_files(dataset: Mapping[str, Any], pair: str, split: str) -> list[str
     params = dataset_params(dataset, split)
     try:
         if params["name"] == "ec40" and params["local_dir"]:
-            xx = non_english(pair)
-            paths = [Path(params["local_dir"]) / ec40.remote_path(split, xx, side) for side in ("en", xx)]
+            paths = [Path(params["local_dir"]) / ec40.remote_path(split, xx, side)
+                     for xx in parse_pair(pair) if xx != "en" for side in ("en", xx)]
         elif params["name"] == "files":
             found = corpus.file_paths(params["files"], pair, split, corpus.Rows.from_config(params["rows"]))
             paths = list(found.values()) if isinstance(found, dict) else [found]
@@ -163,9 +165,20 @@ def log_lines(pair: str, n_pairs: int, stats: Mapping[str, Any]) -> list[tuple[i
     return out
 
 
-def write_pair_table(pair: str, dataset: Mapping[str, Any], out_path: str) -> None:
+def write_pair_table(pair: str, dataset: Mapping[str, Any], out_path: str,
+                     holdout: Mapping[str, Any] | None = None) -> None:
+    """``holdout`` ({fraction, part}): keep one part of the table cut by evaluate.holdout_fraction
+    (neurospec.holdout): the selection rows or the held-out rows."""
     df, stats = build_pair_table(pair, dataset)
     log = logging.getLogger("neurospec")
     for level, line in log_lines(pair, len(df), stats):
         log.log(level, "%s", line)
+    if holdout:
+        from neurospec.holdout import holdout_slice
+
+        df, stats["holdout"] = holdout_slice(df, float(holdout["fraction"]), str(holdout["part"]))
+        h = stats["holdout"]
+        log.info("%s: evaluate.holdout_fraction %s: %d rows to select on, %d held out (%d dropped: a text also in "
+                 "the selection rows); this table: the %s part, %d rows", pair, h["fraction"], h["n_select"],
+                 h["n_holdout"], h["n_holdout_dropped_duplicates"], h["part"], len(df))
     write_table(df, out_path, PAIR_SCHEMA, metadata={"pair": pair, **stats})

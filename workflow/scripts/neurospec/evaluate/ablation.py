@@ -75,6 +75,7 @@ from ..models import LoadedModel, is_demo_model
 from ..progress import Progress
 from ..prompts import model_context
 from ..tables import PAIR_SCHEMA, package_versions, read_counts, read_metadata, read_table, write_table
+from neurospec.variants import label as variant_label
 
 log = logging.getLogger("neurospec")
 
@@ -626,7 +627,7 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
         "budgets_skipped": skipped,
         "budget_rank": "|score|" if method in ABS_SCORE_METHODS else "score",
         "rate_column": rate_column if deciles is not None else None,
-        "method": method,
+        "method": variant_label(score_meta),  # lape@strict for a scoring.variants entry
         "group_kind": score_meta.get("group_kind"),
         "scoring_params": score_meta.get("params"),
         "scoring_column": score_meta.get("column"),

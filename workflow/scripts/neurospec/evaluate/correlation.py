@@ -73,6 +73,7 @@ from .. import languages as L  # noqa: E402
 from ..errors import NeurospecError  # noqa: E402
 from ..atomic import save_png  # noqa: E402
 from ..tables import read_metadata, read_table, write_table  # noqa: E402
+from neurospec.variants import label as variant_label  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -167,13 +168,17 @@ def spearman(x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed
 
 def confounds(langs: Sequence[str]) -> np.ndarray:
     """The design a partial rho regresses out, one row per language code: intercept, tier (ordinal:
-    high 0, medium 1, low 2, extremely-low 3) and script (1 Latin, 0 other)."""
+    high 0, medium 1, low 2, extremely-low 3) and script (1 Latin, 0 other).  When a language has no
+    EC40 tier (any language outside EC40), the tier column is left out: the partial rho is then on
+    script alone."""
     rows = []
     for code in langs:
         lang = L.language(code)
         rows.append((1.0, float(L.TIERS.index(lang.tier)) if lang.tier in L.TIERS else np.nan,
                      1.0 if lang.script == "Latin" else 0.0))
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), 3)
+    z = np.asarray(rows, dtype=np.float64).reshape(len(rows), 3)
+    return z[:, [0, 2]] if np.isnan(z[:, 1]).any() else z
+
 
 
 def _rank_stats(x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -431,7 +436,7 @@ def correlate_to_file(translation: str | os.PathLike, scores: Sequence[str | os.
     methods = {}
     for s_path, i_path in zip(scores, iou):
         meta = read_metadata(s_path)
-        method = str(meta.get("method") or os.path.basename(str(s_path)).removesuffix(".parquet"))
+        method = variant_label(meta) if meta.get("method") else os.path.basename(str(s_path)).removesuffix(".parquet")
         methods[method] = (read_table(s_path, required=("group", "layer", "neuron")),
                            read_table(i_path, required=("layer", "group_a", "group_b", "n_a", "n_b", "intersection")),
                            meta)
@@ -566,12 +571,11 @@ def plot_correlation(measures: pd.DataFrame, result: pd.DataFrame, path: str | o
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    families = [f for f in L.FAMILIES if f in set(measures["family"])]
-    scripts = [sc for sc in style.SCRIPT_MARKERS
-               if sc in {L.LANGUAGES[c].script for c in set(measures["lang"]) if c in L.LANGUAGES}]
+    families = L.families_in_order(measures["family"])
+    scripts = [sc for sc in style.SCRIPT_MARKERS if sc in {L.language(c).script for c in set(measures["lang"])}]
     handles = [Line2D([], [], ls="", marker="o", color="black", label=f"en{ARROW}xx (filled)"),
                Line2D([], [], ls="", marker="o", color="black", markerfacecolor="none", label=f"xx{ARROW}en (hollow)")]
-    handles += [Patch(color=style.FAMILY_COLORS[f], label=f) for f in families]
+    handles += [Patch(color=style.color_of_family(f), label=f) for f in families]
     handles += [Line2D([], [], ls="", marker=style.SCRIPT_MARKERS[sc], color="grey", label=sc) for sc in scripts]
     axes[-1, 1].legend(handles=handles, loc="center", fontsize=7, title="direction, family, script",
                        title_fontsize=7, ncol=2)

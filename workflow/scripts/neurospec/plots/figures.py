@@ -2,7 +2,7 @@
 
 Every ``plot_*`` function writes one PNG and returns the numbers it drew (a matrix, a table), so
 tests and notebooks can check them.  Groups are ordered by family, then resource tier
-(``languages.sort_key``); pair groups put the en->xx block before the xx->en block
+(``languages.sort_key``); pair groups put the en->xx block, then xx->en, then pairs without English
 (``languages.sort_pairs``).  Tick labels are coloured by family; lines mark family blocks.
 ``draw`` is the file-level entry point of the rule script.
 """
@@ -31,6 +31,7 @@ from ..errors import NeurospecError  # noqa: E402
 from ..score.scoring import iou_matrix, read_iou, read_scores  # noqa: E402
 from ..atomic import save_png  # noqa: E402
 from ..tables import COUNT_COLUMNS, read_counts  # noqa: E402
+from neurospec.variants import label as variant_label  # noqa: E402
 
 logger = logging.getLogger("neurospec")
 
@@ -54,9 +55,9 @@ def group_table(groups: Sequence[str], langs: pd.DataFrame | None = None) -> pd.
     ``direction`` is "en-xx"/"xx-en" for pairs, "" for languages; ``block`` changes where a
     family (or the direction) changes, English being a block of its own.
     """
-    langs = L.language_table() if langs is None else langs
-    info = langs.set_index("code")
     groups = [str(g) for g in groups]
+    langs = L.language_table({c for g in groups for c in g.split("-")}) if langs is None else langs
+    info = langs.set_index("code")
     pairs = [is_pair(g) for g in groups]
     if any(pairs) and not all(pairs):
         raise NeurospecError(f"cannot mix pair and language groups in one figure: {', '.join(groups)}")
@@ -84,14 +85,14 @@ def _boundaries(values: Sequence[str]) -> list[int]:
 
 
 def _family_legend(ax_or_fig, families: Sequence[str], **kwargs) -> None:
-    present = [f for f in L.FAMILIES if f in set(families)]
-    handles = [Patch(color=FAMILY_COLORS[f], label=f) for f in present]
+    present = L.families_in_order(families)
+    handles = [Patch(color=style.color_of_family(f), label=f) for f in present]
     ax_or_fig.legend(handles=handles, title="family", fontsize=8, title_fontsize=8, **kwargs)
 
 
 def _color_ticklabels(labels, families) -> None:
     for text, family in zip(labels, families):
-        text.set_color(FAMILY_COLORS.get(family, "black"))
+        text.set_color(style.color_of_family(family))
 
 
 def _tick_fontsize(n: int) -> float:
@@ -105,7 +106,7 @@ def _save(fig, path: str | os.PathLike, dpi: int = 110) -> None:
 def method_title(meta: Mapping[str, Any]) -> str:
     params = meta.get("params") or {}
     text = ", ".join(f"{k}={v}" for k, v in params.items())
-    return f"{meta.get('method', '?')} ({meta.get('column', '?')}{', ' + text if text else ''})"
+    return f"{variant_label(meta)} ({meta.get('column', '?')}{', ' + text if text else ''})"
 
 
 def _empty_figure(path, title: str, message: str) -> None:
@@ -364,7 +365,9 @@ def clustering_groups(groups: Sequence[str], token_scope: str = "source") -> pd.
     info = group_table(groups)
     if (info["direction"] != "").any():
         counts_target = L.counted_language("en", "xx", token_scope) == "xx"
-        info = info[info["direction"] == ("en-xx" if counts_target else "xx-en")]
+        # pairs without English (xx-yy) are filed under their source language: kept when it is counted
+        keep = ("en-xx",) if counts_target else ("xx-en", "xx-yy")
+        info = info[info["direction"].isin(keep)]
     return info.reset_index(drop=True)
 
 
@@ -397,7 +400,8 @@ def plot_clustering(iou_table: pd.DataFrame, groups: Sequence[str], path: str | 
                                   above_threshold_color="#555555")
     fam_of = dict(zip(info["label"], families))
     for text in ax.get_xticklabels():
-        text.set_color(FAMILY_COLORS.get(fam_of.get(text.get_text()), "black"))
+        family = fam_of.get(text.get_text())
+        text.set_color(style.color_of_family(family) if family else "black")
     if k > 1:
         cut = link[-(k - 1), 2]
         ax.axhline(cut, color="grey", ls=":", lw=1)

@@ -16,7 +16,12 @@ from .. import languages as L
 # family -> colour (Okabe & Ito 2008): distinguishable with the common colour-vision deficiencies
 FAMILY_COLORS: dict[str, str] = dict(zip(L.FAMILIES, ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7")))
 PIVOT_COLOR = "#000000"  # English
-OTHER_COLOR = "#000000"  # a group that is neither a language nor a pair (or one outside EC40)
+OTHER_COLOR = "#000000"  # a group that is neither a language nor a pair
+UNKNOWN_FAMILY_COLOR = "#7f7f7f"  # a family no table knows ("Other", or one a config names): grey
+# every other family of the shipped language table (languages.family_order) its own colour, in that order
+MORE_FAMILY_COLORS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
+                      "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363", "#9c9ede", "#cedb9c",
+                      "#e7ba52", "#e7969c", "#de9ed6", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#fdae6b")
 
 # script -> marker: every script of EC40 + English its own shape
 SCRIPT_MARKERS: dict[str, str] = {
@@ -25,18 +30,38 @@ SCRIPT_MARKERS: dict[str, str] = {
 }
 
 
-def family_of(group: str) -> str | None:
-    """The family of a language code or of a pair's non-English language; None for anything else."""
+def color_of_family(family: str) -> str:
+    """The colour of a family: EC40's five, one each for the shipped table's other families, grey for
+    a family no table knows."""
+    if family in FAMILY_COLORS:
+        return FAMILY_COLORS[family]
+    order = L.family_order()
+    if family not in order or family == order[-1]:
+        return UNKNOWN_FAMILY_COLOR
+    return MORE_FAMILY_COLORS[(order.index(family) - len(L.FAMILIES)) % len(MORE_FAMILY_COLORS)]
+
+
+def _language_of(group: str):
+    """The language of a code, or of a pair's non-English side (any language neurospec resolves);
+    None for anything else (a group that is not a language or pair, English)."""
     code = group
     if "-" in group:
         try:
             code = L.non_english(group)
-        except Exception:  # not a pair of EC40 codes
+        except Exception:  # not a pair of known codes
             return None
-    lang = L.LANGUAGES.get(code)
-    if lang is None or code == L.PIVOT:
+    if code == L.PIVOT:
         return None
-    return lang.family
+    try:
+        return L.language(code)
+    except Exception:  # not a language code
+        return None
+
+
+def family_of(group: str) -> str | None:
+    """The family of a language code or of a pair's non-English language; None for anything else."""
+    lang = _language_of(group)
+    return lang.family if lang is not None else None
 
 
 def family_color(group: str) -> str:
@@ -44,18 +69,12 @@ def family_color(group: str) -> str:
     if group == L.PIVOT:
         return PIVOT_COLOR
     family = family_of(group)
-    return FAMILY_COLORS.get(family, OTHER_COLOR) if family else OTHER_COLOR
+    return color_of_family(family) if family else OTHER_COLOR
 
 
 def script_marker(group: str) -> str:
     """The marker of a language code or pair (its non-English language's script)."""
-    code = group
-    if "-" in group:
-        try:
-            code = L.non_english(group)
-        except Exception:
-            return "o"
-    lang = L.LANGUAGES.get(code)
+    lang = _language_of(group)
     return SCRIPT_MARKERS.get(lang.script, "o") if lang is not None else "o"
 
 

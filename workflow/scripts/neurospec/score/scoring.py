@@ -177,11 +177,17 @@ def score_tables(tables: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]], m
 
 
 def run_scoring(paths: Sequence[str | os.PathLike], scores_path: str | os.PathLike, iou_path: str | os.PathLike,
-                method: str, column: str, params: Mapping[str, Any] | None = None) -> None:
-    """Rule entry point: read the activation tables, score, write scores and IoU (atomically)."""
+                method: str, column: str, params: Mapping[str, Any] | None = None,
+                variant: str | None = None) -> None:
+    """Rule entry point: read the activation tables, score, write scores and IoU (atomically).
+
+    ``variant``: the name of a scoring.variants entry these parameters come from (neurospec.variants),
+    recorded in the metadata (``variant``) so that every table and figure made from it is labelled."""
     tables = read_count_tables(paths, method_columns(method, column, params))
     logger.info("%s: %d count tables, column %s, parameters %s", method, len(tables), column, dict(params or {}))
     scores, overlap, meta = score_tables(tables, method, column, params)
+    if variant:
+        meta["variant"] = variant
     per_group = scores.groupby("group").size().reindex(meta["groups"], fill_value=0)
     logger.info("%s: %d selected (group, neuron) cells over %d groups; per group: %s", method, len(scores),
                 len(meta["groups"]), ", ".join(f"{g}={n}" for g, n in per_group.items()))

@@ -37,7 +37,11 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ..errors import NeurospecError  # noqa: E402
-from ..plots.figures import FAMILY_COLORS, group_table, method_title  # noqa: E402
+from .. import languages as L  # noqa: E402
+from ..plots import style  # noqa: E402
+from ..plots.figures import group_table, method_title  # noqa: E402
+
+FAMILY_COLORS = style.FAMILY_COLORS  # one colour per family in every figure
 from .scoring import METHODS, method_columns, read_count_tables, read_result, score_tables  # noqa: E402
 from ..atomic import save_png  # noqa: E402
 from ..tables import HALF, TOTAL_COLUMNS, write_table  # noqa: E402
@@ -137,7 +141,8 @@ def summarize(table: pd.DataFrame) -> dict[str, float]:
 
 
 def run_stability(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, method: str, column: str,
-                  params: Mapping[str, Any] | None = None, figure_path: str | os.PathLike | None = None) -> None:
+                  params: Mapping[str, Any] | None = None, figure_path: str | os.PathLike | None = None,
+                  variant: str | None = None) -> None:
     """Rule entry point: read the activation tables (the columns the method needs, both halves), write
     the stability table (atomically), and draw its figure into ``figure_path`` when given."""
     if method not in METHODS:
@@ -145,6 +150,8 @@ def run_stability(paths: Sequence[str | os.PathLike], out_path: str | os.PathLik
     columns = method_columns(method, column, params)
     tables = read_count_tables(paths, [*columns, *(f"{c}_{HALF}" for c in columns)])
     table, meta = stability(tables, method, column, params)
+    if variant:  # a scoring.variants entry (neurospec.variants): its label on the table and figure
+        meta["variant"] = variant
     s = summarize(table)
     logger.info("%s: split-half IoU median %.3f against %.3f by chance over %d (group, layer) cells with a "
                 "selection; %.0f%% above chance (p < 0.05)", method, s["median_iou"], s["median_chance"],
@@ -204,7 +211,7 @@ def plot_stability(table: pd.DataFrame, groups: Sequence[str], layers: Sequence[
     rng = np.random.default_rng(0)
     for i, family in enumerate(info["family"]):
         ax.scatter(x + rng.uniform(-0.18, 0.18, n_layers), iou[i], s=9, alpha=0.6,
-                   color=FAMILY_COLORS.get(family, "black"), lw=0)
+                   color=style.color_of_family(family), lw=0)
     ax.plot(x, per_layer["median_iou"], color="black", marker="o", ms=4, lw=1.8,
             label="split-half IoU, median (dots: groups, by family)")
     ax.set_xticks(x)
@@ -222,15 +229,15 @@ def plot_stability(table: pd.DataFrame, groups: Sequence[str], layers: Sequence[
     hm.set_yticks(range(n))
     hm.set_yticklabels(info["label"], fontsize=float(np.clip(320 / max(n, 1), 3.5, 9)))
     for text, family in zip(hm.get_yticklabels(), info["family"]):
-        text.set_color(FAMILY_COLORS.get(family, "black"))
+        text.set_color(style.color_of_family(family))
     hm.set_xticks(range(n_layers))
     hm.set_xticklabels(layers, fontsize=float(np.clip(320 / max(n_layers, 1), 5, 9)))
     hm.set_xlabel("layer")
     for i in range(1, n):  # family blocks
         if info["block"].iloc[i] != info["block"].iloc[i - 1]:
             hm.axhline(i - 0.5, color="white", lw=0.8)
-    present = [f for f in FAMILY_COLORS if f in set(info["family"])]
-    hm.legend(handles=[Patch(color=FAMILY_COLORS[f], label=f) for f in present], title="family", fontsize=7,
+    present = L.families_in_order(info["family"])
+    hm.legend(handles=[Patch(color=style.color_of_family(f), label=f) for f in present], title="family", fontsize=7,
               title_fontsize=7, loc="upper left", bbox_to_anchor=(1.32, 1.0))
     fig.colorbar(image, ax=hm, shrink=0.8, label="split-half IoU (grey: nothing selected; red x: not above chance)")
     s = summarize(table)

@@ -33,6 +33,7 @@ from ..score.scoring import CONTRAST_UNITS, contrast, counted_languages, distinc
     pool_by_language, read_count_tables, read_scores, stack_counts
 from ..score.stability import read_stability, stability, summarize
 from ..tables import HALF
+from neurospec.variants import label as variant_label
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -65,7 +66,7 @@ def method_overview(run: Path) -> pd.DataFrame:
         scores, meta = read_scores(path)
         n_units = int(meta.get("n_units") or 0)
         per_group = scores.groupby("group").size().reindex(meta["groups"], fill_value=0).to_numpy()
-        row = {"method": meta["method"], "groups": len(meta["groups"]), "selected": int(len(scores)),
+        row = {"method": variant_label(meta), "groups": len(meta["groups"]), "selected": int(len(scores)),
                "per_group_min": int(per_group.min()), "per_group_median": float(np.median(per_group)),
                "per_group_max": int(per_group.max()),
                "share_min": per_group.min() / n_units if n_units else math.nan,
