@@ -25,6 +25,37 @@ SMALL_CONFIG = {
 }
 
 
+# The shared run's config (tests/workflow/conftest.py: shared_run): SMALL_CONFIG with every stage on at test size
+SHARED_CONFIG = ROOT / ".test" / "config" / "config.yaml"
+
+
+def _merged(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def write_shared_config(workdir: Path, overrides: dict | None = None, name: str = "config.yaml") -> Path:
+    """The shared run's config (.test/config/config.yaml) with `overrides` merged in at any depth
+    ({"evaluate": {"ablation": {"seed": 0}}} changes that one key), written to workdir/name."""
+    cfg = _merged(yaml.safe_load(SHARED_CONFIG.read_text()), overrides or {})
+    path = workdir / name
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def copy_run(src: Path, dst: Path, *subs: str) -> Path:
+    """Copy a finished run's folder (or only its `subs`) into dst, mtimes kept (shutil.copy2), with
+    Snakemake's metadata but not its locks: Snakemake sees the copy as finished as the original."""
+    import shutil
+
+    ignore = shutil.ignore_patterns("locks", "incomplete")
+    for sub in subs or (".",):
+        shutil.copytree(src / sub, dst / sub, ignore=ignore, dirs_exist_ok=True)
+    return dst
+
+
 def write_config(workdir: Path, overrides: dict | None = None, name: str = "config.yaml") -> Path:
     cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in SMALL_CONFIG.items()}
     for key, value in (overrides or {}).items():
@@ -54,6 +85,52 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: 
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+_DRY_RUNS = """
+import contextlib, io, json, os, sys, traceback
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+snakefile, cases = Path(sys.argv[1]), json.loads(sys.stdin.read())
+for case in cases:
+    os.chdir(case["workdir"])
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            with SnakemakeApi(OutputSettings()) as api:
+                wf = api.workflow(resource_settings=ResourceSettings(cores=2, resources={"gpu": 1}),
+                                  snakefile=snakefile, workdir=Path(case["workdir"]),
+                                  config_settings=ConfigSettings(configfiles=[Path(case["configfile"])]))
+                wf.dag(DAGSettings(targets=set(case["targets"]))).execute_workflow(executor="dryrun")
+        except SystemExit as exc:  # what the command line prints of it, and its status
+            code = exc.code if isinstance(exc.code, int) else 1
+            if not isinstance(exc.code, (int, type(None))):
+                print(exc.code, file=sys.stderr)
+        except BaseException:
+            code = 1
+            traceback.print_exc()
+    print("NEUROSPEC-DRY-RUN=" + json.dumps({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}))
+"""
+
+
+def dry_runs(cases: list[tuple[Path, Path]], env: dict | None = None,
+             timeout: int = 900) -> list[subprocess.CompletedProcess]:
+    """`snakemake --dry-run --configfile C` in workdir W for each (W, C) of cases, answered by ONE child
+    process through Snakemake's API (importing Snakemake costs ~5-18 s a process, a parse under 1 s): the
+    returncode, stdout and stderr of each as the command line has them (a config error's SystemExit message
+    on stderr, status 1; any other exception's traceback on stderr; Snakemake's log, the plan and its job
+    stats included, on stderr). For tests that ask many configs one question each; the command line itself
+    (`snakemake`) still runs in test_workflow.py's and test_docs.py's dry runs and in CI's (.ci/run)."""
+    payload = json.dumps([{"workdir": str(w), "configfile": str(c), "targets": []} for w, c in cases])
+    run_env = {**clean_env(), "PYTHONPATH": str(ROOT / "workflow" / "scripts"), **(env or {})}
+    proc = subprocess.run([sys.executable, "-c", _DRY_RUNS, str(SNAKEFILE)], input=payload, capture_output=True,
+                          text=True, timeout=timeout, env=run_env)
+    results = [json.loads(line.partition("=")[2]) for line in proc.stdout.splitlines()
+               if line.startswith("NEUROSPEC-DRY-RUN=")]
+    assert len(results) == len(cases), f"({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return [subprocess.CompletedProcess(["snakemake", "--dry-run", "--configfile", str(c)], r["returncode"],
+                                        r["stdout"], r["stderr"]) for (_, c), r in zip(cases, results)]
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -103,6 +180,35 @@ def effective_config(workdir: Path, *configfiles: Path, env: dict | None = None)
         if line.startswith("NEUROSPEC-CONFIG="):
             return json.loads(line.partition("=")[2])
     raise AssertionError(f"no config printed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+_EFFECTIVE_CONFIGS = """
+import json, os, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+snakefile = Path(sys.argv[1])
+for case in json.loads(sys.stdin.read()):
+    os.chdir(case["workdir"])
+    with SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=snakefile,
+                          workdir=Path(case["workdir"]),
+                          config_settings=ConfigSettings(configfiles=[Path(c) for c in case["configfiles"]]))
+        print("NEUROSPEC-CONFIG=" + json.dumps(wf._workflow.config, sort_keys=True), flush=True)
+"""
+
+
+def effective_configs(cases: list[tuple[Path, list[Path]]], env: dict | None = None) -> list[dict]:
+    """effective_config(workdir, *configfiles) for each (workdir, configfiles) of cases, in ONE child process
+    (Snakemake's import is most of a child's time)."""
+    run_env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts"), **(env or {})}
+    payload = json.dumps([{"workdir": str(w), "configfiles": [str(c) for c in cs]} for w, cs in cases])
+    proc = subprocess.run([sys.executable, "-c", _EFFECTIVE_CONFIGS, str(SNAKEFILE)], input=payload,
+                          capture_output=True, text=True, timeout=600, env=run_env)
+    configs = [json.loads(line.partition("=")[2]) for line in proc.stdout.splitlines()
+               if line.startswith("NEUROSPEC-CONFIG=")]
+    assert len(configs) == len(cases), f"({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return configs
 
 
 def report_entries(report_html: str) -> tuple[dict, dict]:

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 
 from neurospec.tables import read_metadata, read_table
-from workflow_utils import job_counts, planned_scores, snakemake, write_config
+from workflow_utils import job_counts, snakemake, write_config, write_shared_config
 
 RESULTS = "results/demo-small/demo/validation"
 METHODS = ("frequency", "frequency_language", "lape", "contrast", "diffmeans")
+# what the shared run (.test/config/config.yaml) sets for this stage
 ABLATION = {"split": None, "ablation": {"mode": "zero", "random_sets": 2, "max_sentences": 12, "seed": 5}}
 
 
 @pytest.fixture(scope="module")
-def ablation_run(tmp_path_factory):
-    """The small demo run with its ablation stage and report, once for this module."""
-    workdir = tmp_path_factory.mktemp("ablation-run")
-    cfg = write_config(workdir, {"evaluate": ABLATION})
-    snakemake(workdir, configfile=cfg)
-    snakemake(workdir, "--report", "report.html", configfile=cfg)
+def ablation_run(shared_run):
+    """The shared run (its ablation stage and report; tests/workflow/conftest.py)."""
+    workdir, cfg = shared_run
+    evaluate = yaml.safe_load(cfg.read_text())["evaluate"]
+    assert evaluate["split"] is None and evaluate["ablation"] == ABLATION["ablation"], evaluate
     return workdir
 
 
 def _config(workdir, ablation=None, **sections):
-    evaluate = {**ABLATION, "ablation": {**ABLATION["ablation"], **(ablation or {})}}
-    return write_config(workdir, {"evaluate": evaluate, **sections}, name="config-changed.yaml")
+    return write_shared_config(workdir, {"evaluate": {"ablation": ablation or {}}, **sections},
+                               name="config-changed.yaml")
 
 
 def test_ablation_tables_hold_every_group_language_and_condition(ablation_run):
@@ -115,37 +116,6 @@ def test_an_ablation_parameter_reruns_ablation_only(ablation_run):
         counts = job_counts(snakemake(ablation_run, "--dry-run", configfile=_config(ablation_run, change)).stdout)
         assert counts == {"ablation": len(METHODS), "figure_ablation": len(METHODS), "figure_ablation_specificity": 1,
                           "all": 1}, (change, counts)
-
-
-def test_a_scoring_parameter_reruns_that_methods_ablation_only(ablation_run):
-    cfg = _config(ablation_run, scoring={"k": 10, "lape": {"top_rate": 0.05}})
-    out = snakemake(ablation_run, "--dry-run", configfile=cfg).stdout
-    counts = job_counts(out)
-    assert counts.get("score") == 1 and planned_scores(out) == {"lape"}
-    assert counts.get("ablation") == 1 and counts.get("figure_ablation") == 1
-    assert counts.get("figure_ablation_specificity") == 1
-    assert "results/demo-small/demo/validation/ablation/lape.parquet" in out
-    assert not {"collect_activations", "pair_table", "build_demo_model"} & set(counts), counts
-    # scoring.k feeds both frequency methods: their two ablations rerun, not lape's or contrast's
-    out = snakemake(ablation_run, "--dry-run", configfile=_config(ablation_run, scoring={"k": 20})).stdout
-    counts = job_counts(out)
-    assert counts.get("ablation") == 2 and "collect_activations" not in counts
-    assert planned_scores(out) == {"frequency", "frequency_language"}
-
-
-def test_the_held_out_split_must_differ_from_the_selection_split(tmp_path):
-    cfg = write_config(tmp_path, {"evaluate": {"split": "validation"}})
-    proc = snakemake(tmp_path, "--dry-run", configfile=cfg, check=False)
-    assert proc.returncode != 0
-    assert "key 'evaluate.split': 'validation' is the split neurons are selected on" in proc.stderr
-
-
-def test_a_bad_ablation_key_is_one_clear_line(tmp_path):
-    cfg = write_config(tmp_path, {"evaluate": {"ablation": {"mode": "half"}}})
-    proc = snakemake(tmp_path, "--dry-run", configfile=cfg, check=False)
-    lines = [line for line in proc.stderr.splitlines() if "neurospec: config error" in line]
-    assert proc.returncode != 0 and len(lines) == 1
-    assert "key 'evaluate.ablation.mode': 'half' is not one of ['zero', 'mean']" in lines[0]
 
 
 def test_the_gemma3_model_is_built_by_the_workflow(tmp_path):

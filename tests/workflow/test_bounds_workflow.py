@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from neurospec.tables import COUNT_COLUMNS, HALF, RATE_COLUMNS, read_counts, read_metadata, read_table
-from workflow_utils import snakemake, write_config
+from workflow_utils import copy_run, snakemake, write_config
 
 MODEL = "demo-small"
 EN = ["Germany", "Federal Republic of Germany", None, "Bosnia and Herzegovina", "Euro", "Latin",
@@ -81,7 +81,7 @@ def test_a_20000_character_sentence_is_truncated_counted_and_bounded(runs):
     # with the cue after it): the prompt tokens of both runs differ by it less the 'Peru' prompt
     from transformers import AutoTokenizer
 
-    from neurospec.evaluate.translation import encode_prompts, prompt_texts
+    from neurospec.evaluate.translation_prompts import encode_prompts, prompt_texts
 
     tok = AutoTokenizer.from_pretrained(long_dir / "results" / "models" / "demo")
     peru = len(encode_prompts(tok, prompt_texts(tok, ["Peru"], "en", "de", template=en_meta["prompt_template"],
@@ -108,17 +108,22 @@ FLOAT_COLUMNS = tuple(f"{c}{s}" for c in ("act_sum", "act_sumsq", *RATE_COLUMNS)
 FLOAT_RTOL = 1e-6
 
 
-def _collect(workdir, shards: int):
-    cfg = write_config(workdir, {"pairs": SHARD_PAIRS, "collect": {"token_budget": 1024, "shards": shards}})
-    results = f"results/{MODEL}/demo/validation/activations"
-    snakemake(workdir, *(f"{results}/{p}.parquet" for p in SHARD_PAIRS), configfile=cfg)
-    return {p: read_counts(workdir / results / f"{p}.parquet") for p in SHARD_PAIRS}
+ACTIVATIONS = f"results/{MODEL}/demo/validation/activations"
 
 
-def test_sharded_collection_equals_unsharded_within_the_stated_bound(tmp_path):
-    for name in ("whole", "sharded"):
-        (tmp_path / name).mkdir()
-    whole, sharded = _collect(tmp_path / "whole", 1), _collect(tmp_path / "sharded", 3)
+def _tables(workdir):
+    return {p: read_counts(workdir / ACTIVATIONS / f"{p}.parquet") for p in SHARD_PAIRS}
+
+
+def test_sharded_collection_equals_unsharded_within_the_stated_bound(shared_run, tmp_path):
+    """Unsharded: the shared run's tables (the same model, pair tables and collect.* but shards); sharded:
+    3 shards per pair, on a copy of the shared run's model and pair tables."""
+    shared, _ = shared_run
+    copy_run(shared, tmp_path, "results/models", "results/data")
+    cfg = write_config(tmp_path, {"pairs": SHARD_PAIRS, "collect": {"token_budget": 1024, "shards": 3}})
+    snakemake(tmp_path, *(f"{ACTIVATIONS}/{p}.parquet" for p in SHARD_PAIRS), configfile=cfg)
+    assert not list((tmp_path / ACTIVATIONS / "shards").rglob("*.parquet"))  # temp(): the shards are removed
+    whole, sharded = _tables(shared), _tables(tmp_path)
     worst = {}
     for pair in SHARD_PAIRS:
         (ref, ref_meta), (got, got_meta) = whole[pair], sharded[pair]

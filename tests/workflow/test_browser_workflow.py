@@ -17,6 +17,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from neurospec import api
 from neurospec.errors import NeurospecError
@@ -29,11 +30,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("browser-run")
-    config = write_config(work, {"browser": {"top_k": TOP_K, "max_sentences": MAX_SENTENCES},
-                                 "evaluate": {"ablation": {"random_sets": 1, "max_sentences": 3}}})
-    snakemake(work, f"{RUN}/browser/index.html", f"{RUN}/ablation/lape.parquet", configfile=config)
+def workdir(shared_run):
+    """The shared run (tests/workflow/conftest.py): its browser page, its ablation tables."""
+    work, config = shared_run
+    assert yaml.safe_load(config.read_text())["browser"] == {"top_k": TOP_K, "max_sentences": MAX_SENTENCES}
     return work
 
 
@@ -212,8 +212,11 @@ def test_run_tables_and_errors(workdir, tmp_path):
         api.load_run(tmp_path)
     with pytest.raises(NeurospecError, match="this run has no scores of method 'lap'; it has: contrast, diffmeans"):
         run.scores("lap")
+    # a run without frequency's ablation: a copy of the shared run's folder less that table
+    shutil.copytree(workdir / RUN, tmp_path / "run", ignore=shutil.ignore_patterns("frequency.parquet"))
+    shutil.copy2(workdir / RUN / "scores/frequency.parquet", tmp_path / "run/scores/frequency.parquet")
     with pytest.raises(NeurospecError, match=r"this run has no ablation/frequency.parquet"):
-        run.ablation("frequency")
+        api.load_run(tmp_path / "run").ablation("frequency")
 
 
 def test_browser_disabled_plans_no_browser_job(workdir, tmp_path):

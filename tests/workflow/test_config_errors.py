@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from neurospec.config_checks import schema_errors
-from workflow_utils import ROOT, snakemake, write_config
+from workflow_utils import ROOT, dry_runs, snakemake, write_config
 
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 
@@ -51,14 +51,14 @@ def test_schema_errors_name_the_key_from_jsonschemas_own_path():
         "enabled, holdout_fraction, split, steering, translate, translation_scores",
         "key 'scoring.k': 150 is greater than the maximum of 100"])
     assert schema_errors({"pairs": ["en-de"], "scorng": {}}, SCHEMA)[0].startswith(
-        "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: browser, collect, dataset, demo_model, "
+        "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: browser, collect, compare, dataset, demo_model, "
         "evaluate, languages, model, pairs, scoring")
     # nothing close: no guess
     assert "did you mean" not in schema_errors({"pairs": ["en-de"], "zzz": 1}, SCHEMA)[0]
     assert schema_errors({"pairs": ["en-de"]}, SCHEMA) == []
 
 
-@pytest.mark.parametrize(("override", "message"), [
+MISTAKES = [
     ({"evaluate": {"ablaton": {"mode": "zero"}}},
      "key 'evaluate.ablaton': unknown key (a typo?); did you mean 'ablation'? evaluate takes: ablation, "),
     ({"collect": {"prompt_template": "Translate to {language}: {src}"}},
@@ -81,11 +81,45 @@ def test_schema_errors_name_the_key_from_jsonschemas_own_path():
      "key 'model.id': local model directory 'empty-model-dir' has no config.json (not a saved model?)"),
     ({"dataset": {"name": "hf", "hf": {"id": "a/b"}, "rows": {"code_map": {"SR": "srp_Latn"}}},
       "evaluate": {"split": "test"}}, "key 'dataset.rows.code_map': 'SR' does not match"),
-])
-def test_config_mistakes_are_refused_at_parse_time_naming_the_key(tmp_path, override, message):
-    (tmp_path / "empty-model-dir").mkdir()
-    cfg = write_config(tmp_path, override)
-    proc = snakemake(tmp_path, "--dry-run", configfile=cfg, check=False)
+    # from test_workflow.py (test_bad_config_is_one_clear_line runs one more on the command line)
+    ({"pairs": ["de-de"]}, "pair 'de-de' in 'pairs' has the same language on both sides"),
+    ({"scoring": {"k": 150}}, "key 'scoring.k': 150 is greater than the maximum of 100"),
+    ({"collect": {"token_scope": "everything"}}, "key 'collect.token_scope': 'everything' is not one of"),
+    # from test_ablation_workflow.py
+    ({"evaluate": {"split": "validation"}},
+     "key 'evaluate.split': 'validation' is the split neurons are selected on"),
+    ({"evaluate": {"ablation": {"mode": "half"}}},
+     "key 'evaluate.ablation.mode': 'half' is not one of ['zero', 'mean']"),
+    # from test_ablation_fair_workflow.py
+    ({"pairs": ["en-de", "de-en", "en-ru", "ru-en"], "evaluate": {"ablation": {"budgets": [0]}}},
+     "key 'evaluate.ablation.budgets.0': 0 is less than the minimum of 1"),
+    ({"pairs": ["en-de", "de-en", "en-ru", "ru-en"], "evaluate": {"ablation": {"budgets": [10, 10]}}},
+     "key 'evaluate.ablation.budgets': [10, 10] has non-unique elements"),
+    # from test_translation_workflow.py
+    ({"evaluate": {"translation_scores": {"level": 1.5}}},
+     "key 'evaluate.translation_scores.level': 1.5 is greater than or equal to the maximum of 1"),
+    # from test_null_workflow.py
+    ({"pairs": ["en-de", "hi-en"], "model": {"id": "demo", "name": "demo-small", "dtype": "float32", "device": "cpu",
+                                             "null_weights": "random"}},
+     "key 'model.null_weights': 'random' is not one of ['none', 'reinit', 'shuffle']"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """Each mistake's dry run in its own folder, all answered by one Snakemake process (dry_runs)."""
+    cases = []
+    for i, (override, _) in enumerate(MISTAKES):
+        workdir = tmp_path_factory.mktemp(f"mistake-{i}")
+        (workdir / "empty-model-dir").mkdir()
+        cases.append((workdir, write_config(workdir, override)))
+    return [(workdir, proc) for (workdir, _), proc in zip(cases, dry_runs(cases))]
+
+
+@pytest.mark.parametrize("case", range(len(MISTAKES)), ids=[m[1][:40] for m in MISTAKES])
+def test_config_mistakes_are_refused_at_parse_time_naming_the_key(refused, case):
+    tmp_path, proc = refused[case]
+    message = MISTAKES[case][1]
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if "neurospec: config error" in line]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from neurospec.tables import read_metadata, read_table
-from workflow_utils import ROOT, effective_config, job_counts, snakemake
+from workflow_utils import ROOT, dry_runs, effective_config, effective_configs, job_counts, snakemake
 
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -53,10 +53,17 @@ def test_the_demo_config_lists_every_key():
     assert sorted(set(leaves(with_defaults(demo))) - set(leaves(demo))) == []
 
 
+@pytest.fixture(scope="module")
+def shipped_effective(tmp_path_factory):
+    """The config the workflow runs with, for every shipped config (one Snakemake process for all)."""
+    workdir = tmp_path_factory.mktemp("effective")
+    return dict(zip(CONFIGS, effective_configs([(workdir, [path]) for path in CONFIGS])))
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_a_configfile_is_complete_on_its_own(path, tmp_path):
+def test_a_configfile_is_complete_on_its_own(path, shipped_effective):
     """The config the workflow runs with is exactly the file plus the schema's defaults."""
-    assert effective_config(tmp_path, path) == with_defaults(load(path))
+    assert shipped_effective[path] == with_defaults(load(path))
 
 
 def test_no_demo_value_leaks_into_the_reference_config(tmp_path):
@@ -84,12 +91,21 @@ def test_no_demo_value_leaks_into_the_reference_config(tmp_path):
     assert effective_config(tmp_path) == with_defaults(demo)
 
 
+@pytest.fixture(scope="module")
+def shipped_dry_runs(tmp_path_factory):
+    """`snakemake -n --configfile config/X.yaml` of every shipped config, each in its own folder, with the
+    hub unreachable; one Snakemake process answers them all (dry_runs; CI runs each on the command line)."""
+    cases = [(tmp_path_factory.mktemp(f"shipped-{path.stem}"), path) for path in CONFIGS]
+    return {path: (workdir, proc) for (workdir, path), proc in zip(cases, dry_runs(cases, env=OFFLINE))}
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_shipped_configs_dry_run_offline(path, tmp_path):
+def test_shipped_configs_dry_run_offline(path, shipped_dry_runs):
     """`snakemake -n --configfile config/X.yaml`, with the hub unreachable: the plan needs no download."""
     cfg = with_defaults(load(path))
-    proc = snakemake(tmp_path, "--dry-run", configfile=path, env=OFFLINE)
-    counts = job_counts(proc.stdout)
+    tmp_path, proc = shipped_dry_runs[path]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = job_counts(proc.stderr)
     n_pairs = len(cfg["pairs"])
     assert counts["collect_activations"] == n_pairs * cfg["collect"]["shards"]
     assert counts["pair_table"] >= n_pairs
@@ -164,18 +180,31 @@ def test_flores_config_through_the_stand_in_hub(tmp_path):
     assert meta["detokenize"] is False and meta["split"] == "dev"
 
 
-@pytest.mark.parametrize(("dataset", "message"), [  # the library's checks: tests/unit/data/test_corpus.py
+BAD_DATASETS = [  # the library's checks: tests/unit/data/test_corpus.py
     ({"name": "files", "files": {"path": "c/{language}.txt"}}, "key 'dataset.files.path' has unknown placeholder "
                                                               "{language}"),
     ({"name": "hf", "hf": {"id": "a/b"}, "rows": {"layout": "rows"}}, "key 'dataset.rows.layout': 'rows' is not one of"),
     ({"name": "files", "files": {"path": "c/{split}.{lang}", "encoding": "klingon"}},
      "key 'dataset.files.encoding': 'klingon' is not a text encoding Python knows"),
-])
-def test_bad_dataset_config_is_one_line_before_anything_runs(tmp_path, dataset, message):
+]
+
+
+@pytest.fixture(scope="module")
+def bad_dataset_dry_runs(tmp_path_factory):
+    """Each bad dataset's dry run in its own folder, offline, all answered by one Snakemake process."""
+    cases = []
+    for i, (dataset, _) in enumerate(BAD_DATASETS):
+        path = tmp_path_factory.mktemp(f"bad-dataset-{i}") / "bad.yaml"
+        path.write_text(yaml.safe_dump({"pairs": ["en-de"], "dataset": dataset, "evaluate": {"split": "other"}}))
+        cases.append((path.parent, path))
+    return [(workdir, proc) for (workdir, _), proc in zip(cases, dry_runs(cases, env=OFFLINE))]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_DATASETS)), ids=[m[:30] for _, m in BAD_DATASETS])
+def test_bad_dataset_config_is_one_line_before_anything_runs(bad_dataset_dry_runs, case):
     """Wired in at parse time: the schema and neurospec.data.pairs.check_dataset, before any job."""
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"pairs": ["en-de"], "dataset": dataset, "evaluate": {"split": "other"}}))
-    proc = snakemake(tmp_path, "--dry-run", configfile=path, check=False, env=OFFLINE)
+    tmp_path, proc = bad_dataset_dry_runs[case]
+    message = BAD_DATASETS[case][1]
     lines = [line for line in proc.stderr.splitlines() if "neurospec: config error" in line]
     assert proc.returncode != 0 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "results").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from test_errors import _left, full_disk, read_only
-from workflow_utils import ROOT, clean_env, snakemake, write_config
+from workflow_utils import ROOT, clean_env, copy_run, snakemake, write_config
 
 RESULTS = "results/demo-small/demo/validation"
 ACTIVATIONS = f"{RESULTS}/activations"
@@ -20,8 +20,9 @@ FIGURE = f"{RESULTS}/figures/activation_probability.png"
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
+def workdir(tmp_path_factory, shared_run) -> Path:
     d = tmp_path_factory.mktemp("errors-wf")
+    copy_run(shared_run[0], d, "results/models")  # the same demo model (demo_model as SMALL_CONFIG's)
     write_config(d, {"pairs": ["en-de", "de-en"], "dataset": {"name": "demo", "split": "validation",
                                                               "max_samples": 12}})
     return d

@@ -14,7 +14,7 @@ import yaml
 
 from neurospec import lid
 from neurospec.steering import measures
-from workflow_utils import job_counts, planned_scores, snakemake, write_config
+from workflow_utils import copy_run, job_counts, planned_scores, snakemake, write_config
 
 RESULTS = "results/demo-small/demo/validation"
 STEERING = {"enabled": True, "alphas": [2], "modes": ["set", "add"], "prompt_kinds": ["continuation", "translation"],
@@ -29,8 +29,10 @@ def _config(workdir, steering=None, **overrides):
 
 
 @pytest.fixture(scope="module")
-def steering_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("steering")
+def steering_run(tmp_path_factory, shared_run):
+    """A copy of the shared run (the same model, pair, count and score tables, Snakemake's metadata
+    included: what a change reruns is still known), steering's targets run there."""
+    workdir = copy_run(shared_run[0], tmp_path_factory.mktemp("steering"))
     snakemake(workdir, *TARGETS, configfile=_config(workdir))
     return workdir
 

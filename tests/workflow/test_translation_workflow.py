@@ -7,17 +7,18 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from neurospec.tables import read_metadata, read_table
-from workflow_utils import job_counts, snakemake, write_config
+from workflow_utils import job_counts, snakemake, write_shared_config
 
 RESULTS = "results/demo-small/demo/validation"
 PAIRS = ["en-de", "de-en", "en-ru", "ru-en", "en-hi", "hi-en"]
+# what the shared run (.test/config/config.yaml) sets for this stage
 EVALUATE = {"translate": {"max_sentences": 12, "max_new_tokens": 16, "ablate": True},
             "correlation": {"n_boot": 200, "seed": 0}}
 STAGE = {"translate", "translate_ablated", "translation_scores", "correlation", "figure_translation_quality",
          "figure_correlation"}
-UPSTREAM = {"build_demo_model", "pair_table", "collect_activations"}
 
 
 def _evaluate(**changes):
@@ -28,12 +29,11 @@ def _evaluate(**changes):
 
 
 @pytest.fixture(scope="module")
-def translated(tmp_path_factory):
-    """The small demo with translation and ablated translation, to its report, once for this module."""
-    workdir = tmp_path_factory.mktemp("translation-run")
-    cfg = write_config(workdir, {"evaluate": _evaluate()})
-    snakemake(workdir, configfile=cfg)
-    snakemake(workdir, "--report", "report.html", configfile=cfg)
+def translated(shared_run):
+    """The shared run (translation and ablated translation on, to its report; tests/workflow/conftest.py)."""
+    workdir, cfg = shared_run
+    evaluate = yaml.safe_load(cfg.read_text())["evaluate"]
+    assert all(evaluate[key][k] == v for key, part in EVALUATE.items() for k, v in part.items()), evaluate
     return workdir, cfg
 
 
@@ -109,7 +109,7 @@ def test_correlation_tables_and_figures_are_in_the_report(translated):
 
 
 def _dry(workdir, name, overrides):
-    cfg = write_config(workdir, overrides, name=name)
+    cfg = write_shared_config(workdir, overrides, name=name)
     counts = job_counts(snakemake(workdir, "--dry-run", configfile=cfg).stdout)
     counts.pop("all", None)
     return counts
@@ -130,27 +130,10 @@ def test_the_ablation_mode_reruns_the_ablated_translations_only(translated):
     assert set(counts) == STAGE - {"translate", "translate_ablated"}
 
 
-def test_a_scoring_parameter_reruns_that_methods_ablated_translations(translated):
-    workdir, _ = translated
-    counts = _dry(workdir, "c-lape.yaml", {"evaluate": _evaluate(), "scoring": {"k": 10, "lape": {"top_rate": 0.05}}})
-    assert counts.pop("score") == 1 and counts.pop("translate_ablated") == 1
-    assert counts.pop("stability") == 1  # lape's split-half stability
-    assert counts.pop("ablation") == 1  # lape's ablation (the other evaluation of the selection)
-    assert not UPSTREAM & set(counts) and "translate" not in counts
-    assert {"translation_scores", "correlation", "figure_correlation"} <= set(counts)
-    assert all(rule in STAGE or rule.startswith("figure_") for rule in counts), counts
-    assert not any(rule.startswith("score_") for rule in counts)
-
-
 def test_a_correlation_parameter_reruns_the_correlation_only(translated):
     workdir, _ = translated
     counts = _dry(workdir, "c-boot.yaml", {"evaluate": _evaluate(correlation={"n_boot": 300})})
     assert counts == {"correlation": 1, "figure_correlation": 1}
-
-
-def test_nothing_to_do_after_the_run(translated):
-    workdir, cfg = translated
-    assert "Nothing to be done" in snakemake(workdir, "--dry-run", configfile=cfg).stdout
 
 
 def test_scores_have_the_off_target_rate_and_delta_intervals(translated):
@@ -194,12 +177,3 @@ def test_a_translation_scores_parameter_reruns_the_scores_only(translated):
     counts = _dry(workdir, "c-scores.yaml", {"evaluate": evaluate})
     assert counts == {"translation_scores": 1, "correlation": 1, "figure_translation_quality": 1,
                       "figure_correlation": 1}
-
-
-def test_a_bad_translation_scores_level_is_one_line(translated, tmp_path):
-    cfg = write_config(tmp_path, {"evaluate": {**_evaluate(), "translation_scores": {"level": 1.5}}})
-    proc = snakemake(tmp_path, "--dry-run", configfile=cfg, check=False)
-    lines = [line for line in proc.stderr.splitlines() if "neurospec: config error" in line]
-    assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
-    assert "translation_scores" in lines[0] and "level" in lines[0], lines[0]
-    assert not (tmp_path / "results").exists()

@@ -5,23 +5,20 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from neurospec.tables import read_counts, read_metadata, read_table
-from workflow_utils import clean_env, job_counts, planned_scores, report_entries, snakemake, write_config
+from neurospec.tables import read_counts, read_table
+from workflow_utils import (clean_env, copy_run, job_counts, planned_scores, report_entries, snakemake,
+                            write_config, write_shared_config)
 
 RESULTS = "results/demo-small/demo/validation"
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """The small demo run to its figures and report, once for this module."""
-    workdir = tmp_path_factory.mktemp("demo-run")
-    cfg = write_config(workdir)
-    proc = snakemake(workdir, configfile=cfg)
-    snakemake(workdir, "--report", "report.html", configfile=cfg)
-    return workdir, cfg, proc
+def finished_run(shared_run):
+    """The shared run (.test/config/config.yaml, tests/workflow/conftest.py) to its figures and report."""
+    workdir, cfg = shared_run
+    return workdir, cfg, None
 
 
 def test_demo_run_produces_consistent_tables(finished_run):
@@ -77,13 +74,15 @@ def test_scores_cover_every_pair_and_figures_are_in_the_report(finished_run):
 
 def test_changing_k_reruns_scoring_and_figures_only(finished_run):
     workdir, _, _ = finished_run
-    cfg = write_config(workdir, {"scoring": {"k": 25}}, name="config-k25.yaml")
+    cfg = write_shared_config(workdir, {"scoring": {"k": 25}}, name="config-k25.yaml")
     out = snakemake(workdir, "--dry-run", configfile=cfg).stdout
     counts = job_counts(out)
     # scoring.k is the parameter of both frequency selections, and of nothing else
     assert counts.get("score") == 2 and planned_scores(out) == {"frequency", "frequency_language"}, counts
     assert not {"collect_activations", "pair_table", "build_demo_model"} & set(counts), counts
     assert any(rule.startswith("plot") or "figure" in rule for rule in counts), counts
+    # their two ablations and two ablated translations rerun, not lape's or contrast's
+    assert counts.get("ablation") == 2 and counts.get("translate_ablated") == 2, counts
 
 
 def test_nothing_to_do_after_a_finished_run(finished_run):
@@ -94,7 +93,7 @@ def test_nothing_to_do_after_a_finished_run(finished_run):
 
 def test_changing_the_prompt_reruns_collection(finished_run):
     workdir, _, _ = finished_run
-    cfg = write_config(workdir, {"collect": {"prompt_template": "{src_name}: {src} = {tgt_name}:"}},
+    cfg = write_shared_config(workdir, {"collect": {"prompt_template": "{src_name}: {src} = {tgt_name}:"}},
                        name="config-prompt.yaml")
     counts = job_counts(snakemake(workdir, "--dry-run", configfile=cfg).stdout)
     assert counts.get("collect_activations") == 6
@@ -107,38 +106,14 @@ def test_one_pair_target_runs_one_collection(tmp_path):
     assert job_counts(out) == {"build_demo_model": 1, "pair_table": 1, "collect_activations": 1}
 
 
-def test_shards_are_summed_into_the_same_table(finished_run, tmp_path):
-    workdir, _, _ = finished_run
-    cfg = write_config(tmp_path, {"collect": {"token_budget": 1024, "shards": 3}})
-    target = f"{RESULTS}/activations/hi-en.parquet"
-    out = snakemake(tmp_path, target, configfile=cfg).stdout
-    sharded, meta = read_counts(tmp_path / target)
-    whole, meta_whole = read_counts(workdir / target)
-    for col in ("active", "nonzero", "gate_active"):
-        np.testing.assert_array_equal(sharded[col].to_numpy(), whole[col].to_numpy())
-    # float32 sums over other batch groupings: equal up to rounding, relative to the sums' scale
-    scale = np.abs(whole["act_sum"]).max()
-    np.testing.assert_allclose(sharded["act_sum"], whole["act_sum"], rtol=1e-5, atol=1e-5 * scale)
-    assert meta["n_tokens"] == meta_whole["n_tokens"]
-    assert not list((tmp_path / RESULTS / "activations" / "shards").glob("*.parquet"))  # temp() removed them
-
-
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ({"pairs": ["en-xx"]}, "unknown language code 'xx' in pair 'en-xx'"),
-        ({"pairs": ["de-de"]}, "pair 'de-de' in 'pairs' has the same language on both sides"),
-        ({"scoring": {"k": 150}}, "key 'scoring.k': 150 is greater than the maximum of 100"),
-        ({"collect": {"token_scope": "everything"}}, "key 'collect.token_scope': 'everything' is not one of"),
-    ],
-)
-def test_bad_config_is_one_clear_line(tmp_path, override, message):
-    cfg = write_config(tmp_path, override)
+def test_bad_config_is_one_clear_line(tmp_path):
+    """The command line itself, on one mistake (the others: test_config_errors.MISTAKES, one process)."""
+    cfg = write_config(tmp_path, {"pairs": ["en-xx"]})
     proc = snakemake(tmp_path, "--dry-run", configfile=cfg, check=False)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if "neurospec: config error" in line]
-    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
-    assert not (tmp_path / "results").exists()
+    assert len(lines) == 1 and "unknown language code 'xx' in pair 'en-xx'" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "results").exists()
 
 
 def _kill_point_reached(point: str, workdir) -> bool:
@@ -172,8 +147,7 @@ def test_a_killed_run_loses_nothing(finished_run, tmp_path, point):
     from workflow_utils import ROOT, SNAKEFILE
 
     workdir, _, _ = finished_run
-    for sub in ("results/models", "results/data"):  # the inputs, without rerunning what made them
-        shutil.copytree(workdir / sub, tmp_path / sub)
+    copy_run(workdir, tmp_path, "results/models", "results/data")  # the inputs, without rerunning what made them
     cfg = write_config(tmp_path)
     targets = [f"{RESULTS}/activations/{p}.parquet" for p in ("en-de", "de-en", "en-ru")] + \
         [f"{RESULTS}/scores/frequency.parquet"]
@@ -254,43 +228,51 @@ def test_twenty_pairs_load_the_model_once(tmp_path):
 
 def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
     workdir, _, _ = finished_run
-    cfg = write_config(workdir, {"scoring": {"k": 10, "lape": {"top_rate": 0.05}}}, name="config-lape.yaml")
+    cfg = write_shared_config(workdir, {"scoring": {"k": 10, "lape": {"top_rate": 0.05}}}, name="config-lape.yaml")
     out = snakemake(workdir, "--dry-run", configfile=cfg).stdout
     counts = job_counts(out)
     counts.pop("all", None)
-    counts.pop("correlation", None)  # the translation stage's correlation reads every method's selection
     assert counts.pop("score") == 1 and planned_scores(out) == {"lape"}, counts
     assert counts.pop("stability") == 1, counts  # lape's
-    assert counts.pop("ablation") == 1, counts  # lape's ablation only
-    assert "collect_activations" not in counts
+    assert counts.pop("ablation") == 1, counts  # lape's ablation only ...
+    assert f"{RESULTS}/ablation/lape.parquet" in out
+    assert counts.get("figure_ablation") == 1 and counts.get("figure_ablation_specificity") == 1, counts
+    assert counts.pop("translate_ablated") == 1, counts  # ... and lape's ablated translation only
+    # the translation stage's scores and correlation read every method's selection or ablated translation
+    assert counts.pop("translation_scores") == 1 and counts.pop("correlation") == 1, counts
+    assert "figure_correlation" in counts and "figure_translation_quality" in counts, counts
+    assert not {"collect_activations", "pair_table", "build_demo_model", "translate"} & set(counts), counts
+    # the browser's page lists every method's selected neurons
+    assert counts.pop("browser_contexts") == 1 and counts.pop("browser_page") == 1, counts
     assert counts and all(rule.startswith("figure_") for rule in counts), counts
     assert "figure_activation_probability" not in counts
 
 
 def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
     """diffmeans, its stability (table and figure), its four figures (one job), its ablation, the ablation
-    figures (one job for all methods) and the correlation that reads every method's selections; nothing
-    of another method, never collection."""
+    figures (one job for all methods), its ablated translation, and the translation scores, correlation and
+    browser page that read every method's selections; nothing of another method, never collection."""
     workdir, _, _ = finished_run
-    cfg = write_config(workdir, {"scoring": {"k": 10, "diffmeans": {"k": 7}}}, name="config-diffmeans.yaml")
+    cfg = write_shared_config(workdir, {"scoring": {"k": 10, "diffmeans": {"k": 7}}}, name="config-diffmeans.yaml")
     proc = snakemake(workdir, "--dry-run", configfile=cfg)
     counts = job_counts(proc.stdout)
     counts.pop("all", None)
     evaluation = {"correlation": 1, "figure_correlation": 1, "ablation": 1, "figure_ablation": 1,
-                  "figure_ablation_specificity": 1}
+                  "figure_ablation_specificity": 1, "translate_ablated": 1, "translation_scores": 1,
+                  "figure_translation_quality": 1, "browser_contexts": 1, "browser_page": 1}
     assert counts == {"score": 1, "stability": 1, "figure_method": 1, **evaluation}, counts
     assert planned_scores(proc.stdout) == {"diffmeans"}
     outputs = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
                if line.strip().startswith("output:")]
-    # the translation stage's outputs, and the figure comparing every method's ablation
+    # the translation stage's outputs, the figure comparing every method's ablation, the browser (every method's)
     outputs = [out for out in outputs if "/translation/" not in out and "figures/translation" not in out
-               and "figures/ablation_specificity" not in out]
+               and "figures/ablation_specificity" not in out and "/browser/" not in out]
     assert outputs and all("diffmeans" in out for out in outputs), outputs
 
 
 def test_a_new_model_revision_reruns_collection(finished_run):
     workdir, _, _ = finished_run
-    cfg = write_config(workdir, {"model": {**{"id": "demo", "name": "demo-small", "dtype": "float32",
+    cfg = write_shared_config(workdir, {"model": {**{"id": "demo", "name": "demo-small", "dtype": "float32",
                                               "device": "cpu"}, "revision": "v2"}}, name="config-rev.yaml")
     counts = job_counts(snakemake(workdir, "--dry-run", configfile=cfg).stdout)
     assert counts.get("collect_activations") == 6 and "build_demo_model" not in counts
@@ -298,11 +280,8 @@ def test_a_new_model_revision_reruns_collection(finished_run):
 
 def test_tables_are_the_same_with_and_without_workers(finished_run, tmp_path):
     """Workers change where a task runs, not what it computes: fp32 tables bit for bit."""
-    import shutil
-
     workdir, _, _ = finished_run
-    for sub in ("results/models", "results/data"):
-        shutil.copytree(workdir / sub, tmp_path / sub)
+    copy_run(workdir, tmp_path, "results/models", "results/data")
     cfg = write_config(tmp_path)
     targets = [f"{RESULTS}/activations/{p}.parquet" for p in ("en-de", "hi-en")]
     snakemake(tmp_path, *targets, configfile=cfg, env={"NEUROSPEC_WORKERS": "0"})

@@ -594,3 +594,65 @@ def steering_targets():
         + [figure_path(m, f) for m in SCORING_METHODS for f in STEERING_FIGURES]
         + [f"{RESULTS}/figures/steering_methods.png"]
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Models side by side (compare.smk): this run's model and compare.models' result folders
+# --------------------------------------------------------------------------------------------
+COMPARE = config["compare"]
+COMPARE_MODELS = list(dict.fromkeys([MODEL, *COMPARE["models"]]))
+COMPARE_DIR = f"results/compare/{DATASET}/{SPLIT}"
+
+
+def model_results(name):
+    """A compared model's results folder (same dataset and split as this run)."""
+    return f"results/{name}/{DATASET}/{SPLIT}"
+
+
+def compare_params():
+    """What the comparison reads from compare.* (keys sorted; the model list is its inputs)."""
+    return {k: COMPARE[k] for k in ("level", "n_boot", "n_perm", "seed")}
+
+
+def compare_inputs(kind):
+    """The compared models' tables of ``kind`` for the {method} wildcard, in COMPARE_MODELS order
+    (this run's model's are made by this run; the others' must exist: checked at parse time).
+    """
+
+    def inputs(wildcards):
+        name = {
+            "scores": "{m}.parquet",
+            "stability": "{m}_stability.parquet",
+            "ablation": "{m}.parquet",
+        }[kind].format(m=wildcards.method)
+        folder = "ablation" if kind == "ablation" else "scores"
+        if kind == "ablation" and not COMPARE_ABLATION:
+            return []
+        return [f"{model_results(m)}/{folder}/{name}" for m in COMPARE_MODELS]
+
+    return inputs
+
+
+COMPARE_ABLATION = ABLATION_ON and all(
+    Path(model_results(m), "ablation").is_dir() for m in COMPARE_MODELS[1:]
+)
+if COMPARE["models"]:
+    for _name in COMPARE_MODELS[1:]:
+        if _name == MODEL:
+            continue
+        if not Path(model_results(_name), "scores").is_dir():
+            config_error(
+                f"key 'compare.models': {model_results(_name)}/scores does not exist: run model "
+                f"{_name!r} on the same pairs and dataset into this working directory first"
+            )
+
+
+def compare_targets():
+    """Every method's comparison tables and figures (when compare.models names another model)."""
+    if len(COMPARE_MODELS) < 2:
+        return []
+    return [
+        f"{COMPARE_DIR}/{m}_{t}"
+        for m in SCORING_METHODS
+        for t in ("depth.parquet", "depth.png", "summary.png")
+    ]

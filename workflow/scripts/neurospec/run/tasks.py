@@ -15,6 +15,7 @@ TASKS = frozenset({
     "neurospec.browser.contexts:contexts_to_file",
     "neurospec.browser.page:write_page",
     "neurospec.collect.collect:collect_to_file",
+    "neurospec.compare.compare:run_compare",
     "neurospec.evaluate.correlation:correlate_to_file",
     "neurospec.plots.correlation_figure:draw_correlation",
     "neurospec.data.demo:build_model",
