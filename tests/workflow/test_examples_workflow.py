@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from neurospec import demo, ec40
+from neurospec.data import demo, ec40
 from neurospec.tables import read_metadata, read_table
 from workflow_utils import ROOT, snakemake
 
