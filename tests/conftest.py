@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 for _stage in sorted((ROOT / "tests").glob("*/**/")):
     if any(_stage.glob("test_*.py")):
         sys.path.insert(0, str(_stage))
-SHARED_EC40 = ROOT.parent / "shared" / "ec40"
+from workflow_utils import SHARED_EC40  # noqa: E402  (one definition; `conftest` is also tests/workflow/conftest.py)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_EC40 = ROOT.parent / "shared" / "ec40"  # the real EC40 files beside the checkout (tests skip without)
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
 
 SMALL_CONFIG = {

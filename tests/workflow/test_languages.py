@@ -17,7 +17,7 @@ from neurospec.data import ec40
 from neurospec import languages as L
 from neurospec.errors import NeurospecError
 from neurospec.plots import style
-from conftest import SHARED_EC40
+from workflow_utils import SHARED_EC40
 from test_configs import OFFLINE
 from workflow_utils import ROOT, job_counts, snakemake, write_config
 

@@ -317,7 +317,7 @@ def test_supported_table_names_every_tested_architecture():
     row names the test that proves it through load_model and the collector."""
     import re
 
-    from conftest import ROOT
+    from workflow_utils import ROOT
 
     named = {arch.readme for arch in ARCHITECTURES.values()}
     assert named == set(SUPPORTED)  # every supported row has a tiny model (and nothing untested is listed)

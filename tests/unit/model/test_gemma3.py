@@ -17,7 +17,7 @@ import torch
 import transformers as tf
 import yaml
 
-from conftest import ROOT, SHARED_EC40
+from workflow_utils import ROOT, SHARED_EC40
 from neurospec.model import gemma3
 from neurospec.architectures import resolve_mlp_taps
 from neurospec.errors import NeurospecError
