@@ -111,6 +111,7 @@ def test_an_unknown_code_is_one_line_with_a_did_you_mean(pair, wanted):
 
 def test_the_configs_languages_name_a_language_and_override_the_table(monkeypatch):
     monkeypatch.setenv(lang_codes.ENV, "{}")  # restored after the test, whatever configure sets
+    monkeypatch.setattr(lang_codes, "_CONFIGURED", None)
     with pytest.raises(NeurospecError, match="unknown language code 'xq'"):
         L.language("xq")
     lang_codes.configure({"xq": {"name": "Example", "family": "Exemplic", "script": "Latn"},
@@ -233,6 +234,7 @@ def test_scores_and_figures_hold_the_new_languages_and_their_families(de_fr_run,
     from neurospec.tables import read_metadata
 
     monkeypatch.setenv(lang_codes.ENV, "{}")  # restored after the test, whatever configure sets
+    monkeypatch.setattr(lang_codes, "_CONFIGURED", None)
     tmp, results = de_fr_run
     scores, meta = read_scores(results / "scores" / "frequency_language.parquet")
     groups = sorted(str(g) for g in meta["groups"])

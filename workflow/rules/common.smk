@@ -17,6 +17,7 @@ from neurospec.config_checks import (  # noqa: E402
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.data.holdout import SUFFIX as HOLDOUT_SUFFIX  # noqa: E402
 from neurospec.lang_codes import configure as configure_languages  # noqa: E402
+from neurospec.lang_codes import export as export_languages  # noqa: E402
 from neurospec.overlays import check_overlay  # noqa: E402
 from neurospec.overlays import coerce as coerce_config  # noqa: E402
 from neurospec.languages import non_english, parse_pair  # noqa: E402
@@ -246,6 +247,7 @@ def start_early():
     """
     if not workflow.is_main_process:
         return
+    export_languages()  # the config's languages: reach the jobs and workers through their environment
     enter_run()
     try:
         claim_workdir(getattr(workflow.persistence, "_lockfile", {}).values())

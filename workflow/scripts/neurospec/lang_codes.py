@@ -94,9 +94,18 @@ def flores_code(code: str) -> str | None:
     return row["code"] if row else None
 
 
+_CONFIGURED: str | None = None  # the config's languages: as JSON, in the process that read the config
+
+
+def _current() -> str:
+    """The config's ``languages:`` as JSON: the one this process read (``configure``), else the one
+    its run passed down (``NEUROSPEC_LANGUAGES``, set by ``export`` when the run starts)."""
+    return _CONFIGURED if _CONFIGURED is not None else os.environ.get(ENV, "")
+
+
 def overrides() -> dict[str, dict[str, Any]]:
-    """The config's ``languages:`` as every job sees it (``NEUROSPEC_LANGUAGES``)."""
-    raw = os.environ.get(ENV)
+    """The config's ``languages:`` as every job sees it."""
+    raw = _current()
     if not raw:
         return {}
     try:
@@ -107,14 +116,22 @@ def overrides() -> dict[str, dict[str, Any]]:
 
 
 def configure(languages: Mapping[str, Mapping[str, Any]] | None) -> None:
-    """Make the config's ``languages:`` known to this process and to every process it starts
-    (rule scripts, model workers) through ``NEUROSPEC_LANGUAGES``."""
+    """Make the config's ``languages:`` known to this process (at parse time: the environment is left
+    alone, so --lint, -n and --report change nothing; ``export`` passes them on when a run starts)."""
+    global _CONFIGURED
     languages = dict(languages or {})
     for code, spec in languages.items():
         if not isinstance(spec, Mapping) or not spec.get("name"):
             raise NeurospecError(f"key 'languages.{code}' needs a name (and may give family and script), "
                                  f"e.g. languages: {{{code}: {{name: ..., family: ..., script: Latn}}}}")
-    os.environ[ENV] = json.dumps({k: dict(v) for k, v in sorted(languages.items())}, sort_keys=True)
+    _CONFIGURED = json.dumps({k: dict(v) for k, v in sorted(languages.items())}, sort_keys=True)
+
+
+def export() -> None:
+    """At a run's start (onstart): the jobs and model workers it starts inherit the config's
+    ``languages:`` through ``NEUROSPEC_LANGUAGES`` (nothing to pass on when it names none)."""
+    if _CONFIGURED and _CONFIGURED != "{}":
+        os.environ[ENV] = _CONFIGURED
 
 
 def _split(code: str) -> tuple[str, str | None]:
@@ -162,7 +179,7 @@ def resolve(code: str) -> dict[str, str] | None:
     The config's entry, else the table's row, else langcodes (family "Other")."""
     if not well_formed(code):
         return None
-    found = _resolve(code, os.environ.get(ENV, ""))  # cached per code and `languages:` (prompts call it per row)
+    found = _resolve(code, _current())  # cached per code and `languages:` (prompts call it per row)
     return dict(found) if found is not None else None
 
 
