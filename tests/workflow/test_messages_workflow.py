@@ -73,7 +73,7 @@ def test_a_run_prints_one_line_per_finished_job_and_where_the_results_are(partia
 
 
 @pytest.mark.parametrize("pairs, line", [
-    (["en_de"], "neurospec: config error: key 'pairs.0': 'en_de' is not a pair: did you mean 'en-de'? a pair is "
+    (["en_de"], "neurospec: config error: malformed pair 'en_de' in 'pairs': did you mean 'en-de'? a pair is "
                 "two language codes joined by '-', e.g. en-de"),
     (["en-jp"], "neurospec: config error: unknown language code 'jp' in pair 'en-jp' (key 'pairs'); did you "
                 "mean 'jpn' (Japanese)"),

@@ -147,10 +147,10 @@ def _job_field(text: str, name: str) -> str:
 
 @pytest.mark.slurm
 def test_slurm_profile_on_cluster(slurm_cluster, tmp_path):
-    """profiles/slurm, shrunk to fit the test node, drives real sbatch calls."""
+    """workflow/profiles/slurm, shrunk to fit the test node, drives real sbatch calls."""
     import yaml
 
-    prof = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    prof = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
     # the only edits: fit a 64 GB / 8-CPU request onto this small node and name
     # the partition (the shipped profile leaves it to the user)
     act = prof["set-resources"]["collect_activations"]
@@ -215,7 +215,7 @@ def test_profiles_parse(profile, tmp_path):
         [
             "snakemake",
             "--profile",
-            str(REPO / "profiles" / profile),
+            str(REPO / "workflow" / "profiles" / profile),
             "--snakefile",
             str(wd / "Snakefile"),
             "--directory",
@@ -242,13 +242,13 @@ def gpu_rules() -> set[str]:
 
 
 def test_every_gpu_rule_has_its_resources_in_the_profiles():
-    """A GPU rule without set-resources in profiles/slurm would get the CPU defaults (8 GB, 60 min)."""
+    """A GPU rule without set-resources in workflow/profiles/slurm would get the CPU defaults (8 GB, 60 min)."""
     import yaml
 
     rules = gpu_rules()
     assert {"collect_activations", "ablation", "translate", "translate_ablated"} <= rules
-    slurm = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())["set-resources"]
-    local = yaml.safe_load((REPO / "profiles/local-multigpu/config.yaml").read_text())["set-resources"]
+    slurm = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())["set-resources"]
+    local = yaml.safe_load((REPO / "workflow/profiles/local-multigpu/config.yaml").read_text())["set-resources"]
     for rule in rules:
         assert slurm[rule]["gpu"] == 1 and slurm[rule]["mem_mb"] >= 32000 and slurm[rule]["runtime"] > 0, rule
         assert local[rule]["gpu"] == 1, rule

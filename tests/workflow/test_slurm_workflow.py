@@ -224,13 +224,13 @@ def test_slurm_pins_each_jobs_device(sharded_run):
 
 
 def _profile_group_args() -> list[str]:
-    """The job-group settings of profiles/slurm/config.yaml, as command-line arguments."""
+    """The job-group settings of workflow/profiles/slurm/config.yaml, as command-line arguments."""
     import yaml
 
-    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
     args = []
     for key in ("groups", "group-components", "resources", "set-resource-scopes"):
-        assert profile.get(key), f"profiles/slurm/config.yaml lacks {key}"
+        assert profile.get(key), f"workflow/profiles/slurm/config.yaml lacks {key}"
         args += [f"--{key}", *profile[key]]
     return args
 
