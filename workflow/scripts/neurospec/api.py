@@ -33,7 +33,6 @@ neurospec's own, documented layout).
 from __future__ import annotations
 
 import io
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -213,8 +212,6 @@ def _values(values: Any, alpha: float, shape: tuple[int, int], mode: str) -> np.
 def intervene(model: Any, selection: Mapping[int, Any], mode: str = "zero", values: Any = None,
               alpha: float = 1.0) -> Iterator[None]:
     """Within the block, ``selection``'s neurons of ``model`` are changed on every token (module docstring)."""
-    import torch
-
     from neurospec import interventions
     from neurospec.architectures import n_neurons, resolve_mlp_taps
 
@@ -236,30 +233,6 @@ def intervene(model: Any, selection: Mapping[int, Any], mode: str = "zero", valu
         with interventions.intervene(model, sel, "mean", _values(values, alpha, shape, mode)):
             yield
         return
-    vals = _values(values, alpha, shape, mode)
-    if mode == "set":
-        with interventions.intervene(model, sel, "mean", vals):
-            yield
-        return
-    interventions._check(sel, *shape)
-    handles = []
-    for tap in taps:
-        idx = sel.get(tap.layer)
-        if idx is None or not len(idx):
-            continue
-        param = next(tap.down_input.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        index = torch.as_tensor(idx, device=device)
-        shift = torch.as_tensor(vals[tap.layer, idx], device=device)
-
-        def hook(module, args, index=index, shift=shift):
-            h = args[0]  # [batch, seq, n_neurons], an intermediate of the MLP: safe to change in place
-            h.index_add_(-1, index, shift.to(h.dtype).expand(*h.shape[:-1], len(index)))
-            return (h, *args[1:])
-
-        handles.append(tap.down_input.register_forward_pre_hook(hook))
-    try:
+    # set: h[..., idx] = alpha * values[idx]; add: h[..., idx] += alpha * values[idx] (interventions' hooks)
+    with interventions.intervene(model, sel, mode, _values(values, alpha, shape, mode)):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
