@@ -102,18 +102,25 @@ def build_pair_table(pair: str, split: str, *, local_dir=None, repo_id: str = RE
     df, read = assemble(aligned_lines(src_path, tgt_path), src_lang, tgt_lang, detokenize=detokenize,
                         max_samples=max_samples, where=f"dataset files {src_path} and {tgt_path}")
     files = [en_path, xx_path]
-    stats = {
+    return df, _stats(split, files, scans, read, local_dir=local_dir, repo_id=repo_id, revision=revision,
+                      max_samples=max_samples, detokenize=detokenize)
+
+
+def _stats(split: str, files: list, scans: list, read: dict, *, local_dir, repo_id: str, revision: str,
+           max_samples: int | None, detokenize: bool, **extra) -> dict:
+    """A pair table's metadata: where its lines came from and what reading them found."""
+    return {
         "dataset": "ec40",
         "split": split,
         "source": str(local_dir) if local_dir is not None else f"{repo_id}@{revision}",
-        # a local copy: a hash of the two files' content; the hub: the pinned commit
+        # a local copy: a hash of the files' content; the hub: the pinned commit
         "dataset_revision": file_hash(files) if local_dir is not None else revision,
         "detokenize": detokenize,
+        **extra,
         **read,
         "max_samples": max_samples,
         **text_report(scans),
     }
-    return df, stats
 
 
 def pivot_records(src_en: list[str], src: list[str], tgt_en: list[str], tgt: list[str]) -> list[tuple[int, str, str]]:
@@ -150,15 +157,5 @@ def _build_pivot_pair_table(pair: str, split: str, *, local_dir, repo_id: str, r
                              f"English sentence, so no {src_lang}-{tgt_lang} pairs can be matched")
     df, read = assemble(recs, src_lang, tgt_lang, detokenize=detokenize, max_samples=max_samples,
                         where=f"dataset files {paths[1]} and {paths[3]} (matched by their English lines)")
-    stats = {
-        "dataset": "ec40",
-        "split": split,
-        "source": str(local_dir) if local_dir is not None else f"{repo_id}@{revision}",
-        "dataset_revision": file_hash(paths) if local_dir is not None else revision,
-        "detokenize": detokenize,
-        "pivot": "en",
-        **read,
-        "max_samples": max_samples,
-        **text_report(scans),
-    }
-    return df, stats
+    return df, _stats(split, paths, scans, read, local_dir=local_dir, repo_id=repo_id, revision=revision,
+                      max_samples=max_samples, detokenize=detokenize, pivot="en")
