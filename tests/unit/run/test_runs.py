@@ -314,9 +314,16 @@ def test_unlock_during_a_live_run_then_a_second_run_is_refused(tmp_path, short_t
         assert _wait(lambda: first.poll() is not None or (tmp_path / "results/logs/models/demo.log").exists(),
                      timeout=600, step=0.05)
         assert first.poll() is None, "the first run ended before the test could unlock it"
-        snakemake(tmp_path, "--unlock", configfile=cfg, env={"TMPDIR": str(short_tmp)})
-        assert not list((tmp_path / ".snakemake/locks").glob("*.lock"))
-        second = snakemake(tmp_path, *targets, configfile=cfg, check=False, env={"TMPDIR": str(short_tmp)})
+        # Pause the first run's scheduler (its running job goes on) so that it cannot finish every target
+        # while the unlock and the second run start (on an idle machine it did, and the second run found
+        # nothing to do). A stopped process is still alive and holds its run record: the case under test.
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            snakemake(tmp_path, "--unlock", configfile=cfg, env={"TMPDIR": str(short_tmp)})
+            assert not list((tmp_path / ".snakemake/locks").glob("*.lock"))
+            second = snakemake(tmp_path, *targets, configfile=cfg, check=False, env={"TMPDIR": str(short_tmp)})
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         assert second.returncode == 1
         assert second.stderr.strip().splitlines()[-1].startswith(
             f"neurospec: error: another run of this workflow, run pid {first.pid} on {HERE} (started ")
