@@ -23,7 +23,8 @@ Endpoint: huggingface_hub copies ``HF_ENDPOINT`` at import time into
 ``hf_hub_download`` uses) and the module-level ``huggingface_hub.hf_api.api`` (``model_info`` etc.);
 likewise ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN_PATH``. Setting the environment alone
 is therefore not enough in a process that already imported it. ``use_fake_hub`` sets the
-environment *and* patches those copies (and any ``ENDPOINT`` copied into other loaded modules);
+environment *and* patches those copies (and any ``ENDPOINT`` copied into other loaded modules, and
+the endpoint of transformers' shared ``HfApi``, which keeps the hub it was first used under);
 ``FakeHub.env`` gives the environment for a child process, which is the most robust way.
 ``HF_TOKEN`` is read at each request, so ``monkeypatch.setenv("HF_TOKEN", hub.token)`` suffices.
 """
@@ -221,8 +222,17 @@ def use_fake_hub(monkeypatch: Any, hub: FakeHub, cache_dir: str | os.PathLike, *
         if module is None or module is constants or not name.startswith(
                 ("huggingface_hub", "transformers", "datasets", "neurospec")):
             continue
-        if getattr(module, "ENDPOINT", None) == old_endpoint:
+        endpoint = getattr(module, "ENDPOINT", None)
+        if endpoint == old_endpoint or _is_fake_endpoint(endpoint):  # or an earlier test's hub, imported under it
             monkeypatch.setattr(module, "ENDPOINT", hub.endpoint)
+        # Shared HfApi instances keep the endpoint of their creation: huggingface_hub.hf_api.api, and
+        # transformers.utils.hub._hf_api, made at its first use, maybe under an earlier test's (now closed) hub,
+        # whose refused connections huggingface_hub retries with backoff (~23 s a call) before transformers
+        # swallows the error (its tokenizer's list_repo_files).
+        for attr in ("api", "_hf_api"):
+            instance = getattr(module, attr, None)
+            if isinstance(instance, hf_api.HfApi):
+                monkeypatch.setattr(instance, "endpoint", hub.endpoint)
     monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
                         hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
@@ -233,7 +243,11 @@ def use_fake_hub(monkeypatch: Any, hub: FakeHub, cache_dir: str | os.PathLike, *
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", False, raising=False)
-    monkeypatch.setattr(hf_api.api, "endpoint", hub.endpoint)
+
+
+def _is_fake_endpoint(endpoint: Any) -> bool:
+    """A FakeHub's endpoint (loopback, any port)."""
+    return isinstance(endpoint, str) and endpoint.startswith("http://127.0.0.1:")
 
 
 class _Handler(BaseHTTPRequestHandler):

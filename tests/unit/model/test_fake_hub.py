@@ -173,3 +173,19 @@ def test_subprocess_env(hub, tmp_path):
     gated = subprocess.run([sys.executable, "-c", code.replace("acme/tiny", "acme/gated")],
                            env=hub.env(tmp_path / "cache2"), capture_output=True, text=True, timeout=60)
     assert gated.returncode != 0 and "GatedRepoError" in gated.stderr
+
+
+def test_a_later_hub_is_reached_by_shared_clients(tiny_dir, tmp_path, monkeypatch):
+    """transformers' shared HfApi (made at its first use, under the first hub here) asks each later hub, not
+    the first one's closed port (refused connections that huggingface_hub retries for ~23 s, swallowed)."""
+    from transformers import AutoTokenizer
+    from transformers.utils.hub import hf_api
+
+    for i in range(2):
+        with FakeHub() as h, monkeypatch.context() as patch:
+            h.add_repo("acme/tiny", tiny_dir)
+            use_fake_hub(patch, h, tmp_path / f"cache{i}")
+            assert hf_api().endpoint == h.endpoint
+            assert AutoTokenizer.from_pretrained("acme/tiny")("hello world")["input_ids"] == [4, 5]
+            listed = [r for r in h.requests if r.path == "/api/models/acme/tiny/tree/main"]  # list_repo_files
+            assert [r.status for r in listed] == [200], [(r.method, r.path, r.status) for r in h.requests]
