@@ -49,13 +49,26 @@ def gemma3_workdir(tmp_path_factory) -> Path:
     the slow real-model tests copy or read it. Skips when the optional extra is not installed."""
     from neurospec.model import gemma3
     from neurospec.errors import NeurospecError
-    from workflow_utils import snakemake
+    from workflow_utils import once_per_session, snakemake
 
     try:
         gemma3.check_installed()
     except NeurospecError as exc:  # pip install -e ".[gemma3]"; CI installs it
         pytest.skip(str(exc))
-    workdir = tmp_path_factory.mktemp("gemma3-build")
-    snakemake(workdir, "results/models/gemma3-270m", configfile=ROOT / "config" / "gemma3-270m.yaml", timeout=1800)
+    workdir = once_per_session(tmp_path_factory, "gemma3-build", lambda folder: snakemake(
+        folder, "results/models/gemma3-270m", configfile=ROOT / "config" / "gemma3-270m.yaml", timeout=1800))
     assert (workdir / "results/models/gemma3-270m/model.safetensors").is_file()
     return workdir
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`, pyproject's addopts) a test file runs on one worker, so its
+    module-scoped fixtures (a module's own workflow run) are made once; a test marked
+    `@pytest.mark.xdist_group("name")` runs with the other tests of that group instead (the SLURM tests:
+    one cluster on the host at a time)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

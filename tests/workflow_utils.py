@@ -57,6 +57,33 @@ def copy_run(src: Path, dst: Path, *subs: str) -> Path:
     return dst
 
 
+def once_per_session(tmp_path_factory, name: str, make) -> Path:
+    """The folder `name` that make(folder) fills, made once per test session. Without pytest-xdist, a new
+    temporary folder; under it, the folder in the workers' common temporary folder, made by the first worker
+    to ask while it holds a file lock that the others wait on, then marked done; a failure is marked too,
+    and the other workers fail at once with its message instead of making it again."""
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent  # this session's, above each worker's own
+    folder, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with FileLock(str(root / f"{name}.lock")):
+        if failed.is_file():
+            raise AssertionError(f"{name}: making it failed in another worker:\n{failed.read_text()}")
+        if not done.is_file():
+            folder.mkdir(exist_ok=True)
+            try:
+                make(folder)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}")
+                raise
+            done.write_text("")
+    return folder
+
+
 def write_config(workdir: Path, overrides: dict | None = None, name: str = "config.yaml") -> Path:
     cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in SMALL_CONFIG.items()}
     for key, value in (overrides or {}).items():

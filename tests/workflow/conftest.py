@@ -9,18 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from workflow_utils import SHARED_CONFIG, snakemake, write_shared_config
+from workflow_utils import SHARED_CONFIG, once_per_session, snakemake, write_shared_config
 
 
 @pytest.fixture(scope="session")
 def shared_run(tmp_path_factory) -> tuple[Path, Path]:
     """(workdir, config): the finished run of the shared config, with report.html. NEUROSPEC_SHARED_RUN=DIR
     reuses DIR instead (a finished run of the current .test config, e.g. a previous session's, when
-    iterating on one test; its config.yaml is rewritten, so a changed .test config reruns there)."""
+    iterating on one test; its config.yaml is rewritten, so a changed .test config reruns there).
+    Under pytest-xdist the session's workers share one run (workflow_utils.once_per_session)."""
     reuse = os.environ.get("NEUROSPEC_SHARED_RUN")
-    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("shared-run")
+    workdir = _make(Path(reuse)) if reuse else once_per_session(tmp_path_factory, "shared-run", _make)
+    return workdir, workdir / "config.yaml"
+
+
+def _make(workdir: Path) -> Path:
     cfg = write_shared_config(workdir)
     assert cfg.read_text() and SHARED_CONFIG.is_file()
     snakemake(workdir, configfile=cfg)
     snakemake(workdir, "--report", "report.html", configfile=cfg)
-    return workdir, cfg
+    return workdir

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slurm_cluster import cluster_available, slurm_cluster  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.xdist_group("slurm")  # with test_slurm_workflow.py: one cluster on the host at a time
 
 TOY_SNAKEFILE = textwrap.dedent(r"""
     rule all:

@@ -43,7 +43,7 @@ from workflow_utils import ROOT, SNAKEFILE, snakemake, write_config  # noqa: E40
 
 from neurospec.tables import read_counts  # noqa: E402
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one worker: one cluster on the host at a time
 
 PAIRS = ("en-de", "ru-en")
 RESULTS = "results/demo-small/demo/validation"
