@@ -60,8 +60,11 @@ def test_scores_cover_every_pair_and_figures_are_in_the_report(finished_run):
     expected |= {f"{RESULTS}/figures/translation/{f}.png" for f in ("quality", "correlation")}
     expected |= {f"{RESULTS}/figures/{m}/ablation.png" for m in methods}
     expected |= {f"{RESULTS}/figures/ablation_specificity.png"}
-    assert set(pngs) == set(results) == expected  # every method's own figures, each one its own entry
-    for path, entry in results.items():
+    figures = {path: entry for path, entry in results.items() if path.endswith(".png")}
+    assert set(pngs) == set(figures) == expected  # every method's own figures, each one its own entry
+    assert set(results) - set(figures) == {f"{RESULTS}/summary/{t}.html" for t in  # and the tables
+                                           ("headline", "scores", "stability", "ablation", "translation_quality")}
+    for path, entry in figures.items():
         # the report embeds this very file, under the job that drew it, with its method's caption
         assert base64.b64decode(entry["data_uri"].split("base64,", 1)[1]) == pngs[path].read_bytes()
         method = Path(path).parent.name

@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from snakemake.logging import logger as snakemake_logger  # noqa: E402
 
 from neurospec import messages  # noqa: E402
+from neurospec.atomic import figure_paths  # noqa: E402
 from neurospec.run import console  # noqa: E402
+from neurospec.summary.display import landing as landing_table  # noqa: E402
 from neurospec.progress import remember_terminal  # noqa: E402
 
 
@@ -44,13 +46,26 @@ REPORT_MODE = workflow.is_main_process and any(
 
 def for_report(targets):
     """``targets`` as they are, or, when making a report, those that exist (the others are listed on
-    the report's landing page: config["_report_missing"], set here, read by workflow.rst).
+    the report's landing page: config["_report_missing"], set here, read by workflow.rst), and the
+    headline table of the landing page (config["_headline"], from summary/headline.csv).
     """
     if not REPORT_MODE:
         return targets
     present = [t for t in targets if os.path.exists(t)]
     config["_report_missing"] = [t for t in targets if not os.path.exists(t)]
+    # the landing page's headline table (read by workflow.rst), when the run made it
+    config["_headline"] = landing_table(f"{RESULTS}/summary/headline.csv")
     return present
+
+
+def figure_formats():
+    """figures.format: the formats every figure is saved in (a figure rule's ``formats`` param)."""
+    return list(config["figures"]["format"])
+
+
+def vector_files(png):
+    """A figure's files in figures.format's other formats, beside its PNG (the figure rules' outputs)."""
+    return figure_paths(png, figure_formats())
 
 
 CONSOLE = None
@@ -71,7 +86,9 @@ def print_success():
     if workflow.dryrun:
         return
     elapsed = CONSOLE.elapsed() if CONSOLE is not None else None
-    for line in console.success_lines(RESULTS, elapsed):
+    headline = f"{RESULTS}/summary/headline.csv"
+    summary = headline if os.path.exists(headline) else None
+    for line in console.success_lines(RESULTS, elapsed, summary=summary):
         print(line, file=sys.stderr, flush=True)
 
 
