@@ -247,6 +247,8 @@ def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
     assert not {"collect_activations", "pair_table", "build_demo_model", "translate"} & set(counts), counts
     # the browser's page lists every method's selected neurons
     assert counts.pop("browser_contexts") == 1 and counts.pop("browser_page") == 1, counts
+    # the summary tables: headline, scores, stability, ablation, translation quality (one job each)
+    assert counts.pop("summary_table") == 5, counts
     assert counts and all(rule.startswith("figure_") for rule in counts), counts
     assert "figure_activation_probability" not in counts
 
@@ -262,14 +264,15 @@ def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
     counts.pop("all", None)
     evaluation = {"correlation": 1, "figure_correlation": 1, "ablation": 1, "figure_ablation": 1,
                   "figure_ablation_specificity": 1, "translate_ablated": 1, "translation_scores": 1,
-                  "figure_translation_quality": 1, "browser_contexts": 1, "browser_page": 1}
+                  "figure_translation_quality": 1, "browser_contexts": 1, "browser_page": 1,
+                  "summary_table": 5}  # headline, scores, stability, ablation, translation quality
     assert counts == {"score": 1, "stability": 1, "figure_method": 1, **evaluation}, counts
     assert planned_scores(proc.stdout) == {"diffmeans"}
     outputs = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
                if line.strip().startswith("output:")]
     # the translation stage's outputs, the figure comparing every method's ablation, the browser (every method's)
     outputs = [out for out in outputs if "/translation/" not in out and "figures/translation" not in out
-               and "figures/ablation_specificity" not in out and "/browser/" not in out]
+               and "figures/ablation_specificity" not in out and "/browser/" not in out and "/summary/" not in out]
     assert outputs and all("diffmeans" in out for out in outputs), outputs
 
 
