@@ -27,6 +27,7 @@ def explain_missing_target(path):
             *figure_targets(),
             *translation_targets(),
             *ablation_targets(),
+            *summary_targets(),
         ]
         return messages.unknown_target_line(
             path, results=RESULTS, methods=list(SCORING_METHODS), targets=targets

@@ -94,3 +94,17 @@ def test_figures_are_saved_in_the_formats_of_the_running_task(tmp_path):
     assert atomic.figure_paths("x/f.png", ["png", "svg"]) == ["x/f.svg"]
     with pytest.raises(NeurospecError, match="figures.format: eps is not one of png, svg, pdf"):
         task(tmp_path / "c.png", formats=["png", "eps"])
+
+
+def test_the_steering_table_holds_each_selections_best_alpha(tmp_path):
+    from neurospec.summary import tables
+
+    df = _steering().assign(seed=0, lang="de", n_outputs=4, prompt_lang_share=0.5, nll=2.0)
+    df.to_parquet(tmp_path / "lape@strict.parquet")
+    csv, page = tmp_path / "steering.csv", tmp_path / "steering.html"
+    table = tables.write_table("steering", str(csv), str(page), {"steering": [str(tmp_path / "lape@strict.parquet")]})
+    assert table[["method", "prompt_kind", "mode", "alpha"]].values.tolist() == [["lape@strict", "translate", "add", 4.0]]
+    assert table["selected"].iloc[0] == pytest.approx(0.8) and table["random"].iloc[0] == pytest.approx(0.05)
+    assert pd.read_csv(csv)["selected"].iloc[0] == pytest.approx(0.8)
+    assert "<td>lape@strict</td><td>translate</td><td>add</td><td>4</td><td>0.8</td>" in page.read_text()
+    assert "<td>—</td>" in page.read_text()  # no residual baseline in this table
