@@ -1,7 +1,9 @@
 """What a run shows in the terminal (neurospec/run/console.py, neurospec/progress.py): one line per
-finished job, the jobs' progress lines when the terminal is interactive, and at its end where the
-results are (onsuccess) or each failed job's one `neurospec: error:` line and its log (onerror).
-`snakemake --verbose`, NEUROSPEC_CONSOLE=full, or a dry run (-n) keeps Snakemake's own job blocks.
+rule when its last job finishes, the jobs' progress lines when the terminal is interactive, and at its
+end where the results, the summary and the report are (onsuccess) or each failed job's one
+`neurospec: error:` line and its log (onerror). `snakemake --verbose`, NEUROSPEC_CONSOLE=full, or a
+dry run (-n) keeps Snakemake's own job blocks; NEUROSPEC_CONSOLE=jobs prints a line per job. What the
+report shows: its landing page's headline table and the summary tables (summary.smk), figure formats.
 """
 
 import os
