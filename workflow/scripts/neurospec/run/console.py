@@ -10,7 +10,7 @@ job, ~1,800 for the demo. ``install`` adds a filter to that handler only (the lo
 * prints one line per rule when its last job of the run finishes (the run's job stats say how many
   it has): ``[17:18:03] 32/121 collect_activations: 20 jobs ✓ 12.3 s`` (seconds from its first job's
   start), or, for a rule of one job, that job: ``[17:18:05] 33/121 score (method=lape) 2.1 s``; the
-  demo's 126 jobs are 19 lines (the rule ``all`` has none: the end of the run says it);
+  demo's 126 jobs are 20 lines (the rule ``all`` has none: the end of the run says it);
   NEUROSPEC_CONSOLE=jobs prints one line per finished job instead,
 * turns the job-stats table into one line (``119 jobs: 40 pair_table, 20 collect_activations, ...``),
 * shortens a failed job's block to one line naming the rule and its log (the job's own
