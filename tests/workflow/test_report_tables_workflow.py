@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurospec.tables import read_metadata, read_table
+from neurospec.tables import read_metadata
 from workflow_utils import copy_run, report_entries, snakemake, write_shared_config
 
 RESULTS = "results/demo-small/demo/validation"

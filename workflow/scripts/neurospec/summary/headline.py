@@ -29,7 +29,6 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from ..plots.ablation_figures import own_selection, specificity
@@ -43,12 +42,6 @@ COLUMNS = ("method", "selected_neurons", "selected_cells", "null_selected_neuron
            "ablation_specific", "ablation_ci_above_zero", "ablation_p_below_05", "ablation_p_median",
            "ablation_delta_nll", "steering_alpha", "steering_success", "steering_success_low",
            "steering_success_high", "steering_random")
-# the landing page's header for each column (display: neurospec.summary.display)
-LABELS = {"method": "method", "selected_neurons": "neurons selected", "null_selected_neurons": "null model",
-          "stability_iou": "split-half IoU", "stability_chance": "chance IoU", "null_stability_iou": "null IoU",
-          "ablation_specific": "specific groups", "ablation_ci_above_zero": "CI > 0",
-          "ablation_p_below_05": "p < 0.05", "ablation_p_median": "median p", "steering_alpha": "best alpha",
-          "steering_success": "steering success", "steering_random": "random sets"}
 NAN = math.nan
 
 
@@ -140,6 +133,3 @@ def headline_from_files(methods: Sequence[str], scores: Sequence[str], stability
             null_stability=get("null_stability", lambda p: read_stability(p)[0])))
     return headline(rows)
 
-
-def finite(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
