@@ -158,3 +158,23 @@ def test_a_run_prints_one_line_per_rule_and_ends_on_the_summary_and_the_report(s
     assert len(lines) <= 3 + 2 + 1 + len(rules) + 3, proc.stderr
     assert lines[-2] == f"neurospec: the summary: {RESULTS}/summary/headline.csv (every table: {RESULTS}/summary/)"
     assert lines[-1] == "neurospec: the report: snakemake --report report.html  (then open report.html in a browser)"
+
+
+def test_the_headline_table_holds_the_null_models_selection_when_its_run_exists(shared_run, tmp_path):
+    """A null run of lape (model.null_weights: shuffle) beside the shared run's real one: the real run's
+    headline table gives the null's selected neurons and split-half IoU, read here from its tables."""
+    workdir = copy_run(shared_run[0], tmp_path)
+    only_lape = {"scoring": {"methods": ["lape"]}, "evaluate": {"enabled": False}, "browser": {"enabled": False}}
+    null_dir = "results/demo-small-null/demo/validation"
+    null_cfg = write_shared_config(workdir, {**only_lape, "model": {"null_weights": "shuffle"}}, name="null.yaml")
+    snakemake(workdir, f"{null_dir}/scores/lape.parquet", f"{null_dir}/scores/lape_stability.parquet",
+              configfile=null_cfg)
+    cfg = write_shared_config(workdir, only_lape, name="real.yaml")
+    snakemake(workdir, f"{RESULTS}/summary/headline.csv", configfile=cfg)
+    row = _headline(workdir)["lape"]
+    null = pd.read_parquet(workdir / null_dir / "scores" / "lape.parquet")
+    null_stab = pd.read_parquet(workdir / null_dir / "scores" / "lape_stability.parquet")
+    assert int(row["null_selected_neurons"]) == len(null.groupby(["layer", "neuron"])) > 0
+    assert _close(row["null_stability_iou"], null_stab["iou"][np.isfinite(null_stab["iou"])].median())
+    assert _close(row["selected_neurons"], _expected(workdir, "lape")["selected_neurons"])
+    assert row["ablation_groups"] == "" and row["steering_success"] == ""  # evaluation off: empty
