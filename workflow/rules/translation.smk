@@ -21,7 +21,7 @@ rule translate:
     resources:
         gpu=1,
     params:
-        model=model_params(),
+        model=model_params,
         translate=translate_params(),
     script:
         "../scripts/translate.py"
@@ -43,7 +43,7 @@ rule translate_ablated:
     resources:
         gpu=1,
     params:
-        model=model_params(),
+        model=model_params,
         translate=translate_params(),
         mode=TRANSLATE["ablation_mode"],
         # the tokens the ablated neurons were selected on (target: the target language as produced)
@@ -110,7 +110,7 @@ rule figure_translation_quality:
         "../../envs/analysis.yaml"
     params:
         figure="quality",
-        demo=IS_DEMO_MODEL,
+        demo=is_demo_model,
     script:
         "../scripts/plot_translation.py"
 
@@ -133,6 +133,6 @@ rule figure_correlation:
         "../../envs/analysis.yaml"
     params:
         figure="correlation",
-        demo=IS_DEMO_MODEL,
+        demo=is_demo_model,
     script:
         "../scripts/plot_translation.py"

@@ -19,15 +19,20 @@ from neurospec.progress import remember_terminal  # noqa: E402
 def explain_missing_target(path):
     """The line for a target that nothing makes: the methods, the closest result of this config."""
     try:
-        targets = [
-            *activation_tables(),
-            *scoring_targets(),
-            *figure_targets(),
-            *translation_targets(),
-            *ablation_targets(),
-        ]
+        targets = per_model(
+            [
+                *activation_tables(),
+                *scoring_targets(),
+                *figure_targets(),
+                *translation_targets(),
+                *ablation_targets(),
+            ]
+        )
         return messages.unknown_target_line(
-            path, results=RESULTS, methods=list(SCORING_METHODS), targets=targets
+            path,
+            results=results_folder(path),
+            methods=list(SCORING_METHODS),
+            targets=targets,
         )
     except Exception:  # the config did not get that far: Snakemake's own message
         return None
@@ -71,7 +76,7 @@ def print_success():
     if workflow.dryrun:
         return
     elapsed = CONSOLE.elapsed() if CONSOLE is not None else None
-    for line in console.success_lines(RESULTS, elapsed):
+    for line in console.success_lines(results_folder(), elapsed):
         print(line, file=sys.stderr, flush=True)
 
 
