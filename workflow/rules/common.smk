@@ -130,7 +130,9 @@ BUILT_MODELS = {"demo": DEMO_MODEL_DIR, "gemma3-270m": GEMMA3_MODEL_DIR}
 try:
     for _i, _block in enumerate(MODELS.values()):
         check_model_id(
-            _block["id"], BUILT_MODELS, f"models[{_i}]" if "models" in config else "model"
+            _block["id"],
+            BUILT_MODELS,
+            f"models[{_i}]" if "models" in config else "model",
         )
 except NeurospecError as exc:
     config_error(str(exc))
@@ -233,13 +235,14 @@ def per_model(targets):
 
 def results_folder(path=None):
     """The results folder that ``path`` is in (the first model's when in none); without a path, the
-    run's: one model's, or several as results/{a,b}/dataset/split (the terminal's last lines)."""
+    run's: one model's, or several as results/{a,b}/dataset/split (the terminal's last lines).
+    """
     folders = {m: RESULTS.replace("{model}", m) for m in MODELS}
     if path is None and len(folders) > 1:
-        return RESULTS.replace("{model}", "{" + ",".join(folders) + "}")
+        return RESULTS.replace("{model}", f"{{{','.join(folders)}}}")
     path = str(path or "").strip("'\"")
     return next(
-        (f for f in folders.values() if path.startswith(f + "/")),
+        (f for f in folders.values() if path.startswith(f"{f}/")),
         next(iter(folders.values())),
     )
 
@@ -270,7 +273,8 @@ def model_params(wildcards):
         "model_id": model_path(model),
         "revision": model["revision"],
     }
-    if model["null_weights"] != "none":  # only then: the real model's jobs keep their parameters
+    # only then: the real model's jobs keep their parameters
+    if model["null_weights"] != "none":
         params.update(null_seed=model["null_seed"], null_weights=model["null_weights"])
     return dict(sorted(params.items()))
 
@@ -300,7 +304,8 @@ def start_early():
     if workflow.deployment_settings.deployment_method:
         return
     gpu_jobs = [j for j in workflow.dag.needrun_jobs() if "gpu" in j.rule.resources]
-    if gpu_jobs:  # the first model job's model (with several models, the others load later)
+    # the first model job's model (with several models, the others load later)
+    if gpu_jobs:
         start_model_worker_early(model_params(gpu_jobs[0].wildcards))
 
 
@@ -515,7 +520,6 @@ TRANSLATE_ABLATION_KEYS = ("ablate", "ablation_mode", "enabled")
 def is_demo_model(wildcards):
     """Whether the {model} is the demo model (random weights: its figures say so)."""
     return MODELS[wildcards.model]["id"] == "demo"
-
 
 
 def translate_params():
