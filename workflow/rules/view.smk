@@ -67,6 +67,8 @@ if workflow.is_main_process:
         verbose=bool(workflow.output_settings.verbose),
         dry_run=lambda: bool(workflow.dryrun),
         explain_missing=explain_missing_target,
+        # a run of one model: its job lines as before models: (no "model=...")
+        hidden_wildcards=lambda: ("model",) if len(MODELS) == 1 else (),
     )
     remember_terminal()
 
