@@ -123,10 +123,12 @@ except NeurospecError as exc:
 if "models" in config:
     # what reads one model's block reads the first entry's
     config["model"] = next(iter(MODELS.values()))
-# the report's text (workflow/report/*.rst): every model, and which are the demo model (a figure's
-# caption says its numbers are noise when its {model} is one of them)
-config["_models"] = [{**block, "folder": m} for m, block in MODELS.items()]
-config["_demo_models"] = [m for m, block in MODELS.items() if block["id"] == "demo"]
+# the report's text (workflow/report/*.rst; --report only, as view.smk's _report_missing): every
+# model, and which are the demo model (a figure's caption says its numbers are noise when its {model}
+# is one of them)
+if REPORT_MODE:
+    config["_models"] = [{**block, "folder": m} for m, block in MODELS.items()]
+    config["_demo_models"] = [m for m, block in MODELS.items() if block["id"] == "demo"]
 DEMO_MODEL_DIR = "results/models/demo"
 GEMMA3_MODEL_DIR = "results/models/gemma3-270m"
 # model.id values that name a model the workflow builds itself, and the directory it builds
