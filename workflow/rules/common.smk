@@ -253,6 +253,11 @@ def results_folder(path=None):
     )
 
 
+def first_model(path):
+    """``path`` (with {model}) of the config's first model (the report's landing page)."""
+    return path.replace("{model}", next(iter(MODELS)))
+
+
 def of_model(paths, wildcards):
     """``paths`` (with {model}) of the job's {model}: an input function's paths are taken as they are."""
     return [p.replace("{model}", wildcards.model) for p in paths]
