@@ -114,8 +114,9 @@ def test_figure_data_are_selected_minus_random(ablation_run):
 def test_an_ablation_parameter_reruns_ablation_only(ablation_run):
     for change in ({"random_sets": 3}, {"max_sentences": 5}, {"mode": "mean"}, {"seed": 0}):
         counts = job_counts(snakemake(ablation_run, "--dry-run", configfile=_config(ablation_run, change)).stdout)
+        # and the two summary tables that read the ablation tables (headline, ablation)
         assert counts == {"ablation": len(METHODS), "figure_ablation": len(METHODS), "figure_ablation_specificity": 1,
-                          "all": 1}, (change, counts)
+                          "summary_table": 2, "all": 1}, (change, counts)
 
 
 def test_the_gemma3_model_is_built_by_the_workflow(tmp_path):

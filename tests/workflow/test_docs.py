@@ -98,6 +98,23 @@ def test_relative_links_resolve(path):
     assert not bad, bad
 
 
+TEST_PATH = re.compile(r"tests/[A-Za-z0-9_/]+\.py(?:::[A-Za-z0-9_]+)?")
+
+
+def test_every_test_the_docs_name_exists():
+    """A doc that says "tested in tests/x.py::test_y" names a file (and test) that is there."""
+    sources = [*MARKDOWN, ROOT / "workflow/scripts/neurospec/data/languages.tsv"]
+    bad = []
+    for path in sources:
+        for ref in sorted(set(TEST_PATH.findall(path.read_text(encoding="utf-8")))):
+            file, _, name = ref.partition("::")
+            if not (ROOT / file).is_file():
+                bad.append(f"{path.name}: {ref}: no such file")
+            elif name and not re.search(rf"^(async )?def {name}\(", (ROOT / file).read_text(), re.M):
+                bad.append(f"{path.name}: {ref}: no such test")
+    assert not bad, bad
+
+
 def test_every_doc_is_linked_from_the_readme():
     text = README.read_text(encoding="utf-8")
     missing = [p.name for p in DOCS if f"(docs/{p.name}" not in text]

@@ -49,14 +49,16 @@ def test_a_report_after_a_partial_run_holds_what_exists_and_lists_what_does_not(
     assert "What was run." in html and "This is the demo" in html
 
 
-def test_a_run_prints_one_line_per_finished_job_and_where_the_results_are(partial_run):
+def test_a_run_prints_one_line_per_finished_rule_and_where_the_results_are(partial_run):
     tmp_path, cfg, proc = partial_run
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    # 6 jobs: the model, 2 pair tables, 2 collections, the score
-    jobs = [line for line in lines if re.match(r"^\[\d\d:\d\d:\d\d\] \d+/6 \w+", line)]
-    assert [re.sub(r" [\d.]+ s$", "", j.split("] ", 1)[1]) for j in jobs][-1] == "6/6 score (method=frequency)"
-    assert sorted(re.match(r"\d+/6 (\w+)", j.split("] ", 1)[1]).group(1) for j in jobs) == sorted(
-        ["build_demo_model", "pair_table", "pair_table", "collect_activations", "collect_activations", "score"])
+    # 6 jobs: the model, 2 pair tables, 2 collections, the score: a line per rule when its last job
+    # finishes (a rule of one job: that job, with its wildcards)
+    jobs = [re.sub(r" [\d.]+ s$", "", line.split("] ", 1)[1]) for line in lines
+            if re.match(r"^\[\d\d:\d\d:\d\d\] \d+/6 \w+", line)]
+    assert jobs[-1] == "6/6 score (method=frequency)", jobs
+    assert sorted(re.sub(r"^\d+/6 ", "", j) for j in jobs) == [
+        "build_demo_model", "collect_activations: 2 jobs ✓", "pair_table: 2 jobs ✓", "score (method=frequency)"]
     assert "6 jobs: 2 collect_activations, 2 pair_table, 1 build_demo_model, 1 score" in lines
     # none of Snakemake's job blocks, shell lines or step counters
     assert not any(line.lstrip().startswith(("input:", "output:", "reason:", "wildcards:", "localrule", "rule "))

@@ -119,15 +119,16 @@ def test_a_generation_parameter_reruns_translation_only(translated):
     workdir, _ = translated
     n_methods = len(_methods(workdir))
     counts = _dry(workdir, "c-sentences.yaml", {"evaluate": _evaluate(translate={"max_sentences": 10})})
+    # and the translation quality table (summary/translation_quality)
     assert counts == {"translate": 6, "translate_ablated": n_methods, "translation_scores": 1, "correlation": 1,
-                      "figure_translation_quality": 1, "figure_correlation": 1}
+                      "figure_translation_quality": 1, "figure_correlation": 1, "summary_table": 1}
 
 
 def test_the_ablation_mode_reruns_the_ablated_translations_only(translated):
     workdir, _ = translated
     counts = _dry(workdir, "c-mean.yaml", {"evaluate": _evaluate(translate={"ablation_mode": "mean"})})
     assert counts.pop("translate_ablated") == len(_methods(workdir))
-    assert set(counts) == STAGE - {"translate", "translate_ablated"}
+    assert set(counts) == STAGE - {"translate", "translate_ablated"} | {"summary_table"}
 
 
 def test_a_correlation_parameter_reruns_the_correlation_only(translated):
@@ -175,5 +176,5 @@ def test_a_translation_scores_parameter_reruns_the_scores_only(translated):
     workdir, _ = translated
     evaluate = {**_evaluate(), "translation_scores": {"n_boot": 50, "lid_threshold": False}}
     counts = _dry(workdir, "c-scores.yaml", {"evaluate": evaluate})
-    assert counts == {"translation_scores": 1, "correlation": 1, "figure_translation_quality": 1,
+    assert counts == {"translation_scores": 1, "correlation": 1, "figure_translation_quality": 1, "summary_table": 1,
                       "figure_correlation": 1}

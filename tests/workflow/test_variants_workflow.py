@@ -77,7 +77,7 @@ def test_scoring_methods_and_the_evaluation_switch_leave_out_their_files(variant
     workdir, _, _ = variant_run
     made = {p.relative_to(workdir / RESULTS).as_posix() for p in (workdir / RESULTS).rglob("*") if p.is_file()}
     # no ablation, no translation (the neuron browser, browser.enabled, is not evaluation)
-    assert {p.split("/")[0] for p in made} == {"activations", "scores", "figures", "browser"}
+    assert {p.split("/")[0] for p in made} == {"activations", "scores", "figures", "browser", "summary"}
     assert {p for p in made if p.startswith("scores/")} == {
         f"scores/{s}{suffix}.parquet" for s in ("lape", "lape@strict") for suffix in ("", "_iou", "_stability")}
     assert {p.split("/")[1] for p in made if p.startswith("figures/") and p.count("/") == 2} == {"lape",
@@ -108,19 +108,20 @@ def test_changing_a_variant_reruns_only_its_files(variant_run, tmp_path):
     changed["scoring"]["variants"]["strict"]["lape"]["top_rate"] = 0.03
     cfg = write_config(tmp_path, changed, name="config-strict.yaml")
     proc = snakemake(workdir, "--dry-run", configfile=cfg)
-    # the neuron browser (browser.enabled) reads every selection: it is redrawn with any of them
+    # the neuron browser (browser.enabled) and the summary tables (headline, scores, stability) read every
+    # selection: they are made again with any of them
     assert job_counts(proc.stdout) == {"score": 1, "stability": 1, "figure_method": 1, "all": 1,
-                                       "browser_contexts": 1, "browser_page": 1}
-    outputs = [p for p in planned_outputs(proc.stdout) if "/browser/" not in p]
+                                       "browser_contexts": 1, "browser_page": 1, "summary_table": 3}
+    outputs = [p for p in planned_outputs(proc.stdout) if "/browser/" not in p and "/summary/" not in p]
     assert outputs and all("lape@strict" in p for p in outputs), outputs
     # a new variant adds its own files, the others stay
     changed["scoring"]["variants"]["loose"] = {"lape": {"top_rate": 0.1}}
     cfg = write_config(tmp_path, changed, name="config-loose.yaml")
     proc = snakemake(workdir, "--dry-run", configfile=cfg)
     assert job_counts(proc.stdout) == {"score": 2, "stability": 2, "figure_method": 2, "all": 1,
-                                       "browser_contexts": 1, "browser_page": 1}
+                                       "browser_contexts": 1, "browser_page": 1, "summary_table": 3}
     assert {re.search(r"lape@[a-z]+", p).group(0) for p in planned_outputs(proc.stdout)
-            if "/browser/" not in p} == {"lape@strict", "lape@loose"}
+            if "/browser/" not in p and "/summary/" not in p} == {"lape@strict", "lape@loose"}
 
 
 def test_a_nested_config_value_is_a_number(variant_run):

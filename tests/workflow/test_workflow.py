@@ -60,8 +60,11 @@ def test_scores_cover_every_pair_and_figures_are_in_the_report(finished_run):
     expected |= {f"{RESULTS}/figures/translation/{f}.png" for f in ("quality", "correlation")}
     expected |= {f"{RESULTS}/figures/{m}/ablation.png" for m in methods}
     expected |= {f"{RESULTS}/figures/ablation_specificity.png"}
-    assert set(pngs) == set(results) == expected  # every method's own figures, each one its own entry
-    for path, entry in results.items():
+    figures = {path: entry for path, entry in results.items() if path.endswith(".png")}
+    assert set(pngs) == set(figures) == expected  # every method's own figures, each one its own entry
+    assert set(results) - set(figures) == {f"{RESULTS}/summary/{t}.html" for t in  # and the tables
+                                           ("headline", "scores", "stability", "ablation", "translation_quality")}
+    for path, entry in figures.items():
         # the report embeds this very file, under the job that drew it, with its method's caption
         assert base64.b64decode(entry["data_uri"].split("base64,", 1)[1]) == pngs[path].read_bytes()
         method = Path(path).parent.name
@@ -244,6 +247,8 @@ def test_changing_one_methods_parameter_reruns_that_method_only(finished_run):
     assert not {"collect_activations", "pair_table", "build_demo_model", "translate"} & set(counts), counts
     # the browser's page lists every method's selected neurons
     assert counts.pop("browser_contexts") == 1 and counts.pop("browser_page") == 1, counts
+    # the summary tables: headline, scores, stability, ablation, translation quality (one job each)
+    assert counts.pop("summary_table") == 5, counts
     assert counts and all(rule.startswith("figure_") for rule in counts), counts
     assert "figure_activation_probability" not in counts
 
@@ -259,14 +264,15 @@ def test_a_diffmeans_parameter_reruns_diffmeans_only(finished_run):
     counts.pop("all", None)
     evaluation = {"correlation": 1, "figure_correlation": 1, "ablation": 1, "figure_ablation": 1,
                   "figure_ablation_specificity": 1, "translate_ablated": 1, "translation_scores": 1,
-                  "figure_translation_quality": 1, "browser_contexts": 1, "browser_page": 1}
+                  "figure_translation_quality": 1, "browser_contexts": 1, "browser_page": 1,
+                  "summary_table": 5}  # headline, scores, stability, ablation, translation quality
     assert counts == {"score": 1, "stability": 1, "figure_method": 1, **evaluation}, counts
     assert planned_scores(proc.stdout) == {"diffmeans"}
     outputs = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
                if line.strip().startswith("output:")]
     # the translation stage's outputs, the figure comparing every method's ablation, the browser (every method's)
     outputs = [out for out in outputs if "/translation/" not in out and "figures/translation" not in out
-               and "figures/ablation_specificity" not in out and "/browser/" not in out]
+               and "figures/ablation_specificity" not in out and "/browser/" not in out and "/summary/" not in out]
     assert outputs and all("diffmeans" in out for out in outputs), outputs
 
 

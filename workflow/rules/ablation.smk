@@ -53,11 +53,13 @@ rule figure_ablation:
                 "method": "{method}",
             },
         ),
+        vectors=vector_files(figure_path("{method}", "ablation")),
     log:
         f"{LOGS}/figures/{{method}}/ablation.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         figure="heatmap",
     script:
         "../scripts/plot_ablation.py"
@@ -78,11 +80,13 @@ rule figure_ablation_budget:
                 "method": "{method}",
             },
         ),
+        vectors=vector_files(figure_path("{method}", "ablation_budget")),
     log:
         f"{LOGS}/figures/{{method}}/ablation_budget.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         figure="budget",
     script:
         "../scripts/plot_ablation.py"
@@ -99,11 +103,13 @@ rule figure_ablation_specificity:
             category="Ablation",
             labels={"figure": "Ablation specificity: the methods compared"},
         ),
+        vectors=vector_files(f"{RESULTS}/figures/ablation_specificity.png"),
     log:
         f"{LOGS}/figures/ablation_specificity.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         figure="specificity",
     script:
         "../scripts/plot_ablation.py"

@@ -38,11 +38,17 @@ rule compare:
                 "method": "{method}",
             },
         ),
+        vectors=[
+            f
+            for name in ("depth", "summary")
+            for f in vector_files(f"{COMPARE_DIR}/{{method}}_{name}.png")
+        ],
     log:
         f"results/logs/compare/{DATASET}/{SPLIT}/{{method}}.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         models=COMPARE_MODELS,
         options=compare_params(),
         prefix=f"{COMPARE_DIR}/{{method}}",

@@ -53,11 +53,22 @@ rule figure_method:
                 "method": "{method}",
             },
         ),
+        vectors=[
+            f
+            for name in (
+                "iou_layers",
+                "specialized_counts",
+                "family_iou",
+                "clustering",
+            )
+            for f in vector_files(figure_path("{method}", name))
+        ],
     log:
         f"{LOGS}/figures/{{method}}/figures.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         # the clustering of pairs takes those that count the non-English language's tokens
         token_scope=config["collect"]["token_scope"],
     script:
@@ -79,6 +90,7 @@ rule figure_direction_iou:
                 "method": "{method}",
             },
         ),
+        vectors=vector_files(figure_path("{method}", "direction_iou")),
     log:
         f"{LOGS}/figures/{{method}}/direction_iou.log",
     wildcard_constraints:
@@ -86,6 +98,7 @@ rule figure_direction_iou:
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         figure="direction_iou",
     script:
         "../scripts/plot.py"
@@ -102,11 +115,13 @@ rule figure_activation_probability:
             category="Activation probability",
             labels={"figure": "Activation probability under each counting criterion"},
         ),
+        vectors=vector_files(f"{RESULTS}/figures/activation_probability.png"),
     log:
         f"{LOGS}/figures/activation_probability.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         figure="activation_probability",
     script:
         "../scripts/plot.py"

@@ -23,11 +23,13 @@ rule stability:
                 "method": "{method}",
             },
         ),
+        vectors=vector_files(figure_path("{method}", "stability")),
     log:
         f"{LOGS}/scores/{{method}}_stability.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         # {method} is "lape" or a variant's "lape@strict": the method, its variant, its parameters
         method=selection_method,
         variant=selection_variant,

@@ -49,12 +49,15 @@ rule figure_steering:
             category="Steering",
             subcategory="{method}",
         ),
+        vectors=vector_files(figure_path("{method}", "{figure}")),
     log:
         f"{LOGS}/figures/{{method}}/{{figure}}.log",
     wildcard_constraints:
         figure="|".join(STEERING_FIGURES),
     conda:
         "../../envs/analysis.yaml"
+    params:
+        formats=figure_formats(),
     script:
         "../scripts/plot_steering.py"
 
@@ -69,11 +72,13 @@ rule figure_steering_methods:
             caption="../report/steering_methods.rst",
             category="Steering",
         ),
+        vectors=vector_files(f"{RESULTS}/figures/steering_methods.png"),
     log:
         f"{LOGS}/figures/steering_methods.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         figure="steering_methods",
     script:
         "../scripts/plot_steering.py"

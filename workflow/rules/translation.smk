@@ -104,11 +104,13 @@ rule figure_translation_quality:
             category="Translation quality",
             labels={"figure": "Translation quality (chrF++) per direction"},
         ),
+        vectors=vector_files(translation_figure("quality")),
     log:
         f"{LOGS}/figures/translation/quality.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         figure="quality",
         demo=IS_DEMO_MODEL,
     script:
@@ -127,11 +129,13 @@ rule figure_correlation:
             category="Translation quality",
             labels={"figure": "chrF++ against specialization"},
         ),
+        vectors=vector_files(translation_figure("correlation")),
     log:
         f"{LOGS}/figures/translation/correlation.log",
     conda:
         "../../envs/analysis.yaml"
     params:
+        formats=figure_formats(),
         figure="correlation",
         demo=IS_DEMO_MODEL,
     script:

@@ -1,7 +1,9 @@
 """What a run shows in the terminal (neurospec/run/console.py, neurospec/progress.py): one line per
-finished job, the jobs' progress lines when the terminal is interactive, and at its end where the
-results are (onsuccess) or each failed job's one `neurospec: error:` line and its log (onerror).
-`snakemake --verbose`, NEUROSPEC_CONSOLE=full, or a dry run (-n) keeps Snakemake's own job blocks.
+rule when its last job finishes, the jobs' progress lines when the terminal is interactive, and at its
+end where the results, the summary and the report are (onsuccess) or each failed job's one
+`neurospec: error:` line and its log (onerror). `snakemake --verbose`, NEUROSPEC_CONSOLE=full, or a
+dry run (-n) keeps Snakemake's own job blocks; NEUROSPEC_CONSOLE=jobs prints a line per job. What the
+report shows: its landing page's headline table and the summary tables (summary.smk), figure formats.
 """
 
 import os
@@ -12,7 +14,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from snakemake.logging import logger as snakemake_logger  # noqa: E402
 
 from neurospec import messages  # noqa: E402
+from neurospec.atomic import figure_paths  # noqa: E402
 from neurospec.run import console  # noqa: E402
+from neurospec.summary.display import landing as landing_table  # noqa: E402
 from neurospec.progress import remember_terminal  # noqa: E402
 
 
@@ -25,6 +29,7 @@ def explain_missing_target(path):
             *figure_targets(),
             *translation_targets(),
             *ablation_targets(),
+            *summary_targets(),
         ]
         return messages.unknown_target_line(
             path, results=RESULTS, methods=list(SCORING_METHODS), targets=targets
@@ -44,13 +49,101 @@ REPORT_MODE = workflow.is_main_process and any(
 
 def for_report(targets):
     """``targets`` as they are, or, when making a report, those that exist (the others are listed on
-    the report's landing page: config["_report_missing"], set here, read by workflow.rst).
+    the report's landing page: config["_report_missing"], set here, read by workflow.rst), and the
+    headline table of the landing page (config["_headline"], from summary/headline.csv).
     """
     if not REPORT_MODE:
         return targets
     present = [t for t in targets if os.path.exists(t)]
     config["_report_missing"] = [t for t in targets if not os.path.exists(t)]
+    # the landing page's headline table (read by workflow.rst), when the run made it
+    config["_headline"] = landing_table(summary_table_path("headline", "csv"))
     return present
+
+
+def figure_formats():
+    """figures.format: the formats every figure is saved in (a figure rule's ``formats`` param)."""
+    return list(config["figures"]["format"])
+
+
+def vector_files(png):
+    """A figure's files in figures.format's other formats, beside its PNG (the figure rules' outputs)."""
+    return figure_paths(png, figure_formats())
+
+
+# --------------------------------------------------------------------------------------------
+# The run's main tables (summary.smk): the headline table of the landing page and each stage's
+# --------------------------------------------------------------------------------------------
+SUMMARY_TABLES = {
+    "headline": "Headline: every selection at a glance",
+    "scores": "Selected neurons per group and layer",
+    "stability": "Split-half stability",
+    "ablation": "Ablation on each group's own language",
+    "translation_quality": "Translation quality",
+    "steering": "Steering at the best alpha",
+}
+
+
+def summary_tables():
+    """The tables this config makes: a stage that is off has none."""
+    off = {
+        "ablation": not ABLATION_ON,
+        "translation_quality": not TRANSLATION_ON,
+        "steering": not STEERING["enabled"],
+    }
+    return [t for t in SUMMARY_TABLES if not off.get(t)]
+
+
+def null_tables(kind):
+    """The null model's score or stability tables of this config's selections that exist."""
+    if NULL_WEIGHTS != "none":
+        return []
+    name = {"null_scores": "{m}.parquet", "null_stability": "{m}_stability.parquet"}[
+        kind
+    ]
+    # the null model's run of this model (model.null_weights: its own results folder), made before
+    null_results = f"results/{config['model']['name']}-null/{DATASET}/{SPLIT}"
+    paths = [f"{null_results}/scores/{name.format(m=m)}" for m in SCORING_METHODS]
+    return [p for p in paths if Path(p).exists()]
+
+
+def summary_inputs(wildcards):
+    """The stages' tables that the table {table} reads (kind -> paths)."""
+    methods = list(SCORING_METHODS)
+    kinds = {
+        "scores": [scores_table(m) for m in methods],
+        "stability": [stability_table(m) for m in methods],
+        "ablation": [ablation_table(m) for m in methods] if ABLATION_ON else [],
+        "steering": (
+            [steering_table(m) for m in methods] if STEERING["enabled"] else []
+        ),
+        "translation": [TRANSLATION_SCORES] if TRANSLATION_ON else [],
+        "null_scores": null_tables("null_scores"),
+        "null_stability": null_tables("null_stability"),
+    }
+    wanted = {
+        "headline": [
+            "scores",
+            "stability",
+            "ablation",
+            "steering",
+            "null_scores",
+            "null_stability",
+        ],
+        "translation_quality": ["translation"],
+    }.get(wildcards.table, [wildcards.table])
+    return {k: kinds[k] for k in wanted if kinds[k]}
+
+
+def summary_table_path(table, ext):
+    """A summary table's file: results/{model}/{dataset}/{split}/summary/{table}.{csv,html}."""
+    return f"{RESULTS}/summary/{table}.{ext}"
+
+
+def summary_targets():
+    return [
+        summary_table_path(t, ext) for t in summary_tables() for ext in ("csv", "html")
+    ]
 
 
 CONSOLE = None
@@ -71,7 +164,9 @@ def print_success():
     if workflow.dryrun:
         return
     elapsed = CONSOLE.elapsed() if CONSOLE is not None else None
-    for line in console.success_lines(RESULTS, elapsed):
+    headline = summary_table_path("headline", "csv")
+    summary = headline if os.path.exists(headline) else None
+    for line in console.success_lines(RESULTS, elapsed, summary=summary):
         print(line, file=sys.stderr, flush=True)
 
 

@@ -15,4 +15,5 @@ run_task(run_compare, log=snakemake.log[0], models=list(snakemake.params.models)
          scores=list(snakemake.input.scores), stability=list(snakemake.input.stability),
          ablation=list(snakemake.input.ablation), out_prefix=snakemake.params.prefix,
          depth_figure=snakemake.output.depth_figure, summary_figure=snakemake.output.summary_figure,
-         method=snakemake.wildcards.method, options=dict(snakemake.params.options))
+         method=snakemake.wildcards.method, options=dict(snakemake.params.options),
+         formats=snakemake.params.formats)

@@ -11,5 +11,5 @@ if TYPE_CHECKING:  # go to definition; the worker imports it (torch, pandas: sec
 else:
     draw = task_ref("neurospec.plots.ablation_figures:draw")
 
-run_task(draw, log=snakemake.log[0], figure=snakemake.params.figure,
+run_task(draw, log=snakemake.log[0], figure=snakemake.params.figure, formats=snakemake.params.formats,
          output=snakemake.output[0], paths=list(snakemake.input))

@@ -11,5 +11,7 @@ if TYPE_CHECKING:  # go to definition; the worker imports it (torch, pandas: sec
 else:
     draw_many = task_ref("neurospec.plots.figures:draw_many")
 
-run_task(draw_many, log=snakemake.log[0], outputs=dict(snakemake.output.items()),
+# (outputs: the four PNGs by figure name; "vectors": their other formats, which draw_many saves beside them)
+figures = {name: path for name, path in snakemake.output.items() if name != "vectors"}
+run_task(draw_many, log=snakemake.log[0], outputs=figures, formats=snakemake.params.formats,
          scores=snakemake.input.scores, iou=snakemake.input.iou, token_scope=snakemake.params.token_scope)

@@ -14,4 +14,4 @@ else:
 paths = snakemake.input.steering
 paths = [paths] if isinstance(paths, str) else list(paths)  # one method's table, or every method's
 run_task(draw, log=snakemake.log[0], figure=snakemake.params.get("figure") or snakemake.wildcards.figure,
-         output=snakemake.output[0], paths=paths)
+         output=snakemake.output[0], paths=paths, formats=snakemake.params.formats)

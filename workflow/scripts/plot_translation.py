@@ -16,4 +16,4 @@ else:
 FIGURES = {"correlation": draw_correlation, "quality": draw_quality}
 
 run_task(FIGURES[snakemake.params.figure], log=snakemake.log[0], output=snakemake.output[0],
-         demo=snakemake.params.demo, **dict(snakemake.input.items()))
+         formats=snakemake.params.formats, demo=snakemake.params.demo, **dict(snakemake.input.items()))

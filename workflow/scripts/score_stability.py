@@ -14,4 +14,4 @@ else:
 run_task(run_stability, log=snakemake.log[0], paths=list(snakemake.input),
          out_path=snakemake.output.table, figure_path=snakemake.output.figure, method=snakemake.params.method,
          column=snakemake.params.column, params=dict(snakemake.params.options),
-         variant=snakemake.params.variant)
+         variant=snakemake.params.variant, formats=snakemake.params.formats)

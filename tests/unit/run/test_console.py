@@ -59,30 +59,50 @@ def _job(logger, jobid, rule, wildcards):
          indent=False, is_checkpoint=False, printshellcmd=False, is_handover=False, shellcmd=None)
 
 
-def test_one_line_per_finished_job_and_the_stats_in_one_line(terminal):
+def _finish(logger, clock, jobid, rule, wildcards, started, ended):
+    clock.t = started
+    _job(logger, jobid, rule, wildcards)
+    clock.t = ended
+    _log(logger, f"Finished jobid: {jobid} (Rule: {rule})", event=LogEvent.JOB_FINISHED, job_id=jobid)
+
+
+def test_one_line_per_finished_rule_and_the_stats_in_one_line(terminal):
     logger, stream, file_stream = terminal
     compact = console.install(logger)
     clock = Clock()
     compact.clock = clock
     _log(logger, "Job stats: ...", event=LogEvent.RUN_INFO,
-         stats={"pair_table": 4, "score": 2, "all": 1, "total": 7})
+         stats={"pair_table": 3, "score": 1, "all": 1, "total": 5})
     _log(logger, "Select jobs to execute...")
     _log(logger, "Execute 1 jobs...")
-    _job(logger, 3, "score", {"method": "lape"})
-    clock.t = 2.5
-    _log(logger, "Finished jobid: 3 (Rule: score)", event=LogEvent.JOB_FINISHED, job_id=3)
-    _log(logger, None, event=LogEvent.PROGRESS, done=1, total=7)
-    _job(logger, 4, "pair_table", {"pair": "en-de", "split": "validation"})
-    clock.t = 3.0
-    _log(logger, "Finished jobid: 4 (Rule: pair_table)", event=LogEvent.JOB_FINISHED, job_id=4)
+    _finish(logger, clock, 1, "pair_table", {"pair": "en-de", "split": "validation"}, 1.0, 2.0)
+    _log(logger, None, event=LogEvent.PROGRESS, done=1, total=5)
+    _finish(logger, clock, 2, "pair_table", {"pair": "de-en", "split": "validation"}, 2.0, 3.0)
+    assert stream.getvalue().splitlines() == ["5 jobs: 3 pair_table, 1 score"]  # pair_table is not done yet
+    _finish(logger, clock, 3, "pair_table", {"pair": "en-ru", "split": "validation"}, 3.0, 4.5)
+    _finish(logger, clock, 4, "score", {"method": "lape"}, 4.5, 7.0)
     lines = stream.getvalue().splitlines()
-    assert lines[0] == "7 jobs: 4 pair_table, 2 score"
     assert len(lines) == 3, lines
-    assert lines[1].endswith("] 1/7 score (method=lape) 2.5 s"), lines
-    assert lines[2].endswith("] 2/7 pair_table (pair=en-de, split=validation) 0.5 s"), lines
+    # the rule's line when its last job finishes: its jobs and the seconds since its first one started
+    assert lines[1].endswith("] 3/5 pair_table: 3 jobs ✓ 3.5 s"), lines
+    assert lines[2].endswith("] 4/5 score (method=lape) 2.5 s"), lines  # a rule of one job: that job
     # the other handler (the log file) still gets Snakemake's blocks: the records were not changed
     full = file_stream.getvalue()
-    assert "Finished jobid: 3 (Rule: score)" in full and "1 of 7 steps" in full and "Job stats" in full
+    assert "Finished jobid: 4 (Rule: score)" in full and "1 of 5 steps" in full and "Job stats" in full
+
+
+def test_console_jobs_prints_one_line_per_finished_job(terminal, monkeypatch):
+    logger, stream, _ = terminal
+    monkeypatch.setenv(console.ENV, "jobs")
+    compact = console.install(logger)
+    clock = Clock()
+    compact.clock = clock
+    _log(logger, "Job stats: ...", event=LogEvent.RUN_INFO, stats={"pair_table": 2, "total": 2})
+    _finish(logger, clock, 1, "pair_table", {"pair": "en-de"}, 0.0, 0.5)
+    _finish(logger, clock, 2, "pair_table", {"pair": "de-en"}, 0.5, 2.0)
+    lines = stream.getvalue().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines[1:]] == [
+        "1/2 pair_table (pair=en-de) 0.5 s", "2/2 pair_table (pair=de-en) 1.5 s"]
 
 
 def test_a_failed_job_is_one_line_and_the_end_repeats_its_error_with_its_log(terminal, tmp_path):

@@ -15,12 +15,14 @@ needed are then known, and a full disk is a plain OSError, never a writer's own 
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -103,17 +105,61 @@ def write_parquet(table, path: str | os.PathLike) -> None:
     write_bytes(path, sink.getvalue())
 
 
+# Formats a figure is saved in (config figures.format): the PNG always, and each vector format of the
+# task that saves it (``with_formats``) as the PNG's stem with its suffix, text kept as text (SVG:
+# <text> elements; PDF: TrueType fonts), so that a paper's editor can change it.
+FIGURE_FORMATS = ("png", "svg", "pdf")
+_VECTOR_RC = {"svg.fonttype": "none", "pdf.fonttype": 42}
+_extra_formats: ContextVar[tuple[str, ...]] = ContextVar("neurospec_figure_formats", default=())
+
+
+def figure_paths(path: str | os.PathLike, formats: Iterable[str]) -> list[str]:
+    """The files of a figure whose PNG is ``path`` in ``formats`` besides PNG (the rules' outputs)."""
+    return [str(Path(path).with_suffix(f".{f}")) for f in formats if f != "png"]
+
+
+def with_formats(task):
+    """A figure task that also takes ``formats`` (figures.format): each ``save_png`` inside it writes
+    those formats too. None (a task called by another): the caller's formats."""
+
+    @functools.wraps(task)
+    def wrapper(*args: Any, formats: Iterable[str] | None = None, **kwargs: Any) -> Any:
+        if formats is None:
+            return task(*args, **kwargs)
+        unknown = sorted(set(formats) - set(FIGURE_FORMATS))
+        if unknown:
+            raise NeurospecError(f"figures.format: {', '.join(unknown)} is not one of {', '.join(FIGURE_FORMATS)}")
+        token = _extra_formats.set(tuple(f for f in dict.fromkeys(formats) if f != "png"))
+        try:
+            return task(*args, **kwargs)
+        finally:
+            _extra_formats.reset(token)
+
+    return wrapper
+
+
 def save_png(fig, path: str | os.PathLike, dpi: int = 110, close: bool = True) -> None:
-    """A matplotlib figure as a PNG (``bbox_inches="tight"``), atomically; the figure is closed."""
+    """A matplotlib figure as a PNG (``bbox_inches="tight"``), atomically, and in the vector formats of
+    the running task (``with_formats``) beside it; the figure is closed."""
     buf = io.BytesIO()
+    vectors = {}
     try:
         fig.savefig(buf, dpi=dpi, format="png", bbox_inches="tight")
+        if _extra_formats.get():
+            import matplotlib
+
+            with matplotlib.rc_context(_VECTOR_RC):
+                for fmt in _extra_formats.get():
+                    vectors[fmt] = io.BytesIO()
+                    fig.savefig(vectors[fmt], dpi=dpi, format=fmt, bbox_inches="tight")
     finally:
         if close:
             import matplotlib.pyplot as plt
 
             plt.close(fig)
     write_bytes(path, buf.getbuffer())
+    for fmt, data in vectors.items():
+        write_bytes(Path(path).with_suffix(f".{fmt}"), data.getbuffer())
 
 
 @contextmanager

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..atomic import with_formats
 from ..errors import NeurospecError
 from ..tables import read_metadata, read_table, write_table
 
@@ -255,6 +256,7 @@ def plot_summary(tables: Mapping[str, pd.DataFrame], path: str | os.PathLike, ti
     save_png(fig, path)
 
 
+@with_formats
 def run_compare(models: Sequence[str], scores: Sequence[str], stability: Sequence[str], out_prefix: str,
                 depth_figure: str, summary_figure: str, method: str, options: Mapping[str, Any],
                 ablation: Sequence[str] = ()) -> None:

@@ -37,7 +37,7 @@ from ..plots import style  # noqa: E402
 from .. import languages as L  # noqa: E402
 from .. import lid as LID  # noqa: E402
 from ..errors import NeurospecError  # noqa: E402
-from ..atomic import save_png  # noqa: E402
+from ..atomic import save_png, with_formats  # noqa: E402
 from ..tables import read_metadata, read_table, write_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
@@ -367,6 +367,7 @@ def plot_quality(scores: pd.DataFrame, path: str | os.PathLike, demo: bool = Fal
     return {"order": order, "chrf": chrf, "chrf_copy": copy, "delta": delta}
 
 
+@with_formats
 def draw_quality(scores: str | os.PathLike, output: str | os.PathLike, demo: bool = False) -> None:
     """Rule entry point of the translation-quality figure."""
     plot_quality(read_table(scores, required=SCORE_COLUMNS), output, demo=demo)

@@ -29,7 +29,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from .. import languages as L  # noqa: E402
 from ..errors import NeurospecError  # noqa: E402
-from ..atomic import save_png  # noqa: E402
+from ..atomic import save_png, with_formats  # noqa: E402
 from ..tables import read_metadata, read_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
@@ -255,6 +255,7 @@ def plot_budget(df: pd.DataFrame, meta: Mapping[str, Any], path: str | os.PathLi
 FIGURES = ("heatmap", "specificity", "budget")
 
 
+@with_formats
 def draw(figure: str, output: str | os.PathLike, paths: Sequence[str]) -> Any:
     """Read the ablation tables a figure needs and draw it into ``output``."""
     if figure not in FIGURES:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import languages as L
-from ..atomic import save_png
+from ..atomic import save_png, with_formats
 from ..evaluate.correlation import CORRELATION_COLUMNS, MEASURE_COLUMNS, MEASURES
 from . import style
 from ..tables import read_table
@@ -162,6 +162,7 @@ def label_boxes(texts: Sequence, fig) -> list[tuple[float, float, float, float]]
     return boxes
 
 
+@with_formats
 def draw_correlation(measures: str | os.PathLike, correlation: str | os.PathLike, output: str | os.PathLike,
                      demo: bool = False) -> None:
     """Rule entry point of the correlation figure."""

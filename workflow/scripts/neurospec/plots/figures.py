@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..atomic import with_formats
 from ..errors import NeurospecError
 from ..score.scoring import read_iou, read_scores
 from ..tables import COUNT_COLUMNS, read_counts
@@ -137,6 +138,7 @@ FIGURES = ("iou_layers", "direction_iou", "specialized_counts", "family_iou", "c
            "activation_probability")
 
 
+@with_formats
 def draw(figure: str, output: str | os.PathLike, scores: str | None = None, iou: str | None = None,
          activations: Sequence[str] | None = None, token_scope: str = "source") -> Any:
     """Read the inputs a figure needs and draw it into ``output`` (``token_scope``: collection's, which
@@ -174,6 +176,7 @@ def draw(figure: str, output: str | os.PathLike, scores: str | None = None, iou:
     return plot_clustering(table, groups, output, title, token_scope)
 
 
+@with_formats
 def draw_many(outputs: Mapping[str, str | os.PathLike], scores: str | None = None, iou: str | None = None,
               activations: Sequence[str] | None = None, token_scope: str = "source") -> dict[str, Any]:
     """Draw every figure named in ``outputs`` ({figure: path}) from the same inputs (one job per method)."""

@@ -1,4 +1,4 @@
-"""What a run prints in the terminal: one line per finished job instead of Snakemake's job blocks.
+"""What a run prints in the terminal: one line per finished step (rule) instead of Snakemake's job blocks.
 
 Snakemake's stream handler (``DefaultStreamHandler``) prints, per job, a block of input/output/log
 lists and a reason before it runs, then "Finished jobid", then "N of M steps done": about 15 lines a
@@ -7,7 +7,11 @@ job, ~1,800 for the demo. ``install`` adds a filter to that handler only (the lo
 
 * swallows the job blocks (JOB_INFO, shell commands), the "N of M steps" lines and the scheduler's
   "Select jobs to execute..." / "Execute N jobs..." lines,
-* prints one line per finished job: ``[17:18:03] 12/119 score (method=lape) 2.1 s``,
+* prints one line per rule when its last job of the run finishes (the run's job stats say how many
+  it has): ``[17:18:03] 32/121 collect_activations: 20 jobs ✓ 12.3 s`` (seconds from its first job's
+  start), or, for a rule of one job, that job: ``[17:18:05] 33/121 score (method=lape) 2.1 s``; the
+  demo's 126 jobs are 20 lines (the rule ``all`` has none: the end of the run says it);
+  NEUROSPEC_CONSOLE=jobs prints one line per finished job instead,
 * turns the job-stats table into one line (``119 jobs: 40 pair_table, 20 collect_activations, ...``),
 * shortens a failed job's block to one line naming the rule and its log (the job's own
   ``neurospec: error:`` line, printed by the job itself, comes just before it).
@@ -24,7 +28,7 @@ import re
 import time
 from typing import Any
 
-ENV = "NEUROSPEC_CONSOLE"  # "full": Snakemake's own job blocks
+ENV = "NEUROSPEC_CONSOLE"  # "full": Snakemake's own job blocks; "jobs": one line per finished job
 HANDLER_NAME = "DefaultStreamHandler"
 # plain scheduler lines that say nothing a user acts on
 SWALLOWED_PREFIXES = ("Select jobs to execute", "Execute ", "Using shell:", "Provided cores:",
@@ -65,7 +69,7 @@ class CompactConsole(logging.Filter):
     record as ``neurospec_line`` and written by ``CompactFormatter``."""
 
     def __init__(self, clock=time.monotonic, compact=lambda: True,
-                 explain_missing=None) -> None:
+                 explain_missing=None, per_job: bool = False) -> None:
         super().__init__()
         self.clock = clock
         self.compact = compact  # False: Snakemake's own lines (a dry run), only errors explained
@@ -76,6 +80,10 @@ class CompactConsole(logging.Filter):
         self.total: int | None = None
         self.failed_logs: list[str] = []  # the logs of failed jobs, in order (for ``failure_lines``)
         self.start = clock()
+        self.per_job = per_job  # True: a line per finished job, not per finished rule
+        self.rule_jobs: dict[str, int] = {}  # rule -> its jobs in this run (the job stats)
+        self.rule_done: dict[str, int] = {}  # rule -> its finished jobs
+        self.rule_start: dict[str, float] = {}  # rule -> when its first job was announced
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -91,6 +99,7 @@ class CompactConsole(logging.Filter):
             return True
         if event == "job_info":
             self.jobs[record.jobid] = (record.rule_name, _wildcards(getattr(record, "wildcards", {})), self.clock())
+            self.rule_start.setdefault(record.rule_name, self.clock())
             return False
         if event in ("shellcmd", "workflow_started", "resources_info", "job_started"):
             return False  # (the header, cores and resources stay in .snakemake/log)
@@ -102,12 +111,10 @@ class CompactConsole(logging.Filter):
             rule, wildcards, start = self.jobs.pop(record.job_id, (None, "", None))
             if rule is None:
                 rule = str(record.msg).rpartition("Rule: ")[2].rstrip(")") or "job"
-            seconds = f" {self.clock() - start:.1f} s" if start is not None else ""
-            total = f"/{self.total}" if self.total else ""
-            where = f" ({wildcards})" if wildcards else ""
-            return f"[{time.strftime('%H:%M:%S')}] {self.done}{total} {rule}{where}{seconds}"
+            return self.finished_line(rule, wildcards, start)
         if event == "run_info" and isinstance(getattr(record, "stats", None), dict) and record.stats:
             self.total = int(record.stats.get("total", 0)) or self.total
+            self.rule_jobs = {r: int(n) for r, n in record.stats.items() if r != "total"}
             return stats_line(record.stats)
         if event == "job_error":
             self.failed_logs += [f for f in getattr(record, "log", []) or [] if f not in self.failed_logs]
@@ -122,6 +129,23 @@ class CompactConsole(logging.Filter):
             if record.msg.startswith(SWALLOWED_PREFIXES) or not record.msg.strip():
                 return False
         return True
+
+    def finished_line(self, rule: str, wildcards: str, start: float | None) -> str | bool:
+        """The line for a finished job of ``rule``: its rule's line when it is the rule's last job
+        (False before that), the job's own line per job or when the rule's count is unknown."""
+        now, total = self.clock(), f"/{self.total}" if self.total else ""
+        head = f"[{time.strftime('%H:%M:%S')}] {self.done}{total} {rule}"
+        n = self.rule_jobs.get(rule)
+        self.rule_done[rule] = self.rule_done.get(rule, 0) + 1
+        if rule == "all" and not self.per_job:
+            return False  # the run's target rule: the end of the run says it
+        if self.per_job or n is None or n == 1:
+            seconds = f" {now - start:.1f} s" if start is not None else ""
+            return f"{head}{f' ({wildcards})' if wildcards else ''}{seconds}"
+        if self.rule_done[rule] < n:
+            return False
+        first = self.rule_start.get(rule, start)
+        return f"{head}: {n} jobs ✓{f' {now - first:.1f} s' if first is not None else ''}"
 
     def filter(self, record: logging.LogRecord) -> bool:
         line = self.line(record)
@@ -151,11 +175,13 @@ def install(logger: logging.Logger, verbose: bool = False, dry_run=lambda: False
     dry run (``dry_run()``, asked when a line comes: Snakemake knows it only after reading the
     Snakefile) the job blocks stay; ``explain_missing`` still replaces a target no rule makes."""
     full = verbose or os.environ.get(ENV, "").lower() == "full"
+    per_job = os.environ.get(ENV, "").lower() == "jobs"
     for handler in logger.handlers:
         if handler.name == HANDLER_NAME:
             if any(isinstance(f, CompactConsole) for f in handler.filters):
                 return None
-            compact = CompactConsole(compact=lambda: not full and not dry_run(), explain_missing=explain_missing)
+            compact = CompactConsole(compact=lambda: not full and not dry_run(), explain_missing=explain_missing,
+                                     per_job=per_job)
             handler.addFilter(compact)
             handler.setFormatter(CompactFormatter(handler.formatter))
             return compact
@@ -188,11 +214,13 @@ def failure_lines(log_paths: list[str]) -> list[str]:
 
 
 def success_lines(results: str, elapsed: float | None = None,
-                  report_command: str = "snakemake --report report.html") -> list[str]:
-    """What a finished run prints last (onsuccess): where the results are and how to see them."""
+                  report_command: str = "snakemake --report report.html", summary: str | None = None) -> list[str]:
+    """What a finished run prints last (onsuccess): where the results are, the headline table
+    (``summary``, when the run made it) and how to see the report."""
     took = f" in {elapsed:.0f} s" if elapsed is not None else ""
     return [
         f"neurospec: done{took}. Results in {results}/ (tables: scores/, ablation/, translation/; "
         f"figures: {results}/figures/)",
+        *([f"neurospec: the summary: {summary} (every table: {os.path.dirname(summary)}/)"] if summary else []),
         f"neurospec: the report: {report_command}  (then open report.html in a browser)",
     ]

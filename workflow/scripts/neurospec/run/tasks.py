@@ -27,6 +27,7 @@ TASKS = frozenset({
     "neurospec.score.stability:run_stability",
     "neurospec.steering.figures:draw",
     "neurospec.steering.io:steer_to_file",
+    "neurospec.summary.tables:write_table",
     "neurospec.tables:merge_shard_files",
     "neurospec.evaluate.translation:translate_ablated_to_file",
     "neurospec.evaluate.translation:translate_to_file",

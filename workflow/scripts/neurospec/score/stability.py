@@ -43,7 +43,7 @@ from ..plots.group_axes import group_table, method_title  # noqa: E402
 
 FAMILY_COLORS = style.FAMILY_COLORS  # one colour per family in every figure
 from .scoring import METHODS, method_columns, read_count_tables, read_result, score_tables  # noqa: E402
-from ..atomic import save_png  # noqa: E402
+from ..atomic import save_png, with_formats  # noqa: E402
 from ..tables import HALF, TOTAL_COLUMNS, write_table  # noqa: E402
 
 logger = logging.getLogger("neurospec")
@@ -140,6 +140,7 @@ def summarize(table: pd.DataFrame) -> dict[str, float]:
             "share_above_chance": float((t["p_value"] < 0.05).mean())}
 
 
+@with_formats
 def run_stability(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, method: str, column: str,
                   params: Mapping[str, Any] | None = None, figure_path: str | os.PathLike | None = None,
                   variant: str | None = None) -> None:

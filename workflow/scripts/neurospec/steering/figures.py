@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from neurospec import languages as L  # noqa: E402
-from neurospec.atomic import save_png  # noqa: E402
+from neurospec.atomic import save_png, with_formats  # noqa: E402
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.tables import read_metadata, read_table  # noqa: E402
 
@@ -172,6 +172,7 @@ def plot_methods(tables: Sequence[tuple[pd.DataFrame, dict]], path: str | os.Pat
     return data
 
 
+@with_formats
 def draw(figure: str, output: str | os.PathLike, paths: Sequence[str]) -> Any:
     """Read the steering tables a figure needs and draw it into ``output``."""
     if figure not in FIGURES:
