@@ -62,7 +62,9 @@ def for_report(targets):
     present = [t for t in targets if os.path.exists(t)]
     config["_report_missing"] = [t for t in targets if not os.path.exists(t)]
     # the landing page's headline table (read by workflow.rst), when the run made it
-    config["_headline"] = landing_table(first_model(summary_table_path("headline", "csv")))
+    config["_headline"] = landing_table(
+        first_model(summary_table_path("headline", "csv"))
+    )
     return present
 
 
