@@ -52,7 +52,7 @@ def test_schema_errors_name_the_key_from_jsonschemas_own_path():
         "key 'scoring.k': 150 is greater than the maximum of 100"])
     assert schema_errors({"pairs": ["en-de"], "scorng": {}}, SCHEMA)[0].startswith(
         "key 'scorng': unknown key (a typo?); did you mean 'scoring'? the config takes: browser, collect, compare, dataset, demo_model, "
-        "evaluate, figures, languages, model, pairs, scoring")
+        "evaluate, figures, languages, model, models, pairs, scoring")
     # nothing close: no guess
     assert "did you mean" not in schema_errors({"pairs": ["en-de"], "zzz": 1}, SCHEMA)[0]
     assert schema_errors({"pairs": ["en-de"]}, SCHEMA) == []

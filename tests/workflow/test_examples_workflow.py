@@ -1,6 +1,8 @@
 """The README's examples for one's own corpus and one's own model, run end to end through snakemake:
 each test copies config/examples/X.yaml, points it at files the test writes (the corpus; for the own
-model a local model directory and an EC40-layout copy), and runs the whole workflow."""
+model a local model directory and an EC40-layout copy), and runs the whole workflow. The models side
+by side example (Gemma 3 270M: minutes of CPU) is planned offline here; two models in one run are
+run end to end on the demo model in tests/workflow/test_compare_workflow.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import yaml
 
 from neurospec.data import demo, ec40
 from neurospec.tables import read_metadata, read_table
-from workflow_utils import ROOT, snakemake
+from workflow_utils import ROOT, job_counts, snakemake
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 METHODS = ("frequency", "frequency_language", "lape", "contrast", "diffmeans")
@@ -95,3 +97,23 @@ def test_the_own_model_example_runs_end_to_end(tmp_path, small_model_dir):
     meta = read_metadata(tmp_path / f"{results}/activations/en-hi.parquet")
     assert meta["n_sentences"] == 8 and meta["counted_lang"] == "en"
     assert str(small_model_dir) in str(meta.get("model_id") or meta.get("model"))
+
+
+def test_the_models_side_by_side_example_plans_both_models_and_their_comparison(tmp_path):
+    """config/examples/models-side-by-side.yaml, offline: every model's jobs under its own folder, the
+    shared pair tables once, each model built once, one comparison per scoring method."""
+    path = ROOT / "config" / "examples" / "models-side-by-side.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    proc = snakemake(tmp_path, "--dry-run", configfile=path, env=OFFLINE)
+    counts = job_counts(proc.stdout)
+    n_pairs, n_methods = len(cfg["pairs"]), len(cfg["scoring"]["methods"])
+    assert [m["name"] for m in cfg["models"]] == ["demo-cohere", "gemma3-270m"]
+    assert counts["build_demo_model"] == counts["build_gemma3_model"] == 1
+    assert counts["pair_table"] == 2 * n_pairs  # selection and held-out split, shared by the models
+    assert counts["collect_activations"] == 2 * n_pairs
+    assert counts["score"] == counts["ablation"] == 2 * n_methods
+    assert counts["compare"] == n_methods
+    for name in ("demo-cohere", "gemma3-270m"):
+        assert f"results/{name}/ec40/validation/activations/de-en.parquet" in proc.stdout
+    assert "results/compare/ec40/validation/lape_summary.png" in proc.stdout
+    assert not (tmp_path / "results").exists()

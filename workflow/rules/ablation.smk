@@ -23,7 +23,7 @@ rule ablation:
     resources:
         gpu=1,
     params:
-        model=model_params(),
+        model=model_params,
         ablation=ablation_params(),
         # mode mean: each neuron's value is its mean over the other languages, as scoring.rest says
         # (mode zero does not read it: a change of scoring.rest reruns only what it changes)

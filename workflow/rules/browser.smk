@@ -23,7 +23,7 @@ rule browser_contexts:
     resources:
         gpu=1,
     params:
-        model=model_params(),
+        model=model_params,
         browser=browser_params(),
         # the tokens collection counts: the same prompt, scope and length
         collect={
@@ -50,6 +50,10 @@ rule browser_page:
         "../../envs/analysis.yaml"
     params:
         column=SCORING["column"],
-        run={"dataset": DATASET, "model": MODEL, "split": SPLIT},
+        run=lambda wildcards: {
+            "dataset": DATASET,
+            "model": wildcards.model,
+            "split": SPLIT,
+        },
     script:
         "../scripts/browser_page.py"

@@ -27,7 +27,7 @@ rule collect_activations:
     resources:
         gpu=1,
     params:
-        model=model_params(),
+        model=model_params,
         collect=collect_params(),
         # the count table's layout: tables of an older layout rerun by themselves
         table_version=COUNT_SCHEMA_VERSION,

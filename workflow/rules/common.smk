@@ -1,5 +1,6 @@
 """Config validation and the helpers every rule file uses (paths, pair lists, parameters)."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -11,8 +12,10 @@ from neurospec.data import pairs as pair_sources  # noqa: E402
 from neurospec.atomic import check_writable as check_writable_paths  # noqa: E402
 from neurospec.config_checks import (  # noqa: E402
     check_model_id,
+    check_model_keys,
     check_prompts,
     check_schema,
+    model_blocks,
 )
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.data.holdout import SUFFIX as HOLDOUT_SUFFIX  # noqa: E402
@@ -80,6 +83,7 @@ try:
     ).items():
         config[_key] = _value
     check_overlay(config, [str(f) for f in workflow.overwrite_configfiles or []])
+    check_model_keys(config)
 except NeurospecError as exc:
     config_error(str(exc))
 
@@ -109,23 +113,43 @@ try:
     check_prompts(config)
 except NeurospecError as exc:
     config_error(str(exc))
-NULL_WEIGHTS = config["model"]["null_weights"]
-# a null model (model.null_weights) gets its own results folder: never mistaken for the model's
-MODEL = config["model"]["name"] + ("-null" if NULL_WEIGHTS != "none" else "")
+# The run's models: results folder -> model block (models:' entries, or model:). A null model
+# (null_weights) gets its own results folder, <name>-null: never mistaken for the model's. Every
+# path of a model's results has the {model} wildcard, constrained to these folders.
+try:
+    MODELS = model_blocks(config)
+except NeurospecError as exc:
+    config_error(str(exc))
+if "models" in config:
+    # what reads one model's block reads the first entry's
+    config["model"] = next(iter(MODELS.values()))
+# the report's text (workflow/report/*.rst; --report only, as view.smk's _report_missing): every
+# model, and which are the demo model (a figure's caption says its numbers are noise when its {model}
+# is one of them)
+if REPORT_MODE:
+    config["_models"] = [{**block, "folder": m} for m, block in MODELS.items()]
+    config["_demo_models"] = [m for m, block in MODELS.items() if block["id"] == "demo"]
 DEMO_MODEL_DIR = "results/models/demo"
 GEMMA3_MODEL_DIR = "results/models/gemma3-270m"
 # model.id values that name a model the workflow builds itself, and the directory it builds
 BUILT_MODELS = {"demo": DEMO_MODEL_DIR, "gemma3-270m": GEMMA3_MODEL_DIR}
 try:
-    check_model_id(config["model"]["id"], BUILT_MODELS)
+    for _i, _block in enumerate(MODELS.values()):
+        check_model_id(
+            _block["id"],
+            BUILT_MODELS,
+            f"models[{_i}]" if "models" in config else "model",
+        )
 except NeurospecError as exc:
     config_error(str(exc))
-RESULTS = f"results/{MODEL}/{DATASET}/{SPLIT}"
-LOGS = f"results/logs/{MODEL}/{DATASET}/{SPLIT}"
+# a model's results and logs; {model} is one of MODELS (per_model fills it in for rule all)
+RESULTS = f"results/{{model}}/{DATASET}/{SPLIT}"
+LOGS = f"results/logs/{{model}}/{DATASET}/{SPLIT}"
 SHARDS = config["collect"]["shards"]
 
 
 wildcard_constraints:
+    model="|".join(re.escape(m) for m in MODELS),
     pair=r"[a-z]{2,3}(?:_[A-Z][a-z]{3})?-[a-z]{2,3}(?:_[A-Z][a-z]{3})?",
     shard=r"\d+",
     split=r"[A-Za-z0-9_.]+",
@@ -210,29 +234,59 @@ def activation_tables():
     return [activation_table(p) for p in PAIRS]
 
 
-def model_inputs(wildcards=None):
-    """The model's directory when the workflow builds it (BUILT_MODELS); nothing for hub ids and local paths."""
-    built = BUILT_MODELS.get(config["model"]["id"])
+def per_model(targets):
+    """``targets`` (paths with {model}) for every model of the run, model by model."""
+    return [t.replace("{model}", m) for m in MODELS for t in targets]
+
+
+def results_folder(path=None):
+    """The results folder that ``path`` is in (the first model's when in none); without a path, the
+    run's: one model's, or several as results/{a,b}/dataset/split (the terminal's last lines).
+    """
+    folders = {m: RESULTS.replace("{model}", m) for m in MODELS}
+    if path is None and len(folders) > 1:
+        return RESULTS.replace("{model}", f"{{{','.join(folders)}}}")
+    path = str(path or "").strip("'\"")
+    return next(
+        (f for f in folders.values() if path.startswith(f"{f}/")),
+        next(iter(folders.values())),
+    )
+
+
+def first_model(path):
+    """``path`` (with {model}) of the config's first model (the report's landing page)."""
+    return path.replace("{model}", next(iter(MODELS)))
+
+
+def of_model(paths, wildcards):
+    """``paths`` (with {model}) of the job's {model}: an input function's paths are taken as they are."""
+    return [p.replace("{model}", wildcards.model) for p in paths]
+
+
+def model_inputs(wildcards):
+    """The {model}'s directory when the workflow builds it (BUILT_MODELS); nothing for hub ids and local paths."""
+    built = BUILT_MODELS.get(MODELS[wildcards.model]["id"])
     return [built] if built else []
 
 
-def model_path():
+def model_path(model):
     """What jobs load: a built model's directory, else model.id (a hub id or a local directory)."""
-    return BUILT_MODELS.get(config["model"]["id"], config["model"]["id"])
+    return BUILT_MODELS.get(model["id"], model["id"])
 
 
-def model_params():
-    """The model that GPU jobs load (load_model's arguments, keys sorted); a change reruns them."""
-    model = config["model"]
+def model_params(wildcards):
+    """The model that the {model}'s GPU jobs load (load_model's arguments, keys sorted); a change reruns them."""
+    model = MODELS[wildcards.model]
     params = {
         "attn_implementation": model["attn_implementation"],
         "device": model["device"],
         "dtype": model["dtype"],
-        "model_id": model_path(),
+        "model_id": model_path(model),
         "revision": model["revision"],
     }
-    if NULL_WEIGHTS != "none":  # only then: the real model's jobs keep their parameters
-        params.update(null_seed=model["null_seed"], null_weights=NULL_WEIGHTS)
+    # only then: the real model's jobs keep their parameters
+    if model["null_weights"] != "none":
+        params.update(null_seed=model["null_seed"], null_weights=model["null_weights"])
     return dict(sorted(params.items()))
 
 
@@ -260,8 +314,10 @@ def start_early():
         return
     if workflow.deployment_settings.deployment_method:
         return
-    if any("gpu" in job.rule.resources for job in workflow.dag.needrun_jobs()):
-        start_model_worker_early(model_params())
+    gpu_jobs = [j for j in workflow.dag.needrun_jobs() if "gpu" in j.rule.resources]
+    # the first model job's model (with several models, the others load later)
+    if gpu_jobs:
+        start_model_worker_early(model_params(gpu_jobs[0].wildcards))
 
 
 def check_writable():
@@ -437,10 +493,10 @@ def eval_language_tables():
     return [eval_pair_table(pair) for pair in dict.fromkeys(first.values())]
 
 
-def ablation_count_tables(wildcards=None):
-    """The count tables: their firing rates match the random controls on decile, their act_sum
-    gives the values of mode 'mean'."""
-    return activation_tables()
+def ablation_count_tables(wildcards):
+    """The {model}'s count tables: their firing rates match the random controls on decile, their
+    act_sum gives the values of mode 'mean'."""
+    return of_model(activation_tables(), wildcards)
 
 
 def ablation_table(method):
@@ -470,7 +526,11 @@ TRANSLATE = config["evaluate"]["translate"]
 TRANSLATION = f"{RESULTS}/translation"
 # evaluate.translate keys that translation itself does not read (the ablated translations and the switch)
 TRANSLATE_ABLATION_KEYS = ("ablate", "ablation_mode", "enabled")
-IS_DEMO_MODEL = config["model"]["id"] == "demo"
+
+
+def is_demo_model(wildcards):
+    """Whether the {model} is the demo model (random weights: its figures say so)."""
+    return MODELS[wildcards.model]["id"] == "demo"
 
 
 def translate_params():
@@ -507,9 +567,11 @@ def ablated_translation_tables():
     )
 
 
-def ablation_activation_tables(wildcards=None):
-    """Mean patching takes each neuron's mean activation from the count tables."""
-    return activation_tables() if TRANSLATE["ablation_mode"] == "mean" else []
+def ablation_activation_tables(wildcards):
+    """Mean patching takes each neuron's mean activation from the {model}'s count tables."""
+    if TRANSLATE["ablation_mode"] != "mean":
+        return []
+    return of_model(activation_tables(), wildcards)
 
 
 def correlation_params():
@@ -599,10 +661,10 @@ def steering_targets():
 
 
 # --------------------------------------------------------------------------------------------
-# Models side by side (compare.smk): this run's model and compare.models' result folders
+# Models side by side (compare.smk): this run's models and compare.models' result folders
 # --------------------------------------------------------------------------------------------
 COMPARE = config["compare"]
-COMPARE_MODELS = list(dict.fromkeys([MODEL, *COMPARE["models"]]))
+COMPARE_MODELS = list(dict.fromkeys([*MODELS, *COMPARE["models"]]))
 COMPARE_DIR = f"results/compare/{DATASET}/{SPLIT}"
 
 
@@ -618,7 +680,7 @@ def compare_params():
 
 def compare_inputs(kind):
     """The compared models' tables of ``kind`` for the {method} wildcard, in COMPARE_MODELS order
-    (this run's model's are made by this run; the others' must exist: checked at parse time).
+    (this run's models' are made by this run; the others' must exist: checked at parse time).
     """
 
     def inputs(wildcards):
@@ -635,13 +697,13 @@ def compare_inputs(kind):
     return inputs
 
 
+# the folders of earlier runs (compare.models' names that are not this run's models)
+COMPARE_EARLIER = [m for m in COMPARE_MODELS if m not in MODELS]
 COMPARE_ABLATION = ABLATION_ON and all(
-    Path(model_results(m), "ablation").is_dir() for m in COMPARE_MODELS[1:]
+    Path(model_results(m), "ablation").is_dir() for m in COMPARE_EARLIER
 )
 if COMPARE["models"]:
-    for _name in COMPARE_MODELS[1:]:
-        if _name == MODEL:
-            continue
+    for _name in COMPARE_EARLIER:
         if not Path(model_results(_name), "scores").is_dir():
             config_error(
                 f"key 'compare.models': {model_results(_name)}/scores does not exist: run model "
@@ -650,7 +712,8 @@ if COMPARE["models"]:
 
 
 def compare_targets():
-    """Every method's comparison tables and figures (when compare.models names another model)."""
+    """Every method's comparison tables and figures (when the run has two models or more, its own
+    and compare.models')."""
     if len(COMPARE_MODELS) < 2:
         return []
     return [

@@ -27,7 +27,7 @@ rule steering:
     resources:
         gpu=1,
     params:
-        model=model_params(),
+        model=model_params,
         steering=steering_params(),
         prompt=steering_prompt_params(),
         # "the rest" of a language for mode add and the residual vector, as scoring.rest says

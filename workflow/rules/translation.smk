@@ -21,7 +21,7 @@ rule translate:
     resources:
         gpu=1,
     params:
-        model=model_params(),
+        model=model_params,
         translate=translate_params(),
     script:
         "../scripts/translate.py"
@@ -43,7 +43,7 @@ rule translate_ablated:
     resources:
         gpu=1,
     params:
-        model=model_params(),
+        model=model_params,
         translate=translate_params(),
         mode=TRANSLATE["ablation_mode"],
         # the tokens the ablated neurons were selected on (target: the target language as produced)
@@ -112,7 +112,7 @@ rule figure_translation_quality:
     params:
         formats=figure_formats(),
         figure="quality",
-        demo=IS_DEMO_MODEL,
+        demo=is_demo_model,
     script:
         "../scripts/plot_translation.py"
 
@@ -137,6 +137,6 @@ rule figure_correlation:
     params:
         formats=figure_formats(),
         figure="correlation",
-        demo=IS_DEMO_MODEL,
+        demo=is_demo_model,
     script:
         "../scripts/plot_translation.py"

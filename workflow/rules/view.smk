@@ -23,16 +23,21 @@ from neurospec.progress import remember_terminal  # noqa: E402
 def explain_missing_target(path):
     """The line for a target that nothing makes: the methods, the closest result of this config."""
     try:
-        targets = [
-            *activation_tables(),
-            *scoring_targets(),
-            *figure_targets(),
-            *translation_targets(),
-            *ablation_targets(),
-            *summary_targets(),
-        ]
+        targets = per_model(
+            [
+                *activation_tables(),
+                *scoring_targets(),
+                *figure_targets(),
+                *translation_targets(),
+                *ablation_targets(),
+                *summary_targets(),
+            ]
+        )
         return messages.unknown_target_line(
-            path, results=RESULTS, methods=list(SCORING_METHODS), targets=targets
+            path,
+            results=results_folder(path),
+            methods=list(SCORING_METHODS),
+            targets=targets,
         )
     except Exception:  # the config did not get that far: Snakemake's own message
         return None
@@ -57,7 +62,9 @@ def for_report(targets):
     present = [t for t in targets if os.path.exists(t)]
     config["_report_missing"] = [t for t in targets if not os.path.exists(t)]
     # the landing page's headline table (read by workflow.rst), when the run made it
-    config["_headline"] = landing_table(summary_table_path("headline", "csv"))
+    config["_headline"] = landing_table(
+        first_model(summary_table_path("headline", "csv"))
+    )
     return present
 
 
@@ -94,15 +101,17 @@ def summary_tables():
     return [t for t in SUMMARY_TABLES if not off.get(t)]
 
 
-def null_tables(kind):
-    """The null model's score or stability tables of this config's selections that exist."""
-    if NULL_WEIGHTS != "none":
+def null_tables(kind, wildcards):
+    """The null model's score or stability tables of this config's selections that exist (none
+    for a null model's own tables)."""
+    model = MODELS[wildcards.model]
+    if model["null_weights"] != "none":
         return []
     name = {"null_scores": "{m}.parquet", "null_stability": "{m}_stability.parquet"}[
         kind
     ]
     # the null model's run of this model (model.null_weights: its own results folder), made before
-    null_results = f"results/{config['model']['name']}-null/{DATASET}/{SPLIT}"
+    null_results = f"results/{model['name']}-null/{DATASET}/{SPLIT}"
     paths = [f"{null_results}/scores/{name.format(m=m)}" for m in SCORING_METHODS]
     return [p for p in paths if Path(p).exists()]
 
@@ -118,8 +127,8 @@ def summary_inputs(wildcards):
             [steering_table(m) for m in methods] if STEERING["enabled"] else []
         ),
         "translation": [TRANSLATION_SCORES] if TRANSLATION_ON else [],
-        "null_scores": null_tables("null_scores"),
-        "null_stability": null_tables("null_stability"),
+        "null_scores": null_tables("null_scores", wildcards),
+        "null_stability": null_tables("null_stability", wildcards),
     }
     wanted = {
         "headline": [
@@ -132,7 +141,8 @@ def summary_inputs(wildcards):
         ],
         "translation_quality": ["translation"],
     }.get(wildcards.table, [wildcards.table])
-    return {k: kinds[k] for k in wanted if kinds[k]}
+    # the {model}'s own tables: an input function's paths are taken as they are
+    return {k: of_model(kinds[k], wildcards) for k in wanted if kinds[k]}
 
 
 def summary_table_path(table, ext):
@@ -155,6 +165,8 @@ if workflow.is_main_process:
         verbose=bool(workflow.output_settings.verbose),
         dry_run=lambda: bool(workflow.dryrun),
         explain_missing=explain_missing_target,
+        # a run of one model: its job lines as before models: (no "model=...")
+        hidden_wildcards=lambda: ("model",) if len(MODELS) == 1 else (),
     )
     remember_terminal()
 
@@ -164,9 +176,9 @@ def print_success():
     if workflow.dryrun:
         return
     elapsed = CONSOLE.elapsed() if CONSOLE is not None else None
-    headline = summary_table_path("headline", "csv")
+    headline = first_model(summary_table_path("headline", "csv"))
     summary = headline if os.path.exists(headline) else None
-    for line in console.success_lines(RESULTS, elapsed, summary=summary):
+    for line in console.success_lines(results_folder(), elapsed, summary=summary):
         print(line, file=sys.stderr, flush=True)
 
 

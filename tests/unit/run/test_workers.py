@@ -309,6 +309,35 @@ def test_a_gpu_held_by_another_run_is_left_alone(run, monkeypatch, small_model_d
     assert _wait(lambda: try_lock(lock_path(1)) is not None, timeout=5)  # released with the worker
 
 
+def test_two_models_of_one_run_share_its_gpu_each_loaded_once(run, monkeypatch, capsys, small_model_dir):
+    """models: one (fake) GPU, jobs of two models in turn: the second model's worker shares the GPU
+    that the first's holds (no waiting for it to exit), each model is loaded once, and each job is
+    served by its own model's worker; while one of them computes, the other's job waits."""
+    from neurospec.devices import lock_path, try_lock
+
+    monkeypatch.setenv("NEUROSPEC_FAKE_GPUS", "1")
+    models = {"a": _model(small_model_dir, "auto"), "b": {**_model(small_model_dir, "auto"), "dtype": "float64"}}
+    for i, name in enumerate("abab"):
+        run_model_task("worker_tasks:model_info", model=models[name], path=str(run / f"{i}{name}.json"))
+    served = {f.name: _read(f) for f in run.glob("*.json")}
+    assert {s["device"] for s in served.values()} == {"cuda:0"}
+    assert served["0a.json"]["pid"] == served["2a.json"]["pid"] != served["1b.json"]["pid"] == served["3b.json"]["pid"]
+    assert "waiting" not in capsys.readouterr().err
+    logs = _worker_logs(run)
+    assert sorted(t.count("loading model") for t in logs.values()) == [1, 1]
+    assert try_lock(lock_path(0)) is None  # the first model's worker holds the GPU's lock
+    # a job of b while a's worker computes: it waits for a's task, then runs in b's worker
+    slow = _job(run, {"target": "worker_tasks:model_info", "path": str(run / "slow.json"), "hold_s": 3.0},
+                models["a"])
+    started = lambda: "".join(_worker_logs(run).values()).count("model_info task started")  # noqa: E731
+    assert _wait(lambda: started() == 5, timeout=30)  # the slow task runs in a's worker
+    t0 = time.monotonic()
+    run_model_task("worker_tasks:model_info", model=models["b"], path=str(run / "after.json"))
+    assert slow.wait(timeout=60) == 0
+    assert (run / "slow.json").stat().st_mtime <= (run / "after.json").stat().st_mtime
+    assert _read(run / "after.json")["pid"] == served["1b.json"]["pid"] and time.monotonic() - t0 > 0.5
+
+
 def test_a_model_that_cannot_load_is_one_line(run, capsys, tmp_path):
     bad = {"model_id": str(tmp_path / "no-such-model"), "revision": "main", "dtype": "float32", "device": "cpu",
            "attn_implementation": "auto"}

@@ -73,7 +73,7 @@ def check_prompts(config: Mapping[str, Any]) -> None:
     check_continuation(config["evaluate"]["translate"]["continuation"])
 
 
-def check_model_id(model_id: str, built: Iterable[str] = ()) -> None:
+def check_model_id(model_id: str, built: Iterable[str] = (), key: str = "model") -> None:
     """A ``model.id`` that names a local directory (an existing directory, or a path starting with
     '.', '/' or '~') must exist and hold a saved model's config.json. Hub ids and the models the
     workflow builds itself (``built``) are left to the jobs."""
@@ -82,7 +82,47 @@ def check_model_id(model_id: str, built: Iterable[str] = ()) -> None:
     path = Path(model_id).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise NeurospecError(f"key 'model.id': local model directory {model_id!r} has no config.json "
+            raise NeurospecError(f"key '{key}.id': local model directory {model_id!r} has no config.json "
                                  "(not a saved model?)")
     elif model_id.startswith((".", "/", "~")):
-        raise NeurospecError(f"key 'model.id': {model_id!r}: no such directory")
+        raise NeurospecError(f"key '{key}.id': {model_id!r}: no such directory")
+
+
+# results/<folder>/ names that the workflow's own folders take (results/data/, results/models/, ...)
+RESERVED_FOLDERS = ("compare", "data", "logs", "models")
+
+
+def check_model_keys(config: Mapping[str, Any]) -> None:
+    """One model (``model:``) or a list of them (``models:``), not both (before the schema's defaults
+    fill ``model:``)."""
+    if "model" in config and "models" in config:
+        raise NeurospecError("keys 'model' and 'models': give one model (model:) or a list of models "
+                             "(models:), not both (an overlay with models: goes over a file without model:)")
+
+
+def model_folder(block: Mapping[str, Any]) -> str:
+    """A model's results folder under results/: its name, with "-null" for a null model."""
+    return str(block["name"]) + ("-null" if block.get("null_weights", "none") != "none" else "")
+
+
+def model_blocks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """results folder -> model block, in the config's order: ``models:``' entries, or ``model:``.
+
+    Two entries with the same name (and both null models, or both not) would write one folder: refused
+    with one line; a null model (``null_weights``) may share its real model's name (its folder is
+    ``<name>-null``, which the comparison pairs with ``<name>``)."""
+    listed = "models" in config
+    blocks = list(config["models"]) if listed else [config["model"]]
+    out: dict[str, dict[str, Any]] = {}
+    index: dict[str, int] = {}
+    for i, block in enumerate(blocks):
+        key = f"models[{i}]" if listed else "model"
+        folder = model_folder(block)
+        if folder in RESERVED_FOLDERS:
+            raise NeurospecError(f"key '{key}.name': {block['name']!r} names a folder the workflow uses "
+                                 f"itself (results/{folder}/); choose another name")
+        if folder in out:
+            raise NeurospecError(f"key '{key}.name': {block['name']!r} is also the name of models[{index[folder]}]"
+                                 f" (both would write results/{folder}/); give each model its own name")
+        out[folder], index[folder] = dict(block), i
+    return out

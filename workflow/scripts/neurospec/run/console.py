@@ -48,11 +48,11 @@ def _event_name(record: logging.LogRecord) -> str | None:
     return None if event is None else str(getattr(event, "value", event)).lower()
 
 
-def _wildcards(wildcards: Any) -> str:
+def _wildcards(wildcards: Any, hidden: Any = ()) -> str:
     if not wildcards:
         return ""
     items = wildcards.items() if hasattr(wildcards, "items") else []
-    return ", ".join(f"{k}={v}" for k, v in items)
+    return ", ".join(f"{k}={v}" for k, v in items if k not in hidden)
 
 
 def stats_line(stats: dict[str, Any]) -> str:
@@ -69,9 +69,10 @@ class CompactConsole(logging.Filter):
     record as ``neurospec_line`` and written by ``CompactFormatter``."""
 
     def __init__(self, clock=time.monotonic, compact=lambda: True,
-                 explain_missing=None, per_job: bool = False) -> None:
+                 explain_missing=None, per_job: bool = False, hidden=lambda: ()) -> None:
         super().__init__()
         self.clock = clock
+        self.hidden = hidden  # the wildcards a job's line leaves out (a run of one model: its name)
         self.compact = compact  # False: Snakemake's own lines (a dry run), only errors explained
         # path -> the line for a target no rule makes (Snakemake's MissingRuleException), or None
         self.explain_missing = explain_missing
@@ -98,7 +99,8 @@ class CompactConsole(logging.Filter):
         if not self.compact():
             return True
         if event == "job_info":
-            self.jobs[record.jobid] = (record.rule_name, _wildcards(getattr(record, "wildcards", {})), self.clock())
+            self.jobs[record.jobid] = (record.rule_name, _wildcards(getattr(record, "wildcards", {}), self.hidden()),
+                                       self.clock())
             self.rule_start.setdefault(record.rule_name, self.clock())
             return False
         if event in ("shellcmd", "workflow_started", "resources_info", "job_started"):
@@ -169,11 +171,12 @@ class CompactFormatter(logging.Formatter):
 
 
 def install(logger: logging.Logger, verbose: bool = False, dry_run=lambda: False,
-            explain_missing=None) -> CompactConsole | None:
+            explain_missing=None, hidden_wildcards=lambda: ()) -> CompactConsole | None:
     """Add the compact filter to Snakemake's terminal handler of ``logger``; None when there is none
     or when already installed. With ``verbose`` (snakemake --verbose), NEUROSPEC_CONSOLE=full or in a
     dry run (``dry_run()``, asked when a line comes: Snakemake knows it only after reading the
-    Snakefile) the job blocks stay; ``explain_missing`` still replaces a target no rule makes."""
+    Snakefile) the job blocks stay; ``explain_missing`` still replaces a target no rule makes;
+    ``hidden_wildcards()`` names wildcards the job lines leave out."""
     full = verbose or os.environ.get(ENV, "").lower() == "full"
     per_job = os.environ.get(ENV, "").lower() == "jobs"
     for handler in logger.handlers:
@@ -181,7 +184,7 @@ def install(logger: logging.Logger, verbose: bool = False, dry_run=lambda: False
             if any(isinstance(f, CompactConsole) for f in handler.filters):
                 return None
             compact = CompactConsole(compact=lambda: not full and not dry_run(), explain_missing=explain_missing,
-                                     per_job=per_job)
+                                     per_job=per_job, hidden=hidden_wildcards)
             handler.addFilter(compact)
             handler.setFormatter(CompactFormatter(handler.formatter))
             return compact

@@ -202,6 +202,23 @@ def _last_line(path: Path | None) -> str:
     return lines[-1] if lines else "(empty log)"
 
 
+def _neighbours(directory: Path, device: str, key: str) -> list[Worker] | None:
+    """This run's live model workers of other models on ``device``, held (busy) by the caller: a run
+    with several models (``models:``) keeps one worker per model on a GPU, and only one of them
+    computes at a time. None (nothing held) when one of them is busy."""
+    held: list[Worker] = []
+    for sock in sorted(directory.glob(f"model-*-{_slot_name(device)}.sock")):
+        other = Worker(directory, sock.stem)
+        if sock.stem.startswith(f"model-{key}-") or not other.alive():
+            continue
+        if not other.try_hold():
+            for w in held:
+                w.let_go()
+            return None
+        held.append(other)
+    return held
+
+
 @contextmanager
 def acquire(model: Mapping[str, Any] | None, *, early: bool = False,
              uses_torch: bool = False) -> Iterator[Worker | None]:
@@ -244,26 +261,36 @@ def acquire(model: Mapping[str, Any] | None, *, early: bool = False,
     pool = device_pool(str(model.get("device", "auto")))
     waited = False
     while True:
-        for device, lock_path in pool:
-            worker = Worker(directory, f"model-{key}-{_slot_name(device)}")
-            if len(pool) == 1 and lock_path is None and not early:
-                worker.hold()  # the one device: wait for its worker to be free
-            elif not worker.try_hold():
-                continue  # its worker serves another job of this run
-            try:
-                if not worker.alive():
-                    device_lock = try_lock(lock_path) if lock_path is not None else None
-                    if lock_path is not None and device_lock is None:
-                        continue  # held by another run (or a job without workers)
-                    try:
-                        worker.start("model", model, device, device_lock, early=early)
-                    finally:
-                        if device_lock is not None:
-                            device_lock.close()  # the worker holds the lock through its own descriptor
-                yield worker
-                return
-            finally:
-                worker.let_go()
+        # a free GPU first; then (several models in one run) a GPU that this run's worker of another
+        # model holds: the second model's worker shares it, each model loaded once (_neighbours)
+        for share in (False, True):
+            for device, lock_path in pool:
+                worker = Worker(directory, f"model-{key}-{_slot_name(device)}")
+                if len(pool) == 1 and lock_path is None and not early:
+                    worker.hold()  # the one device: wait for its worker to be free
+                elif not worker.try_hold():
+                    continue  # its worker serves another job of this run
+                neighbours: list[Worker] = []
+                try:
+                    if lock_path is not None:
+                        neighbours = _neighbours(directory, device, key)
+                        if neighbours is None:
+                            continue  # another model's worker of this run computes on this GPU
+                    if not worker.alive():
+                        device_lock = try_lock(lock_path) if lock_path is not None else None
+                        if lock_path is not None and device_lock is None and not (share and neighbours):
+                            continue  # held by another run (or a job without workers)
+                        try:
+                            worker.start("model", model, device, device_lock, early=early)
+                        finally:
+                            if device_lock is not None:
+                                device_lock.close()  # the worker holds the lock through its own descriptor
+                    yield worker
+                    return
+                finally:
+                    for other in neighbours or ():
+                        other.let_go()
+                    worker.let_go()
         if early:
             yield None
             return

@@ -232,7 +232,9 @@ class Server:
                                  f"for {spec.get('model_id')!r} (a bug)")
         if self.loaded is None:
             t0 = time.perf_counter()
-            self.logger.info("loading model %s (revision %s) on %s", own.get("model_id"), own.get("revision"),
+            null = own.get("null_weights", "none")
+            self.logger.info("loading model %s (revision %s%s) on %s", own.get("model_id"), own.get("revision"),
+                             f", {null} null weights, seed {own.get('null_seed')}" if null != "none" else "",
                              own.get("device"))
             self.loaded = load_model(**own)
             self.load_seconds = time.perf_counter() - t0
