@@ -138,3 +138,18 @@ def test_a_model_the_hub_refuses_says_what_to_do(tmp_path, tiny_dir, case):
     assert "Traceback" not in _out(proc)
     if case != "offline":
         assert any(r.status == (401 if case == "no token" else 403) for r in hub.requests)
+
+
+def test_a_target_after_configfile_fails_before_the_workflow_and_targets_first_works(tmp_path):
+    """The README's row "target after --configfile": Snakemake's argument parser gives --configfile every
+    word after it, so the target is read as a config file before the Snakefile is (no workflow code can
+    catch it; the row says what the user sees); the documented order, targets first, plans the target."""
+    cfg = write_config(tmp_path)
+    target = f"{RESULTS}/scores/lape.parquet"
+    wrong = snakemake(tmp_path, "-n", "--configfile", str(cfg), target, check=False)
+    assert wrong.returncode != 0
+    assert f"FileNotFoundError: [Errno 2] No such file or directory: '{target}'" in _out(wrong)
+    assert "Building DAG of jobs" not in _out(wrong)  # the workflow was never read
+    right = snakemake(tmp_path, "-n", target, configfile=cfg, check=False)
+    assert right.returncode == 0, _out(right)[-3000:]
+    assert "lape" in _out(right) and "collect_activations" in _out(right)

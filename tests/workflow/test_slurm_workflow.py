@@ -47,6 +47,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one worker
 
 PAIRS = ("en-de", "ru-en")
 RESULTS = "results/demo-small/demo/validation"
+MODEL = "demo-small"  # the {model} wildcard of every job
 COUNT_COLUMNS = ("active", "nonzero", "gate_active")
 
 
@@ -103,7 +104,10 @@ def _check_slurm_jobs(cluster, workdir: Path, log: str, expected_collect: set[st
     by_wildcards: dict[str, list[str]] = {
         d.name: sorted(f.stem for f in d.glob("*.log")) for d in collect_dir.iterdir() if d.is_dir()
     }
-    # one directory per collection job (its wildcards), holding exactly one log named by its job id
+    # one directory per collection job, named by its wildcards (the model, then the pair and shard),
+    # holding exactly one log named by its job id
+    assert all(name.startswith(f"{MODEL}_") for name in by_wildcards), by_wildcards
+    by_wildcards = {name.removeprefix(f"{MODEL}_"): ids for name, ids in by_wildcards.items()}
     assert set(by_wildcards) == expected_collect, by_wildcards
     assert all(len(ids) == 1 for ids in by_wildcards.values()), by_wildcards
     collect_ids = {w: ids[0] for w, ids in by_wildcards.items()}
@@ -200,7 +204,7 @@ def test_sharded_collection_on_slurm_matches_local(slurm_cluster, sharded_run, l
     _check_slurm_jobs(slurm_cluster, workdir, log, expected_collect=expected)
     slurm_logs = workdir / ".snakemake" / "slurm_logs"
     assert sorted(d.name for d in slurm_logs.iterdir()) == ["rule_collect_activations", "rule_merge_shards"]
-    assert sorted(d.name for d in (slurm_logs / "rule_merge_shards").iterdir()) == sorted(PAIRS)
+    assert sorted(d.name for d in (slurm_logs / "rule_merge_shards").iterdir()) == sorted(f"{MODEL}_{p}" for p in PAIRS)
     # the shards were temp() and are gone; the summed tables equal the local unsharded ones
     assert not list((workdir / RESULTS / "activations" / "shards").glob("*.parquet"))
     _assert_same_tables(workdir, local_run, sharded=True)

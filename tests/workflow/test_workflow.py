@@ -69,7 +69,7 @@ def test_scores_cover_every_pair_and_figures_are_in_the_report(finished_run):
         assert base64.b64decode(entry["data_uri"].split("base64,", 1)[1]) == pngs[path].read_bytes()
         method = Path(path).parent.name
         if method in methods:
-            assert entry["job_properties"]["wildcards"] == f"method={method}"
+            assert entry["job_properties"]["wildcards"] == f"model=demo-small, method={method}"
             assert f"<strong>{method}</strong>" in entry["caption"]
             category = next(c for c, subs in categories.items() if path in subs.get(method, []))
             assert category != "Other", path

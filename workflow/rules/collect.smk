@@ -42,8 +42,9 @@ if SHARDS > 1:
         """Counts are additive: a pair's table is the sum of its shards."""
         input:
             expand(
-                f"{RESULTS}/activations/shards/{{{{pair}}}}.{{shard}}-of-{SHARDS}.parquet",
+                f"{RESULTS}/activations/shards/{{pair}}.{{shard}}-of-{SHARDS}.parquet",
                 shard=range(SHARDS),
+                allow_missing=True,  # {model} and {pair} stay the job's wildcards
             ),
         output:
             f"{RESULTS}/activations/{{pair}}.parquet",
