@@ -82,6 +82,9 @@ MISTAKES = [
      "key 'model.id': local model directory 'empty-model-dir' has no config.json (not a saved model?)"),
     ({"dataset": {"name": "hf", "hf": {"id": "a/b"}, "rows": {"code_map": {"SR": "srp_Latn"}}},
       "evaluate": {"split": "test"}}, "key 'dataset.rows.code_map': 'SR' does not match"),
+    # a folder name of dots would put results outside results/ (results/../demo/validation); models:
+    # entries are the same schema block (&model)
+    ({"model": {"name": ".."}}, "key 'model.name': '..' does not match"),
     # from test_workflow.py (test_bad_config_is_one_clear_line runs one more on the command line)
     ({"pairs": ["de-de"]}, "pair 'de-de' in 'pairs' has the same language on both sides"),
     ({"scoring": {"k": 150}}, "key 'scoring.k': 150 is greater than the maximum of 100"),

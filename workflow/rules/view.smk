@@ -102,18 +102,16 @@ def summary_tables():
 
 
 def null_tables(kind, wildcards):
-    """The null model's score or stability tables of this config's selections that exist (none
-    for a null model's own tables)."""
+    """The null model's score or stability tables of this config's selections (none for a null
+    model's own tables): inputs when the null model is in this run's models (the table waits for
+    them), else those that an earlier run made."""
     model = MODELS[wildcards.model]
     if model["null_weights"] != "none":
         return []
-    name = {"null_scores": "{m}.parquet", "null_stability": "{m}_stability.parquet"}[
-        kind
-    ]
-    # the null model's run of this model (model.null_weights: its own results folder), made before
-    null_results = f"results/{model['name']}-null/{DATASET}/{SPLIT}"
-    paths = [f"{null_results}/scores/{name.format(m=m)}" for m in SCORING_METHODS]
-    return [p for p in paths if Path(p).exists()]
+    table = {"null_scores": scores_table, "null_stability": stability_table}[kind]
+    null = f"{model['name']}-null"
+    paths = [table(m).replace("{model}", null) for m in SCORING_METHODS]
+    return paths if null in MODELS else [p for p in paths if Path(p).exists()]
 
 
 def summary_inputs(wildcards):

@@ -65,7 +65,8 @@ def test_a_stage_that_did_not_run_is_empty_and_shown_as_a_dash(tmp_path):
     table = headline.headline([headline.headline_row("lape", SCORES, STABILITY)])
     assert list(table.columns) == list(headline.COLUMNS)
     r = table.iloc[0]
-    assert math.isnan(r["null_selected_neurons"]) and math.isnan(r["ablation_groups"])
+    assert pd.isna(r["null_selected_neurons"]) and pd.isna(r["ablation_groups"])
+    assert str(table["selected_neurons"].dtype) == "Int64"  # counts stay whole numbers beside missing ones
     assert math.isnan(r["steering_success"])
     path = tmp_path / "headline.csv"
     table.to_csv(path, index=False)

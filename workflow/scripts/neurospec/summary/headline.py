@@ -98,9 +98,18 @@ def headline_row(method: str, scores: pd.DataFrame, stability: pd.DataFrame | No
     return row
 
 
+# the columns that count (neurons, cells, groups): integers, missing where a stage did not run
+COUNT_COLUMNS = ("selected_neurons", "selected_cells", "null_selected_neurons", "ablation_groups",
+                 "ablation_specific", "ablation_ci_above_zero", "ablation_p_below_05")
+
+
 def headline(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The headline table of ``headline_row``'s rows, in ``COLUMNS`` order."""
-    return pd.DataFrame(list(rows), columns=list(COLUMNS))
+    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    # counts stay whole numbers (in the CSV too) where a stage or the null run is missing for some methods
+    counts = [c for c in COUNT_COLUMNS if c in df.columns]
+    df[counts] = df[counts].astype("Int64")
+    return df
 
 
 def _by_method(paths: Sequence[str | os.PathLike] | None, suffix: str = "") -> dict[str, str]:

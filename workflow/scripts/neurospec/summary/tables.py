@@ -49,8 +49,10 @@ def scores_table(scores: Sequence[str], **_: Any) -> pd.DataFrame:
         per_layer.insert(0, "selected", per_layer.sum(axis=1).astype(int))
         frames.append(per_layer.reset_index().rename(columns={"index": "group"}).assign(method=_method(p)))
     df = pd.concat(frames, ignore_index=True)
-    layers = [c for c in df.columns if c.startswith("layer ")]
-    df[layers] = df[layers].fillna(0).astype(int)  # a layer one selection never picks from
+    # in layer order (concat keeps the order it first meets them in); a layer one selection never picks from: 0
+    layers = sorted((c for c in df.columns if c.startswith("layer ")), key=lambda c: int(c.split()[1]))
+    df = df[[c for c in df.columns if c not in layers] + layers]
+    df[layers] = df[layers].fillna(0).astype(int)
     return _first(df, "method")
 
 
