@@ -272,7 +272,8 @@ def acquire(model: Mapping[str, Any] | None, *, early: bool = False,
                     continue  # its worker serves another job of this run
                 neighbours: list[Worker] = []
                 try:
-                    if lock_path is not None:
+                    # any GPU, also one named in the config (no lock file): one model computes on it at a time
+                    if lock_path is not None or str(device).startswith("cuda"):
                         neighbours = _neighbours(directory, device, key)
                         if neighbours is None:
                             continue  # another model's worker of this run computes on this GPU
