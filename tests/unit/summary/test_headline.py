@@ -21,9 +21,9 @@ STABILITY = pd.DataFrame({"group": ["de", "de", "ru"], "layer": [0, 1, 0], "iou"
 
 
 def _ablation():
-    """Two groups: de is specific with a CI above 0 and p 1/3; ru is not (a random set does more)."""
+    """Two groups: de is specific with a CI above 0 and p 0.01; ru is not (a random set does more, p 1)."""
     rows = []
-    for group, own, deltas, rand, low, p in (("de", "de", {"de": 0.4, "ru": 0.1}, 0.2, 0.1, 1 / 3),
+    for group, own, deltas, rand, low, p in (("de", "de", {"de": 0.4, "ru": 0.1}, 0.2, 0.1, 0.01),
                                              ("ru", "ru", {"de": 0.1, "ru": 0.2}, 0.3, -0.1, 1.0)):
         for lang, d in deltas.items():
             rows.append({"group": group, "eval_lang": lang, "condition": "selected", "seed": -1, "delta_nll": d,
@@ -55,10 +55,11 @@ def test_a_headline_row_holds_each_stages_numbers():
     assert row["stability_iou"] == 0.375 and row["stability_chance"] == pytest.approx(0.075)
     assert row["stability_above_chance"] == 0.5 and row["null_stability_iou"] == 0.0
     assert (row["ablation_groups"], row["ablation_specific"], row["ablation_ci_above_zero"]) == (2, 1, 1)
-    assert row["ablation_p_below_05"] == 0 and row["ablation_p_median"] == pytest.approx(2 / 3)
+    assert row["ablation_p_below_05"] == 1 and row["ablation_p_median"] == pytest.approx((0.01 + 1) / 2)
     assert row["ablation_delta_nll"] == pytest.approx(0.3)
     assert row["steering_alpha"] == 4.0 and row["steering_success"] == pytest.approx(0.8)
     assert row["steering_success_low"] == pytest.approx(0.7) and row["steering_random"] == pytest.approx(0.05)
+    assert row["steering_success_high"] == pytest.approx(0.9)
 
 
 def test_a_stage_that_did_not_run_is_empty_and_shown_as_a_dash(tmp_path):
