@@ -554,3 +554,67 @@ def test_the_budget_figure_draws_the_planted_dose_response(tmp_path):
     assert data.loc[("de", 100), "random"] == pytest.approx((0.2 + 0.4) / 2)
     assert data.loc[("de", 100), "random_max"] == pytest.approx(0.4)
     assert (mpimg.imread(tmp_path / "budget.png")[..., :3] < 0.9).mean() > 0.01
+
+
+# --------------------------------------------------------------------------------------------
+# controls_scope: own
+
+
+def test_controls_scored_on_the_own_language_only_equal_the_all_language_pass(small_model_dir):
+    """controls_scope own: the same selected rows, control rows on the group's own language only with
+    the all-language pass's values (the sentences batched alone: equal to float64 rounding), the same
+    p-values on the own language, and fewer tokens scored."""
+    tok = _tokenizer(small_model_dir)
+    lm = _make("llama", len(tok))
+    held = HeldOut({lang: list(t) for lang, t in SENTENCES.items()})
+    kwargs = dict(random_sets=3, seed=2, token_budget=32)
+    full, meta_full = ablation_table(_loaded(lm, tok), SELECTIONS, held, **kwargs)
+    own, meta_own = ablation_table(_loaded(lm, tok), SELECTIONS, held, controls_scope="own", **kwargs)
+    key = ["group", "eval_lang", "condition", "seed"]
+    sel_full = full[full.condition == "selected"].set_index(key)
+    sel_own = own[own.condition == "selected"].set_index(key)
+    for column in ["nll", "base_nll", "delta_nll", "delta_nll_low", "delta_nll_high"]:
+        np.testing.assert_array_equal(sel_own[column], sel_full.loc[sel_own.index, column])
+    rand = own[own.condition == "random"]
+    # each group's controls on its own language only (group names are languages here), 3 each
+    assert (rand["eval_lang"] == rand["group"]).all()
+    assert rand.groupby("group").size().to_dict() == {"de": 3, "en": 3, "ru": 3}
+    want = full[full.condition == "random"].set_index(key).loc[rand.set_index(key).index]
+    np.testing.assert_allclose(rand.set_index(key)["nll"], want["nll"], rtol=1e-9)
+    np.testing.assert_allclose(rand.set_index(key)["delta_nll"], want["delta_nll"], atol=1e-9)
+    assert (rand["n_tokens"].to_numpy() == want["n_tokens"].to_numpy()).all()
+    # the p-value on the own language is the all-language run's; on the other languages there is none
+    on_own = sel_own.reset_index()
+    mine = on_own[on_own.eval_lang == on_own.group].set_index("group")["p_controls"]
+    theirs = sel_full.reset_index()
+    theirs = theirs[theirs.eval_lang == theirs.group].set_index("group")["p_controls"]
+    pd.testing.assert_series_equal(mine.sort_index(), theirs.sort_index())
+    assert on_own[on_own.eval_lang != on_own.group]["p_controls"].isna().all()
+    # "de" and "ru" select neurons (so do their controls); "en" selects none: its controls are the baseline
+    assert meta_own["controls_scope"] == "own" and meta_full["controls_scope"] == "all"
+    assert meta_own["n_passes"] == meta_full["n_passes"]
+    n_lang = {lang: int(full[(full.eval_lang == lang)]["n_tokens"].iloc[0]) for lang in SENTENCES}
+    per_pass = sum(n_lang.values())
+    assert meta_full["tokens_scored"] == per_pass * meta_full["n_passes"]
+    assert meta_own["tokens_scored"] == (per_pass * 3 + 3 * (n_lang["de"] + n_lang["ru"])
+                                         + n_lang["de"] + n_lang["ru"] + n_lang["en"])
+
+
+def test_an_unknown_controls_scope_is_one_clear_error(small_model_dir):
+    tok = _tokenizer(small_model_dir)
+    held = HeldOut({lang: list(t) for lang, t in SENTENCES.items()})
+    with pytest.raises(NeurospecError, match=r"evaluate.ablation.controls_scope 'some': choose one of all, own"):
+        ablation_table(_loaded(_make("llama", len(tok)), tok), SELECTIONS, held, controls_scope="some")
+
+
+def test_the_heatmap_subtracts_controls_only_where_they_cover_every_cell():
+    from neurospec.plots.ablation_figures import delta_matrix
+
+    rows = [("de", "de", "selected", -1, 0.9), ("de", "en", "selected", -1, 0.2),
+            ("de", "de", "random", 0, 0.1), ("de", "de", "random", 1, 0.3)]
+    df = pd.DataFrame(rows, columns=["group", "eval_lang", "condition", "seed", "delta_nll"])
+    meta = {"eval_languages": ["de", "en"]}
+    own = delta_matrix(df, {**meta, "controls_scope": "own"})
+    assert own.loc["de", "de"] == pytest.approx(0.9) and own.loc["de", "en"] == pytest.approx(0.2)
+    full = delta_matrix(df, {**meta, "controls_scope": "all"})
+    assert full.loc["de", "de"] == pytest.approx(0.9 - 0.2)

@@ -28,6 +28,15 @@ delta NLL of each, percentile interval at ``LEVEL``, seeded per group and langua
 the empirical p-value (1 + #{controls with delta NLL >= the selected set's}) / (1 + random_sets) on the
 same language.  ``rel_delta_nll`` puts languages of different base NLL on one scale (specificity).
 
+``controls_scope``: ``all`` (default) scores every control set on every evaluated language, like the
+selection; ``own`` scores a group's controls (of its own selection and of its budgets) on the group's
+own language only, the one language its p-value, specificity and dose-response read them on: a
+control pass then costs that language's tokens, not every language's (with 20 controls and 9
+languages, about 5x fewer tokens in all).  The own language's sentences are then batched on their own
+(``Scorer`` of those sentences, with its own baseline), so their NLL equals the all-language pass's up
+to floating-point batching differences (tested at 1e-6).  A group whose language is not evaluated
+keeps its controls on every language.  The table then has control rows on the own language only.
+
 Matched budgets (``budgets``, dose-response): per group and N, the top N neurons of the method's
 score table ranked over all layers by ``score`` (|score| for diffmeans), ablated like a selection
 with ``budget_random_sets`` matched controls of N neurons; their rows carry ``budget`` = N (null on
@@ -49,7 +58,8 @@ logits, output scaling included (``OutputHead``), and each job checks that on on
 against ``lm(...).logits`` before it measures anything.
 
 Cost: (1 + groups x (1 + random_sets) + group budgets x (1 + budget_random_sets)) passes over every
-evaluated sentence (LM head included).
+evaluated sentence (LM head included); with ``controls_scope: own``, the controls' passes over their
+own language's sentences only.
 """
 
 from __future__ import annotations
@@ -97,6 +107,7 @@ ABLATION_SCHEMA = pa.schema(
     ]
 )
 ABLATION_COLUMNS = tuple(ABLATION_SCHEMA.names)
+CONTROLS_SCOPES = ("all", "own")  # evaluate.ablation.controls_scope: where the random controls are scored
 
 # --------------------------------------------------------------------------------------------
 # Conditions
@@ -109,7 +120,8 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
                    token_budget: int | None = None, chunk_tokens: int | None = None,
                    deciles: np.ndarray | None = None,
                    budgets: Mapping[str, Mapping[int, Selection]] | None = None,
-                   budget_random_sets: int = 3, token_scope: str = "source") -> tuple[pd.DataFrame, dict]:
+                   budget_random_sets: int = 3, token_scope: str = "source",
+                   controls_scope: str = "all") -> tuple[pd.DataFrame, dict]:
     """Rows of ABLATION_SCHEMA for every group of ``selections`` and its random controls.
 
     ``token_scope``: the selection's collect.token_scope, which says a pair group's language
@@ -121,7 +133,11 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
     matched on layer and decile (``matched_controls``), else on layer only (``random_controls``).
     ``budgets``: {group: {N: its top N neurons}} (``budget_selections``), each ablated with
     ``budget_random_sets`` controls of its own; their rows carry ``budget`` N.
+    ``controls_scope``: ``all`` | ``own`` (the controls scored on the group's own language only).
     """
+    if controls_scope not in CONTROLS_SCOPES:
+        raise NeurospecError(f"evaluate.ablation.controls_scope {controls_scope!r}: choose one of "
+                             f"{', '.join(CONTROLS_SCOPES)}")
     if mode not in MODES:
         raise NeurospecError(f"evaluate.ablation.mode {mode!r}: choose one of {', '.join(MODES)}")
     if random_sets < 0:
@@ -159,11 +175,32 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
     budget_seeds = [seed + j for j in range(budget_random_sets)]
     sets = [(group, None, selection, seeds) for group, selection in selections.items()]
     sets += [(group, n, sel, budget_seeds) for group in selections for n, sel in (budgets or {}).get(group, {}).items()]
-    # tokens scored (each pass: every held-out token), tokens/s, ETA (neurospec.progress)
-    progress = Progress(sum(1 + len(ss) for *_, ss in sets) * scorer.n_tokens, "tokens", log,
-                        f"ablation ({len(sets)} neuron sets)")
+    # controls_scope "own": a group's controls are scored on its own language's sentences, batched alone
+    scoped = {g: controls_scope == "own" and own_lang[g] in order for g in selections}
+    own_tokens = dict(zip(order, (int(n) for n in n_tok)))
+    own_scorers: dict[str, tuple[Scorer, np.ndarray, float]] = {}
+    scored = [scorer.n_tokens]  # tokens scored so far (every pass), for tokens/s
+
+    def own_scorer(lang: str) -> tuple[Scorer, np.ndarray, float]:
+        """``lang``'s sentences as a Scorer of their own, their baseline sums and mean NLL (once)."""
+        if lang not in own_scorers:
+            idx = np.flatnonzero(langs == lang)
+            sc = Scorer(loaded, [texts[i] for i in idx], max_length=max_length, token_budget=scorer.token_budget,
+                        chunk_tokens=scorer.chunk_tokens)
+            b = sc.nll()
+            scored[0] += sc.n_tokens
+            own_scorers[lang] = (sc, b, float(b.sum() / max(sc.n_tokens, 1)))
+        return own_scorers[lang]
+
+    def control_tokens(group: str) -> int:
+        return own_tokens[own_lang[group]] if scoped[group] else scorer.n_tokens
+
+    # tokens scored (each pass: its held-out tokens), tokens/s, ETA (neurospec.progress)
+    progress = Progress(sum(scorer.n_tokens + len(ss) * control_tokens(g) for g, _, _, ss in sets), "tokens",
+                        log, f"ablation ({len(sets)} neuron sets)")
     for group, budget, selection, set_seeds in sets:
-        values = mean_values(own_lang[group]) if mode == "mean" else None
+        own = own_lang[group]
+        values = mean_values(own) if mode == "mean" else None
         salt = () if budget is None else (budget,)
         if deciles is None:
             controls = random_controls(selection, n_neurons, group, set_seeds, salt)
@@ -176,37 +213,51 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
                 log.warning("%s: %d control neuron(s) over %d sets came from the selection: a (layer, decile) "
                             "cell had too few other neurons", name, overlaps[name], len(set_seeds))
         conditions = [("selected", -1, selection)] + [("random", s, sel) for s, sel in zip(set_seeds, controls)]
-        own_deltas = []
-        measured = []  # (condition, seed, size, per-sentence NLL sums, per-language mean NLL)
+        # (condition, seed, size, per-sentence NLL sums, {language: (mean NLL, its baseline)})
+        measured = []
         for condition, s, sel in conditions:
             size = selection_size(sel)
+            if condition == "random" and scoped[group]:  # the own language's sentences only
+                sc, sc_base, sc_mean = own_scorer(own)
+                if size == 0:
+                    sums = sc_base
+                else:
+                    with intervene(loaded.model, sel, mode, values):
+                        sums = sc.nll()
+                    n_passes += 1
+                    scored[0] += sc.n_tokens
+                progress.update(sc.n_tokens)
+                measured.append((condition, s, size, sums, {own: (float(sums.sum() / max(sc.n_tokens, 1)), sc_mean)}))
+                continue
             if size == 0:  # nothing to ablate: exactly the baseline
                 sums = base_sums
             else:
                 with intervene(loaded.model, sel, mode, values):
                     sums = scorer.nll()
                 n_passes += 1
+                scored[0] += scorer.n_tokens
             progress.update(scorer.n_tokens)
-            measured.append((condition, s, size, sums, language_means(sums, scorer.n_predicted, langs, order)))
-        control_deltas = np.array([m[4] - base for m in measured[1:]]).reshape(len(measured) - 1, len(order))
+            means = language_means(sums, scorer.n_predicted, langs, order)
+            measured.append((condition, s, size, sums, {lang: (float(v), float(b))
+                                                        for lang, v, b in zip(order, means, base)}))
+        control_deltas = {lang: np.array([m[4][lang][0] - m[4][lang][1] for m in measured[1:] if lang in m[4]])
+                          for lang in order}
         for condition, s, size, sums, nll in measured:
-            for k, (lang, n, v, b) in enumerate(zip(order, n_tok, nll, base)):
+            for lang, (v, b) in nll.items():
                 low = high = p = float("nan")
                 if condition == "selected":
                     u = units[lang]
                     low, high = bootstrap_delta_ci(base_sums[u], sums[u], scorer.n_predicted[u],
                                                    ci_rng(seed, group, lang))
-                    p = p_controls(v - b, control_deltas[:, k])
-                rows.append((group, lang, condition, s, size, int(n), float(v), float(b), float(v - b),
-                             float((v - b) / b), low, high, p, budget))
-            if own_lang[group] in order:
-                k = order.index(own_lang[group])
-                own_deltas.append(f"{nll[k] - base[k]:+.3f}")
-        if own_deltas:
+                    if not scoped[group] or lang == own:
+                        p = p_controls(v - b, control_deltas[lang])
+                rows.append((group, lang, condition, s, size, own_tokens[lang], v, b, v - b, (v - b) / b,
+                             low, high, p, budget))
+        if own in order:
+            own_deltas = [f"{m[4][own][0] - m[4][own][1]:+.3f}" for m in measured]
             log.info("%s%s (%d neurons): delta NLL on %s %s (random: %s); %.0f tokens/s so far", group,
-                     "" if budget is None else f" top {budget}", selection_size(selection), own_lang[group],
-                     own_deltas[0],
-                     ", ".join(own_deltas[1:]) or "none", n_passes * scorer.n_tokens / (time.perf_counter() - t0))
+                     "" if budget is None else f" top {budget}", selection_size(selection), own, own_deltas[0],
+                     ", ".join(own_deltas[1:]) or "none", scored[0] / (time.perf_counter() - t0))
     progress.close()
     seconds = time.perf_counter() - t0
     df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
@@ -233,8 +284,10 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
         "token_scope": token_scope,
         "n_passes": n_passes,
         "tokens_per_pass": scorer.n_tokens,
+        "controls_scope": controls_scope,
+        "tokens_scored": scored[0],
         "seconds": seconds,
-        "tokens_per_second": n_passes * scorer.n_tokens / max(seconds, 1e-9),
+        "tokens_per_second": scored[0] / max(seconds, 1e-9),
         "token_budget": scorer.token_budget,
         "chunk_tokens": scorer.chunk_tokens,
         "head_check_relative_difference": diff,
@@ -251,7 +304,8 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
                    count_tables: Sequence[str] = (), mode: str = "zero", random_sets: int = 20,
                    max_sentences: int | None = 200, seed: int = 0, max_length: int = 512,
                    token_budget: int | None = None, budgets: Sequence[int] = (),
-                   budget_random_sets: int = 3, token_scope: str = "source", rest: str = "pooled") -> None:
+                   budget_random_sets: int = 3, token_scope: str = "source", rest: str = "pooled",
+                   controls_scope: str = "all") -> None:
     """The ablation task of one scoring method: its score table, the held-out pair tables, (for mode
     "mean") the selection split's count tables; writes ``out_path`` atomically."""
     scores = read_table(scores_path, required=("group", "layer", "neuron"))
@@ -278,7 +332,7 @@ def ablate_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequen
     df, meta = ablation_table(loaded, selections, held_out, mode=mode, random_sets=random_sets, seed=seed,
                               mean_values=mean_values, max_length=max_length, token_budget=token_budget,
                               deciles=deciles, budgets=tops, budget_random_sets=budget_random_sets,
-                              token_scope=token_scope)
+                              token_scope=token_scope, controls_scope=controls_scope)
     meta.update({
         "budgets": sorted({int(b) for b in budgets}),
         "budgets_skipped": skipped,

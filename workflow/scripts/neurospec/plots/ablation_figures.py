@@ -72,11 +72,13 @@ def own_selection(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def delta_matrix(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
-    """groups x evaluated languages: selected delta NLL minus the mean of the random controls' (if any)."""
+    """groups x evaluated languages: selected delta NLL minus the mean of the random controls' (if any;
+    with ``controls_scope: own`` the controls cover the own-language cells only, so the selected delta
+    is shown as it is)."""
     df = own_selection(df)
     selected = df[df["condition"] == "selected"].pivot(index="group", columns="eval_lang", values="delta_nll")
     random = df[df["condition"] == "random"]
-    if len(random):
+    if len(random) and meta.get("controls_scope", "all") == "all":
         selected = selected - random.groupby(["group", "eval_lang"])["delta_nll"].mean().unstack()
     langs = sorted(meta["eval_languages"], key=L.sort_key)
     return selected.reindex(index=group_order(selected.index), columns=langs)
@@ -107,6 +109,8 @@ def plot_heatmap(df: pd.DataFrame, meta: Mapping[str, Any], path: str | os.PathL
                             color="white" if abs(values[i, j]) > 0.6 * limit else "black")
     controls = f"minus the mean of {meta.get('random_sets', 0)} random sets" if meta.get("random_sets") else \
         "(no random controls)"
+    if meta.get("random_sets") and meta.get("controls_scope", "all") != "all":
+        controls = "(controls on the own language only: see the specificity figure)"
     title = f"{meta['method']}: delta NLL (nats/token), mode {meta.get('mode', '?')}, selected {controls}"
     if meta.get("demo_model"):
         title += f"\n{NOISE}"
