@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 for _stage in sorted((ROOT / "tests").glob("*/**/")):
     if any(_stage.glob("test_*.py")):
         sys.path.insert(0, str(_stage))
+from scheduling import file_seconds, longest_first  # noqa: E402
 from workflow_utils import SHARED_EC40  # noqa: E402  (one definition; `conftest` is also tests/workflow/conftest.py)
 
 
@@ -72,3 +73,5 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items[:] = longest_first(items, file_seconds(ROOT / "tests" / "durations.json"))
+
