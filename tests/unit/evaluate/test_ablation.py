@@ -364,7 +364,11 @@ def test_the_summary_command_prints_the_specific_groups(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "lape: 1 of 2 groups specific (de)" in out
     assert out.splitlines()[0].split() == ["method", "group", "lang", "n_neurons", "own", "others", "others_max",
-                                           "random", "random_max", "specific", "p_controls"]
+                                           "random", "random_max", "specific", "p_controls", "delta", "delta_low",
+                                           "delta_high"]
+    de = out.splitlines()[1].split()
+    assert de[:3] == ["lape", "de", "de"] and float(de[11]) == pytest.approx(1.0)  # its own delta NLL
+    assert "dose-response" not in out  # no budget rows
 
 
 def test_real_configs_default_to_twenty_random_sets_the_demo_keeps_two():
@@ -526,7 +530,7 @@ def test_budget_rows_ablate_the_top_n_with_their_own_controls(small_model_dir):
     assert meta["n_passes"] == 1 + 3 + 2 * 2
 
 
-def test_the_budget_figure_draws_the_planted_dose_response(tmp_path):
+def test_the_budget_figure_draws_the_planted_dose_response(tmp_path, capsys):
     import matplotlib.image as mpimg
 
     from neurospec.plots.ablation_figures import plot_budget
@@ -548,6 +552,16 @@ def test_the_budget_figure_draws_the_planted_dose_response(tmp_path):
     df["budget"] = pd.array(df["budget"].tolist(), dtype="Int64")
     meta = {"method": "lape", "group_lang": {"de": "de", "ru": "ru"}, "eval_languages": ["de", "ru"]}
     data = plot_budget(df, meta, tmp_path / "budget.png").set_index(["group", "budget"])
+    # the command prints the medians over groups per N: selected (0.1, 0.1) at 10, (1.0, 1.0) at 100
+    from neurospec.plots.ablation_figures import main
+
+    write_table(df, tmp_path / "lape.parquet", None, metadata=meta)
+    capsys.readouterr()
+    assert main([str(tmp_path / "lape.parquet")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("dose-response"))
+    rows = [line.split() for line in lines[start + 1:] if line.split() and line.split()[-1][0].isdigit()]
+    assert [[float(v) for v in r[-5:]] for r in rows] == [[10, 2, 0.1, 0.03, 0.04], [100, 2, 1.0, 0.3, 0.4]]
     assert sorted(data.index) == [("de", 10), ("de", 100), ("ru", 10), ("ru", 100)]  # not the own selection
     assert data.loc[("de", 100), "selected"] == pytest.approx(1.0)
     assert data.loc[("ru", 10), "low"] == pytest.approx(0.0) and data.loc[("ru", 10), "high"] == pytest.approx(0.2)

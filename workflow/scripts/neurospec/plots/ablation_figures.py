@@ -290,13 +290,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "many groups are specific.")
     parser.add_argument("tables", nargs="+", help="ablation tables (results/.../ablation/{method}.parquet)")
     args = parser.parse_args(argv)
-    data = pd.concat([specificity(*read(p)) for p in args.tables], ignore_index=True)
-    with pd.option_context("display.width", 200, "display.max_rows", 1000):
+    tables = [read(p) for p in args.tables]
+    data = pd.concat([specificity(df, meta).merge(own_delta(df, meta), on="group", how="left")
+                      for df, meta in tables], ignore_index=True)
+    with pd.option_context("display.width", 250, "display.max_rows", 1000, "display.max_columns", 50):
         print(data.round(3).to_string(index=False))
-    for method, d in data.groupby("method", sort=False):
-        print(f"{method}: {int(d['specific'].sum())} of {len(d)} groups specific "
-              f"({', '.join(d.loc[d['specific'], 'lang'])})")
+        for method, d in data.groupby("method", sort=False):
+            print(f"{method}: {int(d['specific'].sum())} of {len(d)} groups specific "
+                  f"({', '.join(d.loc[d['specific'], 'lang'])})")
+        curves = [budget_curve(df, meta) for df, meta in tables]
+        curves = [c for c in curves if len(c)]
+        if curves:
+            print("dose-response: own-language delta NLL of the top N neurons and of N matched random ones, "
+                  "medians over groups (n: groups with N scored neurons)")
+            curve = pd.concat(curves, ignore_index=True)
+            print(curve.groupby(["method", "budget"], sort=False).agg(
+                n=("group", "size"), selected=("selected", "median"), random=("random", "median"),
+                random_max=("random_max", "median")).round(3).to_string())
     return 0
+
+
+def own_delta(df: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
+    """Per group: the delta NLL (nats/token) of its own selection on its own language, with the
+    sentence-bootstrap CI (``delta``, ``delta_low``, ``delta_high``)."""
+    df = own_selection(df)
+    rows = []
+    for group, own in meta["group_lang"].items():
+        r = df[(df["group"] == group) & (df["condition"] == "selected") & (df["eval_lang"] == own)]
+        if len(r):
+            r = r.iloc[0]
+            rows.append({"group": group, "delta": float(r["delta_nll"]),
+                         "delta_low": float(r.get("delta_nll_low", np.nan)),
+                         "delta_high": float(r.get("delta_nll_high", np.nan))})
+    return pd.DataFrame(rows, columns=["group", "delta", "delta_low", "delta_high"])
 
 
 if __name__ == "__main__":
