@@ -179,18 +179,31 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
     scoped = {g: controls_scope == "own" and own_lang[g] in order for g in selections}
     own_tokens = dict(zip(order, (int(n) for n in n_tok)))
     own_scorers: dict[str, tuple[Scorer, np.ndarray, float]] = {}
-    scored = [scorer.n_tokens]  # tokens scored so far (every pass), for tokens/s
+    scored = scorer.n_tokens  # tokens scored so far (every pass), for tokens/s
 
     def own_scorer(lang: str) -> tuple[Scorer, np.ndarray, float]:
         """``lang``'s sentences as a Scorer of their own, their baseline sums and mean NLL (once)."""
+        nonlocal scored
         if lang not in own_scorers:
             idx = np.flatnonzero(langs == lang)
             sc = Scorer(loaded, [texts[i] for i in idx], max_length=max_length, token_budget=scorer.token_budget,
                         chunk_tokens=scorer.chunk_tokens)
             b = sc.nll()
-            scored[0] += sc.n_tokens
+            scored += sc.n_tokens
             own_scorers[lang] = (sc, b, float(b.sum() / max(sc.n_tokens, 1)))
         return own_scorers[lang]
+
+    def ablated(sc: Scorer, base_of_sc: np.ndarray, sel: Selection, values) -> np.ndarray:
+        """Per-sentence NLL sums of ``sc``'s sentences with ``sel`` intervened on (its baseline when empty)."""
+        nonlocal n_passes, scored
+        progress.update(sc.n_tokens)
+        if selection_size(sel) == 0:  # nothing to ablate: exactly the baseline
+            return base_of_sc
+        with intervene(loaded.model, sel, mode, values):
+            sums = sc.nll()
+        n_passes += 1
+        scored += sc.n_tokens
+        return sums
 
     def control_tokens(group: str) -> int:
         return own_tokens[own_lang[group]] if scoped[group] else scorer.n_tokens
@@ -219,24 +232,10 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
             size = selection_size(sel)
             if condition == "random" and scoped[group]:  # the own language's sentences only
                 sc, sc_base, sc_mean = own_scorer(own)
-                if size == 0:
-                    sums = sc_base
-                else:
-                    with intervene(loaded.model, sel, mode, values):
-                        sums = sc.nll()
-                    n_passes += 1
-                    scored[0] += sc.n_tokens
-                progress.update(sc.n_tokens)
+                sums = ablated(sc, sc_base, sel, values)
                 measured.append((condition, s, size, sums, {own: (float(sums.sum() / max(sc.n_tokens, 1)), sc_mean)}))
                 continue
-            if size == 0:  # nothing to ablate: exactly the baseline
-                sums = base_sums
-            else:
-                with intervene(loaded.model, sel, mode, values):
-                    sums = scorer.nll()
-                n_passes += 1
-                scored[0] += scorer.n_tokens
-            progress.update(scorer.n_tokens)
+            sums = ablated(scorer, base_sums, sel, values)
             means = language_means(sums, scorer.n_predicted, langs, order)
             measured.append((condition, s, size, sums, {lang: (float(v), float(b))
                                                         for lang, v, b in zip(order, means, base)}))
@@ -257,7 +256,7 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
             own_deltas = [f"{m[4][own][0] - m[4][own][1]:+.3f}" for m in measured]
             log.info("%s%s (%d neurons): delta NLL on %s %s (random: %s); %.0f tokens/s so far", group,
                      "" if budget is None else f" top {budget}", selection_size(selection), own, own_deltas[0],
-                     ", ".join(own_deltas[1:]) or "none", scored[0] / (time.perf_counter() - t0))
+                     ", ".join(own_deltas[1:]) or "none", scored / (time.perf_counter() - t0))
     progress.close()
     seconds = time.perf_counter() - t0
     df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
@@ -285,9 +284,9 @@ def ablation_table(loaded: LoadedModel, selections: Mapping[str, Selection], hel
         "n_passes": n_passes,
         "tokens_per_pass": scorer.n_tokens,
         "controls_scope": controls_scope,
-        "tokens_scored": scored[0],
+        "tokens_scored": scored,
         "seconds": seconds,
-        "tokens_per_second": scored[0] / max(seconds, 1e-9),
+        "tokens_per_second": scored / max(seconds, 1e-9),
         "token_budget": scorer.token_budget,
         "chunk_tokens": scorer.chunk_tokens,
         "head_check_relative_difference": diff,
