@@ -18,7 +18,8 @@ def longest_first(items: list, seconds: dict[str, float]) -> list:
     default it orders groups by their number of tests, which put the few-test, minutes-long workflow files
     last, one worker finishing them while the other idled): longest first keeps the two workers' ends close."""
     def group(item) -> str:
-        return item.get_closest_marker("xdist_group").args[0]
+        mark = item.get_closest_marker("xdist_group")  # xdist_group("name") or xdist_group(name="name")
+        return mark.kwargs.get("name") or mark.args[0]
 
     weight: dict[str, float] = {}
     first: dict[str, int] = {}
