@@ -37,8 +37,9 @@ def _ablation():
 
 def _steering():
     rows = []
-    for alpha, success in ((2.0, 0.4), (4.0, 0.8)):
-        for group in ("de", "ru"):
+    # at alpha 4 the groups differ (de 0.9, ru 0.7): the interval over the two groups is [0.7, 0.9]
+    for alpha, rates in ((2.0, {"de": 0.4, "ru": 0.4}), (4.0, {"de": 0.9, "ru": 0.7})):
+        for group, success in rates.items():
             rows.append({"group": group, "mode": "add", "alpha": alpha, "prompt_kind": "translate",
                          "condition": "selected", "success": success, "success_low": success - 0.1,
                          "success_high": success + 0.1, "chrf": 30.0})
@@ -108,5 +109,5 @@ def test_the_steering_table_holds_each_selections_best_alpha(tmp_path):
     assert table[["method", "prompt_kind", "mode", "alpha"]].values.tolist() == [["lape@strict", "translate", "add", 4.0]]
     assert table["selected"].iloc[0] == pytest.approx(0.8) and table["random"].iloc[0] == pytest.approx(0.05)
     assert pd.read_csv(csv)["selected"].iloc[0] == pytest.approx(0.8)
-    assert "<td>lape@strict</td><td>translate</td><td>add</td><td>4</td><td>0.8</td>" in page.read_text()
+    assert "<td>lape@strict</td><td>translate</td><td>add</td><td>4</td><td>2</td><td>0</td><td>0.8</td>" in page.read_text()
     assert "<td>—</td>" in page.read_text()  # no residual baseline in this table

@@ -19,6 +19,8 @@ from neurospec.atomic import save_png, with_formats  # noqa: E402
 from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.tables import read_metadata, read_table  # noqa: E402
 
+from .summary import best_alpha  # noqa: E402
+
 FIGURES = ("steering_success", "steering_quality", "steering_methods")
 COLUMNS = ("group", "mode", "alpha", "prompt_kind", "condition", "seed", "lang", "n_outputs", "success",
            "success_low", "success_high", "prompt_lang_share", "chrf", "nll")
@@ -35,28 +37,6 @@ def harmonic(success: pd.Series | np.ndarray, chrf: pd.Series | np.ndarray) -> n
     s, q = np.asarray(success, dtype=float), np.asarray(chrf, dtype=float) / 100.0
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((s + q) > 0, 2 * s * q / (s + q), 0.0)
-
-
-def best_alpha(df: pd.DataFrame) -> pd.DataFrame:
-    """Per prompt kind, the (mode, alpha) whose selected sets have the highest mean success over the
-    groups; returns one row per prompt kind: mode, alpha, and the mean success of every condition
-    at that alpha (random: the mean over seeds; none: alpha-free)."""
-    rows = []
-    for kind, d in df.groupby("prompt_kind", sort=False):
-        sel = d[d["condition"] == "selected"].groupby(["mode", "alpha"])["success"].mean()
-        if sel.dropna().empty:
-            continue
-        mode, alpha = sel.idxmax()
-        at = d[(d["alpha"] == alpha)]
-        rows.append({"prompt_kind": kind, "mode": mode, "alpha": alpha,
-                     "selected": sel.max(),
-                     "selected_low": at[(at["condition"] == "selected") & (at["mode"] == mode)]["success_low"].mean(),
-                     "selected_high": at[(at["condition"] == "selected") & (at["mode"] == mode)]["success_high"].mean(),
-                     "random": at[(at["condition"] == "random") & (at["mode"] == mode)]["success"].mean(),
-                     "residual": at[at["condition"] == "residual"]["success"].mean(),
-                     "none": d[d["condition"] == "none"]["success"].mean(),
-                     "chrf": at[(at["condition"] == "selected") & (at["mode"] == mode)]["chrf"].mean()})
-    return pd.DataFrame(rows)
 
 
 def _title(meta: dict, text: str) -> str:
@@ -154,8 +134,10 @@ def plot_methods(tables: Sequence[tuple[pd.DataFrame, dict]], path: str | os.Pat
         x = np.arange(len(d))
         ax.bar(x - 0.3, d["selected"], 0.2, yerr=[d["selected"] - d["selected_low"], d["selected_high"] - d["selected"]],
                label="selected", color="tab:blue", capsize=2)
-        ax.bar(x - 0.1, d["random"], 0.2, label="random (matched)", color="tab:grey")
-        ax.bar(x + 0.1, d["residual"], 0.2, label="residual", color="tab:orange")
+        ax.bar(x - 0.1, d["random"], 0.2, yerr=[d["random"] - d["random_low"], d["random_high"] - d["random"]],
+               label="random (matched)", color="tab:grey", capsize=2)
+        ax.bar(x + 0.1, d["residual"], 0.2, yerr=[d["residual"] - d["residual_low"], d["residual_high"] - d["residual"]],
+               label="residual", color="tab:orange", capsize=2)
         ax.bar(x + 0.3, d["none"], 0.2, label="no intervention", color="black")
         ax.set_xticks(x, [f"{m}\n{mo} a={a:g}" for m, mo, a in zip(d["method"], d["mode"], d["alpha"])], fontsize=7)
         ax.set_ylim(0, 1.03)
@@ -165,7 +147,7 @@ def plot_methods(tables: Sequence[tuple[pd.DataFrame, dict]], path: str | os.Pat
         axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     demo = any(m.get("demo_model") for _, m in tables)
     fig.suptitle(_title({"demo_model": demo}, "Steering: methods at their best alpha (mean over groups; "
-                                               "bars: the groups' mean 95% CI bounds)"), fontsize=9)
+                                               "bars: 95% bootstrap interval over groups)"), fontsize=9)
     fig.tight_layout()
     save_png(fig, path, dpi=110)
     plt.close(fig)

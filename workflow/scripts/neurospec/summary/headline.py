@@ -16,9 +16,9 @@ first, each read off the stage's own table (``headline``, a pure function of tho
   ``ablation_p_below_05`` those with ``p_controls`` < 0.05, ``ablation_p_median`` the median
   ``p_controls``, ``ablation_delta_nll`` the median own-language delta NLL;
 - steering (``steering/{method}.parquet``, when steering ran): at the best (mode, alpha) of the first
-  prompt kind (``steering.figures.best_alpha``): ``steering_alpha``, ``steering_success`` (mean over
-  groups) with ``steering_success_low``/``_high`` (mean of the groups' intervals) and
-  ``steering_random`` (the matched random sets' success at that alpha).
+  prompt kind (``steering.summary.best_alpha``): ``steering_alpha``, ``steering_success`` (mean over
+  groups) with ``steering_success_low``/``_high`` (its bootstrap interval over groups) and
+  ``steering_random`` (the matched random sets' mean success at that alpha).
 
 A stage that did not run leaves its columns empty (NaN); the report shows them as "—".
 """
@@ -34,7 +34,7 @@ import pandas as pd
 from ..plots.ablation_figures import own_selection, specificity
 from ..score.scoring import read_scores
 from ..score.stability import read_stability, summarize
-from ..steering.figures import best_alpha
+from ..steering.summary import best_alpha
 from ..tables import read_metadata, read_table
 
 COLUMNS = ("method", "selected_neurons", "selected_cells", "null_selected_neurons", "stability_iou",

@@ -11,7 +11,7 @@ own tables, nothing recomputed from counts:
 - ``translation_quality``: the translation scores table (chrF++, BLEU, deltas and intervals per
   direction and condition);
 - ``steering``: per selection, the best (mode, alpha) per prompt kind and the success of each condition
-  there (``steering.figures.best_alpha``).
+  there (``steering.summary.best_alpha``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..errors import NeurospecError
 from ..plots.ablation_figures import own_selection, specificity
 from ..score.scoring import read_scores
 from ..score.stability import read_stability
-from ..steering.figures import best_alpha
+from ..steering.summary import best_alpha
 from ..tables import read_metadata, read_table
 from .headline import headline_from_files
 
