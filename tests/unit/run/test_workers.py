@@ -338,6 +338,28 @@ def test_two_models_of_one_run_share_its_gpu_each_loaded_once(run, monkeypatch, 
     assert _read(run / "after.json")["pid"] == served["1b.json"]["pid"] and time.monotonic() - t0 > 0.5
 
 
+def test_the_gpu_lock_holder_stays_while_another_models_worker_computes(run, monkeypatch, small_model_dir):
+    """models: the first model's worker holds the GPU's lock, the second's shares the GPU without it.
+    When the holder is idle past its limit while the other computes, it stays (else the lock would be
+    free and another run could take the GPU); once the other has exited too, the lock is released."""
+    from neurospec.devices import lock_path, try_lock
+
+    monkeypatch.setenv("NEUROSPEC_FAKE_GPUS", "1")
+    monkeypatch.setenv(workers.IDLE_ENV, "1")  # 1 s idle and a worker exits
+    models = {"a": _model(small_model_dir, "auto"), "b": {**_model(small_model_dir, "auto"), "dtype": "float64"}}
+    run_model_task("worker_tasks:model_info", model=models["a"], path=str(run / "a.json"))
+    holder = _read(run / "a.json")["pid"]
+    slow = _job(run, {"target": "worker_tasks:model_info", "path": str(run / "b.json"), "hold_s": 6.0}, models["b"])
+    assert _wait(lambda: "".join(_worker_logs(run).values()).count("model_info task started") == 2, timeout=60)
+    time.sleep(3.0)  # a's worker: idle for 3 s (> 1 s) while b's computes
+    assert _pid_alive(holder) and try_lock(lock_path(0)) is None
+    assert slow.wait(timeout=60) == 0 and _read(run / "b.json")["pid"] != holder
+    assert _wait(lambda: not _pid_alive(holder), timeout=30)  # b's worker exits idle, then a's
+    fh = try_lock(lock_path(0))
+    assert fh is not None
+    fh.close()
+
+
 def test_a_model_that_cannot_load_is_one_line(run, capsys, tmp_path):
     bad = {"model_id": str(tmp_path / "no-such-model"), "revision": "main", "dtype": "float32", "device": "cpu",
            "attn_implementation": "auto"}

@@ -132,6 +132,8 @@ class Worker:
         fds = ()
         if device_lock is not None:
             args += ["--device-lock-fd", str(device_lock.fileno())]
+            if device is not None:  # the workers of this run's other models that may share this GPU
+                args += ["--neighbours", f"model-*-{_slot_name(device)}.pid"]
             fds = (device_lock.fileno(),)
         with open(self.log_path, "a", encoding="utf-8") as out:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

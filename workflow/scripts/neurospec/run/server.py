@@ -67,11 +67,30 @@ class Server:
                 running, client = self.running, self.client
                 idle = time.monotonic() - self.last_active
             if not running and idle > self.args.idle:
+                if self.args.device_lock_fd is not None and self.neighbour_alive():
+                    continue  # it holds the GPU's lock for this run's other model too: stay while it lives
                 self.logger.info("idle for %.0f s: exiting", idle)
                 os._exit(0)
             if running and client is not None and _peer_closed(client) and not self.cancelled:
                 self.cancelled = True
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def neighbour_alive(self) -> bool:
+        """Whether another model's worker of this run shares this worker's GPU (``--neighbours``: the
+        glob of their pid files beside this worker's socket). Such a worker computes on the GPU without
+        holding its lock (``pool._neighbours``), so the lock holder does not exit idle while it lives."""
+        if not self.args.neighbours:
+            return False
+        own = Path(self.args.pidfile).resolve()
+        for pidfile in Path(self.args.socket).parent.glob(self.args.neighbours):
+            if pidfile.resolve() == own:
+                continue
+            try:
+                if pid_alive(int(pidfile.read_text().strip())):
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
 
     def _on_cancel(self, signum, frame) -> None:
         if self.running and self.cancelled:
@@ -338,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--idle", type=float, default=600.0)
     ap.add_argument("--model", default=None)
     ap.add_argument("--device-lock-fd", type=int, default=None)
+    ap.add_argument("--neighbours", default=None,
+                    help="glob of the pid files of this run's workers that share this worker's GPU")
     ap.add_argument("--early", action="store_true", help="import what model tasks need before the first one")
     args = ap.parse_args(argv)
     if args.device_lock_fd is not None:
