@@ -42,7 +42,7 @@ def _expected(workdir: Path, method: str) -> dict[str, float]:
     abl = pd.read_parquet(workdir / RESULTS / "ablation" / f"{method}.parquet")
     own_lang = read_metadata(workdir / RESULTS / "ablation" / f"{method}.parquet")["group_lang"]
     abl = abl[abl["budget"].isna()] if "budget" in abl.columns else abl
-    specific, ci, p = 0, 0, []
+    specific, ci, p, delta = 0, 0, [], []
     for group, lang in own_lang.items():
         sel = abl[(abl["group"] == group) & (abl["condition"] == "selected")].set_index("eval_lang")
         rand = abl[(abl["group"] == group) & (abl["condition"] == "random") & (abl["eval_lang"] == lang)]
@@ -51,8 +51,11 @@ def _expected(workdir: Path, method: str) -> dict[str, float]:
         specific += bool(own > others.max() and own > (rand["delta_nll"] / rand["base_nll"]).max())
         ci += bool(sel.loc[lang, "delta_nll_low"] > 0)
         p.append(sel.loc[lang, "p_controls"])
+        delta.append(sel.loc[lang, "delta_nll"])
     return {"selected_neurons": len(scores.groupby(["layer", "neuron"])), "selected_cells": len(scores),
             "stability_iou": stab["iou"].median(), "stability_chance": stab["iou_chance"].median(),
+            "stability_above_chance": float((stab["p_value"] < 0.05).mean()),
+            "ablation_delta_nll": float(np.median(delta)),
             "ablation_groups": len(own_lang), "ablation_specific": specific, "ablation_ci_above_zero": ci,
             "ablation_p_below_05": sum(x < 0.05 for x in p), "ablation_p_median": float(np.median(p)),
             "null_selected_neurons": math.nan, "steering_success": math.nan}
@@ -116,6 +119,22 @@ def test_the_report_opens_on_the_headline_and_holds_the_tables(shared_run):
         assert cells[0] == r["selected_neurons"] and cells[1] == "—" and cells[-1] == "—"
         assert cells[2] == f"{float(r['stability_iou']):.3g} ({float(r['stability_chance']):.3g})"
         assert cells[4] == f"{r['ablation_specific']}/{r['ablation_groups']}"
+
+
+def test_a_headline_table_of_an_older_layout_is_one_line_in_the_report(shared_run, tmp_path):
+    """A headline.csv without a column the landing page reads (an older neurospec wrote it): `snakemake
+    --report` names the file and the fix in one line and exits non-zero, and writes no report."""
+    workdir = copy_run(shared_run[0], tmp_path / "old", f"{RESULTS}/summary")
+    path = workdir / RESULTS / "summary" / "headline.csv"
+    table = pd.read_csv(path)
+    table.drop(columns=["null_selected_neurons"]).to_csv(path, index=False)
+    result = snakemake(workdir, "--report", "old-report.html", configfile=write_shared_config(workdir, {}),
+                       check=False)
+    assert result.returncode != 0 and not (workdir / "old-report.html").exists()
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("neurospec:")]
+    assert lines == [f"neurospec: error: {RESULTS}/summary/headline.csv: written by an older neurospec (no column "
+                     f"null_selected_neurons); rebuild it with `snakemake {RESULTS}/summary/headline.csv --force`, "
+                     "then make the report again"]
 
 
 @pytest.fixture(scope="module")

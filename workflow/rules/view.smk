@@ -16,6 +16,7 @@ from snakemake.logging import logger as snakemake_logger  # noqa: E402
 from neurospec import messages  # noqa: E402
 from neurospec.atomic import figure_paths  # noqa: E402
 from neurospec.run import console  # noqa: E402
+from neurospec.errors import NeurospecError  # noqa: E402
 from neurospec.summary.display import landing as landing_table  # noqa: E402
 from neurospec.progress import remember_terminal  # noqa: E402
 
@@ -62,9 +63,12 @@ def for_report(targets):
     present = [t for t in targets if os.path.exists(t)]
     config["_report_missing"] = [t for t in targets if not os.path.exists(t)]
     # the landing page's headline table (read by workflow.rst), when the run made it
-    config["_headline"] = landing_table(
-        first_model(summary_table_path("headline", "csv"))
-    )
+    try:
+        config["_headline"] = landing_table(
+            first_model(summary_table_path("headline", "csv"))
+        )
+    except NeurospecError as exc:  # a headline.csv of an older layout: one line
+        sys.exit(f"neurospec: error: {exc}")
     return present
 
 

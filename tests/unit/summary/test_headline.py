@@ -76,6 +76,12 @@ def test_a_stage_that_did_not_run_is_empty_and_shown_as_a_dash(tmp_path):
     assert shown["header"] == list(display.HEADER)
     assert shown["rows"] == [["lape", "3", "—", "0.375 (0.075)", "—", "—", "—", "—", "—"]]
     assert display.landing(tmp_path / "missing.csv") is None
+    # a headline.csv of an older layout (a column the landing page reads is missing): one clear error
+    assert set(display.COLUMNS) <= set(headline.COLUMNS)
+    table.drop(columns=["steering_random"]).to_csv(path, index=False)
+    with pytest.raises(NeurospecError, match=r"headline.csv: written by an older neurospec \(no column "
+                                             r"steering_random\); rebuild it with `snakemake .*headline.csv --force`"):
+        display.landing(path)
 
 
 def test_figures_are_saved_in_the_formats_of_the_running_task(tmp_path):

@@ -8,9 +8,16 @@ import csv
 import math
 import os
 
+from ..errors import NeurospecError
+
 DASH = "—"
 HEADER = ("method", "neurons selected", "null model", "split-half IoU (chance)", "null model IoU",
           "ablation: specific groups", "CI above 0", "p < 0.05 (median p)", "steering success at best alpha")
+# the headline.csv columns the landing page reads (summary.headline.COLUMNS, without pandas)
+COLUMNS = ("method", "selected_neurons", "null_selected_neurons", "stability_iou", "stability_chance",
+           "null_stability_iou", "ablation_groups", "ablation_specific", "ablation_ci_above_zero",
+           "ablation_p_below_05", "ablation_p_median", "steering_alpha", "steering_success",
+           "steering_success_low", "steering_success_high", "steering_random")
 
 
 def _num(text: str) -> float | None:
@@ -53,5 +60,10 @@ def landing(path: str | os.PathLike) -> dict[str, list] | None:
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+        raise NeurospecError(f"{path}: written by an older neurospec (no column {', '.join(missing)}); "
+                             f"rebuild it with `snakemake {path} --force`, then make the report again")
     return {"header": list(HEADER), "rows": [landing_row(r) for r in rows]}
