@@ -350,3 +350,32 @@ def test_generation_benchmark_runs_every_row_to_its_cap(capsys):
                             "--sentences", "6", "--batch-size", "4", "--prompt-tokens", "5", "--new-tokens", "7"])
     out = json.loads(capsys.readouterr().out)
     assert out["layers"] == 2 and out["new_tokens"] == 6 * 7 and out["new_tokens_per_s"] > 0
+    assert out["steer_neurons_per_layer"] == 0
+
+
+def test_the_steered_generation_benchmark_generates_under_the_set_hooks(capsys):
+    """--steer-neurons K: K neurons of every block set to 1.0 while it generates (steering's hooks):
+    the logits change inside and are the model's own again after."""
+    import json
+
+    from neurospec.tools import translation_bench
+
+    model = translation_bench.random_model("demo", torch.device("cpu"), torch.float32, layers=2)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    base = model(ids).logits
+    seen = {}
+    with translation_bench.steered(model, 3, seed=0):
+        handles = [layer.mlp.down_proj.register_forward_pre_hook(  # after the set hook: what down_proj gets
+            lambda m, a, i=i: seen.__setitem__(i, a[0].clone())) for i, layer in enumerate(model.model.layers)]
+        steered = model(ids).logits
+        for h in handles:
+            h.remove()
+    assert not torch.allclose(base, steered) and torch.equal(model(ids).logits, base)
+    for h in seen.values():  # [batch, seq, neurons]: 3 neurons of each block hold 1.0 at every position
+        assert int((h == 1.0).all(dim=1).all(dim=0).sum()) == 3
+    assert len(seen) == 2
+    translation_bench.main(["generate", "--shape", "demo", "--layers", "2", "--device", "cpu", "--dtype", "float32",
+                            "--sentences", "4", "--batch-size", "4", "--prompt-tokens", "5", "--new-tokens", "3",
+                            "--steer-neurons", "3"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["steer_neurons_per_layer"] == 3 and out["new_tokens"] == 4 * 3

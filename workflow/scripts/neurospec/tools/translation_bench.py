@@ -13,6 +13,9 @@ model load, tokenization, real length variation (sentences are sorted by length,
 similar lengths) and early stops (which only help).  ``--layers`` keeps the first N blocks (per-block
 cost is equal, the LM head is not), for a quick check.
 
+``--steer-neurons K``: the same under steering's ``set`` intervention on K random neurons of every
+block (the hooks steering generates under), so steering's generation rate is measured the same way.
+
 ``lengths``: mean tokens per sentence of the first ``--sentences`` FLORES-200 sentences (EC40's test
 split, detokenized) of English and of every EC40 language, with a tokenizer: greedy translations are
 about as long as the references, so this sizes the generation work per condition.
@@ -77,15 +80,16 @@ def generate(args) -> dict:
     prompts = torch.randint(1, vocab, (args.sentences, args.prompt_tokens), generator=gen).tolist()
     caps = [args.new_tokens] * args.sentences
     tokenizer = NoStops(vocab)
-    greedy_generate(model, tokenizer, prompts[: args.batch_size], caps[: args.batch_size],
-                    batch_size=args.batch_size, eos_ids=[], device=device)  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    out = greedy_generate(model, tokenizer, prompts, caps, batch_size=args.batch_size, eos_ids=[], device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
+    with steered(model, args.steer_neurons, args.seed):
+        greedy_generate(model, tokenizer, prompts[: args.batch_size], caps[: args.batch_size],
+                        batch_size=args.batch_size, eos_ids=[], device=device)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = greedy_generate(model, tokenizer, prompts, caps, batch_size=args.batch_size, eos_ids=[], device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
     new = sum(len(g.tokens) for g in out)
     return {
         "shape": args.shape, "layers": model.config.num_hidden_layers, "device": str(device),
@@ -93,8 +97,27 @@ def generate(args) -> dict:
         "dtype": str(dtype).removeprefix("torch."), "sentences": args.sentences, "batch_size": args.batch_size,
         "prompt_tokens": args.prompt_tokens, "new_tokens_per_sentence": args.new_tokens, "new_tokens": new,
         "seconds": round(seconds, 3), "new_tokens_per_s": round(new / seconds, 1),
-        "sentences_per_s": round(args.sentences / seconds, 2), "torch": torch.__version__,
+        "sentences_per_s": round(args.sentences / seconds, 2), "steer_neurons_per_layer": args.steer_neurons,
+        "torch": torch.__version__,
     }
+
+
+def steered(model, per_layer: int, seed: int):
+    """Steering's ``set`` intervention on ``per_layer`` random neurons of every block (0: none), the
+    hooks steering's generation runs under (``interventions.intervene``), values 1.0."""
+    from contextlib import nullcontext
+
+    import numpy as np
+
+    from ..architectures import n_neurons, resolve_mlp_taps
+    from ..interventions import intervene
+
+    if per_layer <= 0:
+        return nullcontext()
+    n_layers, n = len(resolve_mlp_taps(model)), n_neurons(model)
+    rng = np.random.default_rng(seed)
+    selection = {layer: np.sort(rng.choice(n, size=min(per_layer, n), replace=False)) for layer in range(n_layers)}
+    return intervene(model, selection, mode="set", values=np.ones((n_layers, n)))
 
 
 def lengths(args) -> dict:
@@ -136,6 +159,8 @@ def main(argv=None) -> None:
     g.add_argument("--prompt-tokens", type=int, default=48, help="prompt length (template + a FLORES sentence)")
     g.add_argument("--new-tokens", type=int, default=48, help="new tokens per sentence")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steer-neurons", type=int, default=0,
+                   help="steering's cost: set this many random neurons per block during generation (0: none)")
     n = sub.add_parser("lengths", help="mean tokens per FLORES-200 sentence per language")
     n.add_argument("--ec40", required=True, help="a local EC40 copy in the hub's layout (e.g. ../shared/ec40)")
     n.add_argument("--tokenizer", required=True, help="a model directory or hub id whose tokenizer to use")
