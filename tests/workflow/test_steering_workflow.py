@@ -18,7 +18,8 @@ from workflow_utils import copy_run, job_counts, planned_scores, snakemake, writ
 
 RESULTS = "results/demo-small/demo/validation"
 STEERING = {"enabled": True, "alphas": [2], "modes": ["set", "add"], "prompt_kinds": ["continuation", "translation"],
-            "max_new_tokens": 4, "n_prompts": 3, "random_sets": 1, "residual_layers": [-1], "batch_size": 8}
+            "max_new_tokens": 4, "n_prompts": 3, "random_sets": 1, "residual_layers": [-1], "residual_alphas": [2, 5],
+            "batch_size": 8}
 TARGETS = [f"{RESULTS}/steering/lape.parquet", f"{RESULTS}/figures/lape/steering_success.png",
            f"{RESULTS}/figures/lape/steering_quality.png"]
 
@@ -48,6 +49,9 @@ def test_steering_tables_have_their_columns_and_agree_with_the_outputs(steering_
     assert "en" not in set(res["group"])  # English is the prompts' language: not steered
     assert set(res["condition"]) <= {"selected", "random", "none", "residual"}
     assert {"none", "residual"} <= set(res["condition"])
+    # the residual baseline at its own strengths (residual_alphas), the neurons at alphas
+    assert set(res.loc[res.condition == "residual", "alpha"]) == {2.0, 5.0}
+    assert set(res.loc[res.condition.isin(["selected", "random"]), "alpha"]) == {2.0}
     # every row's success is the share of its outputs labelled as its language, recomputed here
     for row in res.itertuples(index=False):
         o = outs[(outs.group == row.group) & (outs["mode"] == row.mode) & (outs.alpha == row.alpha)
@@ -67,7 +71,8 @@ def test_steering_tables_have_their_columns_and_agree_with_the_outputs(steering_
 
 
 def test_a_steering_parameter_reruns_steering_only(steering_run):
-    for change in ({"alphas": [1, 2]}, {"n_prompts": 2}, {"seed": 1}, {"residual_layers": "all"}):
+    for change in ({"alphas": [1, 2]}, {"n_prompts": 2}, {"seed": 1}, {"residual_layers": "all"},
+                   {"residual_alphas": None}):
         counts = job_counts(snakemake(steering_run, *TARGETS, "--dry-run",
                                       configfile=_config(steering_run, change)).stdout)
         assert counts == {"steering": 1, "figure_steering": 2}, (change, counts)

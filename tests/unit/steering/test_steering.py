@@ -246,3 +246,25 @@ def test_residual_layers_and_bad_settings_are_one_line():
     with pytest.raises(NeurospecError, match=r"evaluate.steering.n_prompts must be an integer >= 1, got 0"):
         check_settings(alphas=[1.0], modes=["set"], prompt_kinds=["continuation"], max_new_tokens=4, n_prompts=0,
                        random_sets=1, batch_size=4)
+    with pytest.raises(NeurospecError, match=r"evaluate.steering.residual_alphas must be a non-empty list of numbers, "
+                                             r"got \[\]"):
+        check_settings(alphas=[1.0], modes=["set"], prompt_kinds=["continuation"], max_new_tokens=4, n_prompts=1,
+                       random_sets=1, batch_size=4, residual_alphas=[])
+
+
+def test_the_residual_baseline_has_strengths_of_its_own():
+    """residual_alphas: the residual conditions at those strengths (alpha x the vector at each chosen
+    layer), the neuron conditions at alphas; None: the residual at alphas too."""
+    from neurospec.steering.vectors import conditions_for
+
+    mean = np.zeros((3, 4))
+    vec = np.arange(3 * 5, dtype=float).reshape(3, 5)  # [layers, hidden]
+    sel = {0: np.array([1])}
+    common = dict(modes=["set"], alphas=[1.0, 3.0], mean_x=mean, mean_rest=mean, controls=[],
+                  residual_vector=vec, residual_layers=[2])
+    conds = conditions_for("de", "de", sel, residual_alphas=[10.0, 30.0], **common)
+    res = [c for c in conds if c.condition == "residual"]
+    assert [c.alpha for c in res] == [10.0, 30.0]
+    assert list(res[1].residual) == [2] and np.array_equal(res[1].residual[2], 30.0 * vec[2])
+    assert [c.alpha for c in conds if c.condition == "selected"] == [1.0, 3.0]
+    assert [c.alpha for c in conditions_for("de", "de", sel, **common) if c.condition == "residual"] == [1.0, 3.0]

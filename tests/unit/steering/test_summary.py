@@ -98,3 +98,18 @@ def test_the_printout_names_each_alpha_the_best_and_each_language(tmp_path, caps
     assert "lape best (continuation): set alpha 3: success 0.72 [" in out
     assert "groups at >= 0.5: 3 of 4 (random 1, residual 0)" in out
     assert "0.88 [0.62, 1.00] / 0.50" in out  # fr at alpha 3: its CI over prompts / the random sets' mean
+
+
+def test_the_residual_baseline_is_summarized_at_each_strength_and_at_its_best():
+    df = _table()
+    extra = [_row(g, "residual", 10.0, s, mode="add") for g, s in zip(GROUPS, (1.0, 0.5, 0.75, 0.25))]
+    df = pd.concat([df, pd.DataFrame(extra)], ignore_index=True)
+    res = summary.residual_by_alpha(df, n_boot=300, seed=1)
+    assert res["alpha"].tolist() == [1.0, 3.0, 10.0]
+    r10 = res.set_index("alpha").loc[10.0]
+    assert r10["residual"] == pytest.approx(0.625) and r10["residual_groups_at_half"] == 3
+    assert (r10["residual_low"], r10["residual_high"]) == pytest.approx(_hand_interval([1.0, 0.5, 0.75, 0.25], 300, 1))
+    best = summary.best_alpha(df, n_boot=300, seed=1).iloc[0]
+    # the neurons at their best alpha (3), the residual at its own (10), and at the neurons' alpha too
+    assert best["alpha"] == 3.0 and best["residual_best_alpha"] == 10.0
+    assert best["residual_best"] == pytest.approx(0.625) and best["residual"] == pytest.approx(np.mean(list(RESIDUAL[3.0].values())))

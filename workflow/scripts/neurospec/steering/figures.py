@@ -136,8 +136,9 @@ def plot_methods(tables: Sequence[tuple[pd.DataFrame, dict]], path: str | os.Pat
                label="selected", color="tab:blue", capsize=2)
         ax.bar(x - 0.1, d["random"], 0.2, yerr=[d["random"] - d["random_low"], d["random_high"] - d["random"]],
                label="random (matched)", color="tab:grey", capsize=2)
-        ax.bar(x + 0.1, d["residual"], 0.2, yerr=[d["residual"] - d["residual_low"], d["residual_high"] - d["residual"]],
-               label="residual", color="tab:orange", capsize=2)
+        ax.bar(x + 0.1, d["residual_best"], 0.2,
+               yerr=[d["residual_best"] - d["residual_best_low"], d["residual_best_high"] - d["residual_best"]],
+               label="residual (its best alpha)", color="tab:orange", capsize=2)
         ax.bar(x + 0.3, d["none"], 0.2, label="no intervention", color="black")
         ax.set_xticks(x, [f"{m}\n{mo} a={a:g}" for m, mo, a in zip(d["method"], d["mode"], d["alpha"])], fontsize=7)
         ax.set_ylim(0, 1.03)

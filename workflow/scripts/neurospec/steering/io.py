@@ -26,10 +26,14 @@ log = logging.getLogger("neurospec")
 
 
 def check_settings(*, alphas: Sequence[float], modes: Sequence[str], prompt_kinds: Sequence[str], max_new_tokens: int,
-                   n_prompts: int, random_sets: int, batch_size: int) -> None:
+                   n_prompts: int, random_sets: int, batch_size: int,
+                   residual_alphas: Sequence[float] | None = None) -> None:
     """The keys of evaluate.steering that the schema cannot check alone, one line each."""
-    if not alphas or any(isinstance(a, bool) or not isinstance(a, (int, float)) for a in alphas):
-        raise NeurospecError(f"evaluate.steering.alphas must be a non-empty list of numbers, got {alphas!r}")
+    for key, value in (("alphas", alphas), ("residual_alphas", residual_alphas)):
+        if key == "residual_alphas" and value is None:
+            continue
+        if not value or any(isinstance(a, bool) or not isinstance(a, (int, float)) for a in value):
+            raise NeurospecError(f"evaluate.steering.{key} must be a non-empty list of numbers, got {value!r}")
     for key, value, low in (("max_new_tokens", max_new_tokens, 1), ("n_prompts", n_prompts, 1),
                             ("random_sets", random_sets, 0), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -44,12 +48,14 @@ def steer_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequenc
                   alphas: Sequence[float] = (1.0, 3.0), modes: Sequence[str] = ("set", "add"),
                   prompt_kinds: Sequence[str] = ("continuation", "translation"), max_new_tokens: int = 24,
                   n_prompts: int = 50, random_sets: int = 1, residual_layers: str | Sequence[int] = "all",
-                  seed: int = 0, batch_size: int = 32, enabled: bool = True) -> None:
+                  residual_alphas: Sequence[float] | None = None, seed: int = 0, batch_size: int = 32,
+                  enabled: bool = True) -> None:
     """The steering task of one scoring method (see docs/steering.md)."""
     from neurospec.evaluate.translation import use_chat_template
 
     check_settings(alphas=alphas, modes=modes, prompt_kinds=prompt_kinds, max_new_tokens=max_new_tokens,
-                   n_prompts=n_prompts, random_sets=random_sets, batch_size=batch_size)
+                   n_prompts=n_prompts, random_sets=random_sets, batch_size=batch_size,
+                   residual_alphas=residual_alphas)
     t_start = time.perf_counter()
     lm = loaded.require_lm("steering")
     scores = read_table(scores_path, required=("group", "layer", "neuron"))
@@ -104,7 +110,7 @@ def steer_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequenc
         conds = conditions_for(group, lang, selection, modes=modes if interventions.selection_size(selection) else (),
                                alphas=alphas, mean_x=mean_x, mean_rest=mean_rest, controls=controls,
                                residual_vector=residual_vector(per_lang_residual, lang, rest),
-                               residual_layers=layers)
+                               residual_layers=layers, residual_alphas=residual_alphas)
         plans.append((group, lang, conds))
     for group, why in skipped.items():
         log.info("group %s not steered: %s", group, why)
@@ -161,7 +167,8 @@ def steer_to_file(loaded: LoadedModel, *, scores_path: str, pair_tables: Sequenc
         "method": method, "group_kind": score_meta.get("group_kind"), "scoring_params": score_meta.get("params"),
         "token_scope": token_scope, "rest": rest, "alphas": [float(a) for a in alphas], "modes": list(modes),
         "prompt_kinds": list(prompt_kinds), "max_new_tokens": max_new_tokens, "n_prompts": n_prompts,
-        "random_sets": random_sets, "residual_layers": layers, "seed": seed, "batch_size": batch_size,
+        "random_sets": random_sets, "residual_layers": layers,
+        "residual_alphas": [float(a) for a in (alphas if residual_alphas is None else residual_alphas)], "seed": seed, "batch_size": batch_size,
         "controls": "random sets matched per layer and firing-rate decile (rate column " f"{rate_column})",
         "control_overlap": overlaps, "skipped_groups": skipped,
         "ci": {"unit": "prompts (one held-out sentence each)", "n": "n_outputs", "n_boot": measures.N_BOOT,

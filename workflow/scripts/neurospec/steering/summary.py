@@ -11,7 +11,9 @@ seeds). Groups without a rate (heliport does not cover their language) are left 
 
 ``best_alpha`` picks per prompt kind the (mode, alpha) whose selected sets have the highest mean
 success; it is chosen on the same outputs it reports, so it flatters the method by the choice (the
-other alphas are in ``by_alpha``).
+other alphas are in ``by_alpha``). Beside it, the residual baseline at its own best strength
+(``residual_best*``, from ``residual_by_alpha``: ``evaluate.steering.residual_alphas`` may sweep
+strengths the neurons do not use), so each is compared at its best.
 
 ``python -m neurospec.steering.summary TABLE...`` prints both for each steering table and, per
 language, the selected and random rates at every (mode, alpha).
@@ -100,15 +102,42 @@ def by_alpha(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0, level: fl
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+RESIDUAL_COLUMNS = ("prompt_kind", "alpha", "n_groups", "residual", "residual_low", "residual_high",
+                    "residual_groups_at_half", "residual_chrf", "residual_nll")
+
+
+def residual_by_alpha(df: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> pd.DataFrame:
+    """The residual baseline per prompt kind x alpha: mean success over the groups with a rate, its
+    bootstrap interval over groups, groups at >= 0.5, mean chrF++ and median NLL."""
+    df = df.assign(**{c: np.nan for c in ("chrf", "nll") if c not in df.columns})
+    rows = []
+    for (kind, alpha), d in df[df["condition"] == "residual"].groupby(["prompt_kind", "alpha"], sort=True):
+        g = d.groupby("group").agg(success=("success", "mean"), chrf=("chrf", "mean"), nll=("nll", "mean"))
+        g = g[g["success"].notna()]
+        mean, low, high = group_means(g["success"].to_numpy(float), n_boot, seed, level)
+        rows.append({"prompt_kind": kind, "alpha": float(alpha), "n_groups": len(g), "residual": mean,
+                     "residual_low": low, "residual_high": high,
+                     "residual_groups_at_half": int((g["success"] >= HALF).sum()),
+                     "residual_chrf": _mean(g["chrf"].to_numpy(float)), "residual_nll": _median(g["nll"].to_numpy(float))})
+    return pd.DataFrame(rows, columns=list(RESIDUAL_COLUMNS))
+
+
 def best_alpha(df: pd.DataFrame, **kwargs) -> pd.DataFrame:
     """Per prompt kind, the ``by_alpha`` row whose selected sets have the highest mean success (the
-    first in (mode, alpha) order on a tie)."""
+    first in (mode, alpha) order on a tie), with the residual baseline at its own best alpha
+    (``residual_best``, ``_low``, ``_high``, ``residual_best_alpha``; NaN without residual rows)."""
     table = by_alpha(df, **kwargs)
     table = table[table["selected"].notna()]
     if table.empty:
         return table.reset_index(drop=True)
-    best = table.loc[table.groupby("prompt_kind", sort=False)["selected"].idxmax()]
-    return best.reset_index(drop=True)
+    best = table.loc[table.groupby("prompt_kind", sort=False)["selected"].idxmax()].reset_index(drop=True)
+    res = residual_by_alpha(df, **kwargs)
+    res = res[res["residual"].notna()]
+    res = res.loc[res.groupby("prompt_kind", sort=False)["residual"].idxmax()] if len(res) else res
+    res = res.rename(columns={"alpha": "residual_best_alpha", "residual": "residual_best",
+                              "residual_low": "residual_best_low", "residual_high": "residual_best_high"})
+    keep = ["prompt_kind", "residual_best_alpha", "residual_best", "residual_best_low", "residual_best_high"]
+    return best.merge(res[keep], on="prompt_kind", how="left")
 
 
 def per_language(df: pd.DataFrame) -> pd.DataFrame:
@@ -157,12 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"== {method}: mean over groups [{LEVEL:.0%} bootstrap interval over groups, "
                   f"{args.n_boot} resamples]; at_half: groups with success >= {HALF}")
             print(table.round(3).to_string(index=False))
+            residual = residual_by_alpha(df, n_boot=args.n_boot, seed=args.seed)
+            if len(residual):
+                print("the residual baseline per alpha (the same vector for every method):")
+                print(residual.round(3).to_string(index=False))
             for _, b in best_alpha(df, n_boot=args.n_boot, seed=args.seed).iterrows():
                 print(f"{method} best ({b['prompt_kind']}): {b['mode']} alpha {b['alpha']:g}: success "
                       f"{b['selected']:.2f} [{b['selected_low']:.2f}, {b['selected_high']:.2f}], random "
                       f"{b['random']:.2f} [{b['random_low']:.2f}, {b['random_high']:.2f}], selected - random "
                       f"{b['selected_minus_random']:+.2f} [{b['selected_minus_random_low']:+.2f}, "
-                      f"{b['selected_minus_random_high']:+.2f}], residual {b['residual']:.2f}, none {b['none']:.2f}; "
+                      f"{b['selected_minus_random_high']:+.2f}], residual {b['residual']:.2f} (at its best alpha "
+                      f"{b['residual_best_alpha']:g}: {b['residual_best']:.2f} [{b['residual_best_low']:.2f}, "
+                      f"{b['residual_best_high']:.2f}]), none {b['none']:.2f}; "
                       f"groups at >= {HALF}: {b['groups_at_half']} of {b['n_groups']} (random "
                       f"{b['random_groups_at_half']}, residual {b['residual_groups_at_half']}); chrF++ "
                       f"{b['chrf']:.1f} (none {b['chrf_none']:.1f}), NLL median {b['nll']:.2f} (none {b['nll_none']:.2f})")

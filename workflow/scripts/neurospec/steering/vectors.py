@@ -100,8 +100,10 @@ class Condition:
 
 def conditions_for(group: str, lang: str, selection: Selection, *, modes: Sequence[str], alphas: Sequence[float],
                    mean_x: np.ndarray, mean_rest: np.ndarray, controls: Sequence[Selection],
-                   residual_vector: np.ndarray | None, residual_layers: Sequence[int]) -> list[Condition]:
-    """Every condition of one group: selected and random per mode x alpha, residual per alpha, and none."""
+                   residual_vector: np.ndarray | None, residual_layers: Sequence[int],
+                   residual_alphas: Sequence[float] | None = None) -> list[Condition]:
+    """Every condition of one group: selected and random per mode x alpha, residual per residual alpha
+    (``residual_alphas``, None: ``alphas``), and none."""
     out = [Condition(group, lang, "none", 0.0, "none")]
     for mode in modes:
         for alpha in alphas:
@@ -110,7 +112,7 @@ def conditions_for(group: str, lang: str, selection: Selection, *, modes: Sequen
             for j, ctrl in enumerate(controls):
                 out.append(Condition(group, lang, mode, float(alpha), "random", j, ctrl, values))
     if residual_vector is not None:
-        for alpha in alphas:
+        for alpha in (alphas if residual_alphas is None else residual_alphas):
             vecs = {int(layer): float(alpha) * residual_vector[int(layer)] for layer in residual_layers}
             out.append(Condition(group, lang, "add", float(alpha), "residual", residual=vecs))
     return out
