@@ -76,6 +76,11 @@ def test_a_steering_parameter_reruns_steering_only(steering_run):
         counts = job_counts(snakemake(steering_run, *TARGETS, "--dry-run",
                                       configfile=_config(steering_run, change)).stdout)
         assert counts == {"steering": 1, "figure_steering": 2}, (change, counts)
+    # the same from the command line: nested --config values arrive as strings, typed by the schema
+    # (residual_alphas is null or a list of numbers)
+    out = snakemake(steering_run, *TARGETS, "--dry-run", "--config", "evaluate={steering: {residual_alphas: [1, 3]}}",
+                    configfile=_config(steering_run)).stdout
+    assert job_counts(out) == {"steering": 1, "figure_steering": 2}
 
 
 def test_a_scoring_parameter_reruns_that_methods_steering_never_collection(steering_run):

@@ -105,6 +105,12 @@ def test_nested_config_strings_are_typed_by_the_schema():
     assert got["evaluate"]["ablation"] == {"budgets": [10, 30], "max_sentences": "abc"}  # left to the schema
     assert got["evaluate"]["enabled"] is False
     assert got["pairs"] == ["en-de"] and given["scoring"]["k"] == "20"  # the input is not changed
+    # oneOf: null | a list of numbers (residual_alphas), "all" | a list of integers (residual_layers)
+    steer = {"residual_alphas": ["1", "3.5"], "residual_layers": ["-1", "2"]}
+    got = coerce({"evaluate": {"steering": steer}}, SCHEMA)["evaluate"]["steering"]
+    assert got == {"residual_alphas": [1, 3.5], "residual_layers": [-1, 2]}
+    got = coerce({"evaluate": {"steering": {"residual_alphas": "null", "residual_layers": "all"}}}, SCHEMA)
+    assert got["evaluate"]["steering"] == {"residual_alphas": None, "residual_layers": "all"}
 
 
 def test_a_lone_overlay_is_told_to_put_the_demo_config_first(tmp_path):

@@ -77,9 +77,29 @@ def _scalar(value: str, schema: Mapping[str, Any]) -> Any:
     return v
 
 
+def _branches(value: Any, schema: Mapping[str, Any]) -> Any:
+    """A value under ``oneOf``/``anyOf``: a list or mapping goes through the one branch of its shape
+    (array / object); a string is kept where a branch allows it as a string, else converted where
+    exactly one reading fits the branches (``residual_alphas: null | [numbers]``: "null" or ["1", "3"])."""
+    branches = [b for b in schema.get("oneOf") or schema.get("anyOf") or () if isinstance(b, Mapping)]
+    if isinstance(value, (list, Mapping)):
+        shape = "array" if isinstance(value, list) else "object"
+        fits = [b for b in branches if shape in _types(b)]
+        return coerce(value, fits[0]) if len(fits) == 1 else value
+    if not isinstance(value, str):
+        return value
+    if any("string" in _types(b) or (b.get("enum") is not None and value in b["enum"]) for b in branches):
+        return value
+    readings = {(type(v), v) for v in (_scalar(value, b) for b in branches) if not isinstance(v, str)}
+    return next(iter(readings))[1] if len(readings) == 1 else value
+
+
 def coerce(value: Any, schema: Mapping[str, Any]) -> Any:
     """``value`` with every string the schema types as a number, integer, boolean or null converted
-    (recursively through objects' properties and additionalProperties, and arrays' items)."""
+    (recursively through objects' properties and additionalProperties, arrays' items, and the
+    branches of ``oneOf``/``anyOf``)."""
+    if "oneOf" in schema or "anyOf" in schema:
+        return _branches(value, schema)
     if isinstance(value, str):
         return _scalar(value, schema)
     if isinstance(value, Mapping):
