@@ -93,7 +93,8 @@ def test_the_printout_names_each_alpha_the_best_and_each_language(tmp_path, caps
 
     path = tmp_path / "lape.parquet"
     write_table(_table(), path, metadata={"method": "lape"})
-    assert summary.main([str(path), "--n-boot", "200"]) == 0
+    write_table(pd.DataFrame({"output": ["x"]}), tmp_path / "lape_outputs.parquet")  # a glob's companion: skipped
+    assert summary.main([str(path), str(tmp_path / "lape_outputs.parquet"), "--n-boot", "200"]) == 0
     out = capsys.readouterr().out
     assert "lape best (continuation): set alpha 3: success 0.72 [" in out
     assert "groups at >= 0.5: 3 of 4 (random 1, residual 0)" in out

@@ -31,6 +31,7 @@ from neurospec.tables import read_metadata, read_table
 
 N_BOOT = 1000
 LEVEL = 0.95
+REQUIRED = ("group", "mode", "alpha", "prompt_kind", "condition", "success", "success_low", "success_high")
 HALF = 0.5  # "steered": at least half of a group's outputs in its language
 COLUMNS = ("prompt_kind", "mode", "alpha", "n_groups", "n_uncovered",
            "selected", "selected_low", "selected_high", "random", "random_low", "random_high",
@@ -179,8 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     with pd.option_context("display.width", 250, "display.max_rows", 1000, "display.max_columns", 60):
-        for path in args.tables:
-            df, meta = read_table(path), read_metadata(path)
+        for path in [p for p in args.tables if not str(p).endswith("_outputs.parquet")]:  # the glob's companions
+            df, meta = read_table(path, required=REQUIRED), read_metadata(path)
             method = meta.get("method", path)
             table = by_alpha(df, n_boot=args.n_boot, seed=args.seed)
             print(f"== {method}: mean over groups [{LEVEL:.0%} bootstrap interval over groups, "
