@@ -369,6 +369,9 @@ def test_the_summary_command_prints_the_specific_groups(tmp_path, capsys):
     de = out.splitlines()[1].split()
     assert de[:3] == ["lape", "de", "de"] and float(de[11]) == pytest.approx(1.0)  # its own delta NLL
     assert "dose-response" not in out  # no budget rows
+    with pytest.raises(SystemExit) as exc:  # a missing table: one line naming it, no traceback
+        main([str(tmp_path / "lapee.parquet")])
+    assert str(exc.value) == f"neurospec: error: input table {tmp_path / 'lapee.parquet'} does not exist"
 
 
 def test_real_configs_default_to_twenty_random_sets_the_demo_keeps_two():

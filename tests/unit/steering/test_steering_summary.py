@@ -98,7 +98,14 @@ def test_the_printout_names_each_alpha_the_best_and_each_language(tmp_path, caps
     out = capsys.readouterr().out
     assert "lape best (continuation): set alpha 3: success 0.72 [" in out
     assert "groups at >= 0.5: 3 of 4 (random 1, residual 0)" in out
-    assert "0.88 [0.62, 1.00] / 0.50" in out  # fr at alpha 3: its CI over prompts / the random sets' mean
+    assert "0.88 [0.62, 1.00] / 0.50 (max 0.50)" in out  # fr at alpha 3: its CI over prompts / the random sets
+    assert "0.75 [0.50, 1.00] / 0.12 (max 0.25)" in out  # de at alpha 3: random seeds 0.00 and 0.25
+    # a table that is not a steering table: one line naming it and the missing column, no traceback
+    write_table(pd.DataFrame({"group": ["de"]}), tmp_path / "scores.parquet")
+    with pytest.raises(SystemExit) as exc:
+        summary.main([str(tmp_path / "scores.parquet")])
+    assert str(exc.value).startswith("neurospec: error: ") and "scores.parquet" in str(exc.value)
+    assert "mode" in str(exc.value)
 
 
 def test_the_residual_baseline_is_summarized_at_each_strength_and_at_its_best():

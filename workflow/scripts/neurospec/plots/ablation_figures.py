@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -290,7 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "many groups are specific.")
     parser.add_argument("tables", nargs="+", help="ablation tables (results/.../ablation/{method}.parquet)")
     args = parser.parse_args(argv)
-    tables = [read(p) for p in args.tables]
+    try:  # a missing, truncated or foreign table: one line naming it
+        tables = [read(p) for p in args.tables]
+    except NeurospecError as exc:
+        sys.exit(f"neurospec: error: {exc}")
     data = pd.concat([specificity(df, meta).merge(own_delta(df, meta), on="group", how="left")
                       for df, meta in tables], ignore_index=True)
     with pd.option_context("display.width", 250, "display.max_rows", 1000, "display.max_columns", 50):

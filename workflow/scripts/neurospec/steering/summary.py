@@ -22,11 +22,13 @@ language, the selected and random rates at every (mode, alpha).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from neurospec.errors import NeurospecError
 from neurospec.tables import read_metadata, read_table
 
 N_BOOT = 1000
@@ -43,9 +45,9 @@ COLUMNS = ("prompt_kind", "mode", "alpha", "n_groups", "n_uncovered",
 
 def group_means(means: np.ndarray, n_boot: int, seed: int, level: float) -> tuple[float, float, float]:
     """Mean of ``means`` (one per group, NaN dropped) and its percentile bootstrap interval over groups."""
-    lows, highs = _interval(np.asarray(means, dtype=np.float64)[None, :], n_boot, seed, level)
     values = np.asarray(means, dtype=np.float64)
-    return (float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"), lows[0], highs[0])
+    lows, highs = _interval(values[None, :], n_boot, seed, level)
+    return _mean(values), lows[0], highs[0]
 
 
 def _interval(values: np.ndarray, n_boot: int, seed: int, level: float) -> tuple[list[float], list[float]]:
@@ -142,16 +144,18 @@ def best_alpha(df: pd.DataFrame, **kwargs) -> pd.DataFrame:
 
 
 def per_language(df: pd.DataFrame) -> pd.DataFrame:
-    """Per group x prompt kind: the selected rate [its CI over prompts] / the random sets' mean rate,
-    one column per (mode, alpha); the residual baseline's rate per alpha."""
+    """Per group x prompt kind: the selected rate [its CI over prompts] / the random sets' mean rate
+    (their max), one column per (mode, alpha); the residual baseline's rate per alpha."""
     sel = df[df["condition"] == "selected"]
-    rnd = df[df["condition"] == "random"].groupby(["group", "prompt_kind", "mode", "alpha"])["success"].mean()
+    rnd = df[df["condition"] == "random"].groupby(["group", "prompt_kind", "mode", "alpha"])["success"]
+    rnd_mean, rnd_max = rnd.mean(), rnd.max()
     cells = {}
     for _, r in sel.iterrows():
         key = (r["group"], r["prompt_kind"])
-        random = rnd.get((r["group"], r["prompt_kind"], r["mode"], r["alpha"]), np.nan)
+        at = (r["group"], r["prompt_kind"], r["mode"], r["alpha"])
         cells.setdefault(key, {})[f"{r['mode']} a={r['alpha']:g}"] = (
-            f"{r['success']:.2f} [{r['success_low']:.2f}, {r['success_high']:.2f}] / {random:.2f}")
+            f"{r['success']:.2f} [{r['success_low']:.2f}, {r['success_high']:.2f}] / "
+            f"{rnd_mean.get(at, np.nan):.2f} (max {rnd_max.get(at, np.nan):.2f})")
     for _, r in df[df["condition"] == "residual"].iterrows():
         cells.setdefault((r["group"], r["prompt_kind"]), {})[f"residual a={r['alpha']:g}"] = f"{r['success']:.2f}"
     out = pd.DataFrame.from_dict(cells, orient="index")
@@ -179,9 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=N_BOOT)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    paths = [p for p in args.tables if not str(p).endswith("_outputs.parquet")]  # the glob's companions
+    try:  # a missing, truncated or foreign table: one line naming it
+        tables = [(p, read_table(p, required=REQUIRED), read_metadata(p)) for p in paths]
+    except NeurospecError as exc:
+        sys.exit(f"neurospec: error: {exc}")
     with pd.option_context("display.width", 250, "display.max_rows", 1000, "display.max_columns", 60):
-        for path in [p for p in args.tables if not str(p).endswith("_outputs.parquet")]:  # the glob's companions
-            df, meta = read_table(path, required=REQUIRED), read_metadata(path)
+        for path, df, meta in tables:
             method = meta.get("method", path)
             table = by_alpha(df, n_boot=args.n_boot, seed=args.seed)
             print(f"== {method}: mean over groups [{LEVEL:.0%} bootstrap interval over groups, "
